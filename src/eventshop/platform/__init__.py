@@ -1,0 +1,1 @@
+"""What every service stands on, and knows no service: the bus, storage, runtime."""

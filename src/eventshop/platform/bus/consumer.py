@@ -1,0 +1,401 @@
+"""The consumer: at-least-once delivery in, exactly-once effects out.
+
+One consumer per service queue, on its own channel with a bounded prefetch (its bulkhead: a
+slow or failing service never holds another's messages). It takes what has arrived, up to
+the prefetch window, as one batch and handles it in ONE database transaction:
+
+1. record every event_id in the inbox (one multi-row INSERT .. ON CONFLICT DO NOTHING);
+   ids already there are duplicates: acknowledged, no effect;
+2. run the handler of each new event (with a timeout) in that transaction; the events the
+   handlers emit go to the outbox in the same transaction;
+3. commit, and only then acknowledge the whole window with one `basic.ack(multiple=True)`.
+
+If a handler raises, the batch's transaction is rolled back and the batch runs again one
+event per savepoint, so only the failing events are left out. Those go up the retry ladder
+(re-published, confirmed, to the delay queue of their attempt) and, after the last rung, to
+the parking lot with the error, attempt count, original routing key and first failure time
+in their headers. A body that can't be decoded, fails its contract, or has a type this
+service has no handler for, is parked at once: no retry would change it. A database outage
+is not the message's fault: the batch is held and tried again until the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from eventshop.contracts import ContractError, Envelope, EventPayload, Registry
+from eventshop.platform import faults
+from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.topology import ServiceQueues, declare_service_queues
+from eventshop.platform.bus.wire import (
+    H_ATTEMPT,
+    H_ERROR,
+    H_FIRST_FAILURE,
+    H_PARKED_AT,
+    H_PARKED_BY,
+    H_ROUTING_KEY,
+)
+from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.uow import UnitOfWork
+
+log = get_logger(__name__)
+
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+
+#: errors that say the database (not the message) is the problem: hold the batch and retry
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+INSERT_INBOX_MANY = """
+INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+ON CONFLICT DO NOTHING RETURNING event_id
+"""
+INSERT_INBOX_ONE = """
+INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):  # a slow handler is the handler's failure
+        return False
+    return isinstance(exc, (*INFRASTRUCTURE_ERRORS, OSError))
+
+
+@dataclass
+class Subscription:
+    """What one service consumes: a handler per event type, and its queue names."""
+
+    service: str
+    handlers: Mapping[str, Handler]
+    retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000)
+
+    @property
+    def queues(self) -> ServiceQueues:
+        return ServiceQueues(self.service, tuple(sorted(self.handlers)), self.retry_delays_ms)
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    parked: int = 0
+    batches: int = 0
+    by_type: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class _HandlerFailedError(Exception):
+    pass
+
+
+@dataclass
+class _Item:
+    message: AbstractIncomingMessage
+    envelope: Envelope
+    payload: EventPayload
+
+
+class Consumer:
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        connection: AbstractConnection,
+        pool: asyncpg.Pool,
+        publisher: Publisher,
+        registry: Registry,
+        exchange: str,
+        prefetch: int = 256,
+        handler_timeout_s: float = 30.0,
+    ) -> None:
+        self.subscription = subscription
+        self.queues = subscription.queues
+        self._connection = connection
+        self._pool = pool
+        self._publisher = publisher
+        self._registry = registry
+        self._exchange = exchange
+        self._prefetch = prefetch
+        self._timeout = handler_timeout_s
+        self._channel: AbstractChannel | None = None
+        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._tag: str | None = None
+        self._buffer: collections.deque[AbstractIncomingMessage] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.stats = ConsumerStats()
+
+    @property
+    def name(self) -> str:
+        return self.subscription.service
+
+    @property
+    def attached(self) -> bool:
+        return self._tag is not None and self._channel is not None and not self._channel.is_closed
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await declare_service_queues(self._connection, self._exchange, self.queues)
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await self._channel.get_queue(self.queues.main, ensure=False)
+        self._worker = asyncio.create_task(self._work(), name=f"consumer:{self.name}")
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop taking messages, finish the batch in hand; what is buffered goes back to the queue."""
+        self._stopping = True
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        self._tag = None
+        self._arrived.set()
+        if self._worker is not None:
+            try:
+                await asyncio.wait_for(self._worker, timeout_s)
+            except (TimeoutError, asyncio.CancelledError):
+                self._worker.cancel()
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()  # unacked messages are requeued by the broker
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.append(message)
+        self._arrived.set()
+
+    # -- the batch loop ------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while not self._stopping:
+            if not self._buffer:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch = self._take_batch()
+            try:
+                await self._handle_batch(batch)
+            except Exception:  # never let one batch kill the consumer: it will be redelivered
+                log.exception("consumer.batch_crashed", consumer=self.name, size=len(batch))
+                await asyncio.sleep(0.5)
+
+    def _take_batch(self) -> list[AbstractIncomingMessage]:
+        """Up to a prefetch window of buffered messages, all from the same channel."""
+        first = self._buffer.popleft()
+        batch = [first]
+        channel = _channel_of(first)
+        while self._buffer and len(batch) < self._prefetch:
+            if _channel_of(self._buffer[0]) is not channel:
+                break  # delivered before a reconnect: tags of two channels never mix in an ack
+            batch.append(self._buffer.popleft())
+        return batch
+
+    async def _handle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+        self.stats.batches += 1
+        items: list[_Item] = []
+        to_park: list[tuple[AbstractIncomingMessage, str]] = []
+        for message in batch:
+            try:
+                envelope, payload = self._registry.decode(message.body)
+            except ContractError as exc:
+                to_park.append((message, f"{type(exc).__name__}: {exc}"))
+                continue
+            if envelope.event_type not in self.subscription.handlers:
+                to_park.append((message, f"no handler in {self.name} for {envelope.event_type}"))
+                continue
+            items.append(_Item(message, envelope, payload))
+
+        failures = await self._apply_until_done(items, batch)
+        if failures is None:
+            return  # the channel died while the database was away: the broker redelivers
+        faults.point("consumer.before_ack")
+        await self._settle(batch, failures, to_park)
+
+    async def _apply_until_done(
+        self, items: list[_Item], batch: list[AbstractIncomingMessage]
+    ) -> list[tuple[_Item, BaseException]] | None:
+        backoff = 0.1
+        while True:
+            try:
+                if not items:
+                    return []
+                try:
+                    await self._apply_batch(items)
+                    return []
+                except _HandlerFailedError:
+                    return await self._apply_one_by_one(items)
+            except Exception as exc:
+                if not _is_infrastructure(exc):
+                    raise
+                if _channel_of(batch[0]).is_closed:
+                    return None
+                log.warning("consumer.database_unavailable", consumer=self.name, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _apply_batch(self, items: list[_Item]) -> None:
+        """The fast path: the whole window in one transaction, no savepoints."""
+        consumer = self.name
+        async with self._pool.acquire() as conn, conn.transaction():
+            new = {
+                r["event_id"]
+                for r in await conn.fetch(
+                    INSERT_INBOX_MANY, consumer, [i.envelope.event_id for i in items]
+                )
+            }
+            uow = UnitOfWork(conn=conn, service=consumer, correlation_id="")
+            for item in items:
+                eid = item.envelope.event_id
+                if eid not in new:
+                    self.stats.duplicates += 1
+                    continue
+                new.discard(eid)  # the same event twice in one window runs once
+                try:
+                    await self._run_handler(uow.caused_by(item.envelope), item)
+                except Exception as exc:
+                    if _is_infrastructure(exc):
+                        raise
+                    raise _HandlerFailedError from exc
+            await uow.flush()
+        for item in items:
+            self.stats.by_type[item.envelope.event_type] += 1
+        self.stats.handled += len(items)
+
+    async def _apply_one_by_one(self, items: list[_Item]) -> list[tuple[_Item, BaseException]]:
+        """The slow path, after a handler failed: a savepoint per event isolates the failures."""
+        failures: list[tuple[_Item, BaseException]] = []
+        handled = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            for item in items:
+                try:
+                    async with conn.transaction():
+                        if not await conn.fetchval(
+                            INSERT_INBOX_ONE, self.name, item.envelope.event_id
+                        ):
+                            self.stats.duplicates += 1
+                            continue
+                        uow = UnitOfWork(conn=conn, service=self.name, correlation_id="")
+                        uow = uow.caused_by(item.envelope)
+                        await self._run_handler(uow, item)
+                        await uow.flush()
+                        handled += 1
+                except Exception as exc:
+                    if _is_infrastructure(exc):
+                        raise
+                    failures.append((item, exc))
+        self.stats.handled += handled
+        return failures
+
+    async def _run_handler(self, uow: UnitOfWork, item: _Item) -> None:
+        env = item.envelope
+        handler = self.subscription.handlers[env.event_type]
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(env.event_id),
+            event_type=env.event_type,
+            correlation_id=env.correlation_id,
+            causation_id=env.causation_id,
+        ):
+            await asyncio.wait_for(handler(uow, env, item.payload), self._timeout)
+
+    # -- settling: retry ladder, parking lot, acks ---------------------------------------------
+    async def _settle(
+        self,
+        batch: list[AbstractIncomingMessage],
+        failures: list[tuple[_Item, BaseException]],
+        to_park: list[tuple[AbstractIncomingMessage, str]],
+    ) -> None:
+        now = datetime.now(UTC).isoformat()
+        outgoing: list[tuple[str, aio_pika.Message]] = []
+        sources: list[AbstractIncomingMessage] = []
+        for item, exc in failures:
+            msg = item.message
+            attempt = int((msg.headers or {}).get(H_ATTEMPT, 0) or 0) + 1
+            error = f"{type(exc).__name__}: {exc}"[:1_000]
+            if attempt < self.queues.max_attempts:
+                outgoing.append((self.queues.retry(attempt), _redirected(msg, attempt, error, now)))
+                self.stats.retried += 1
+                log.warning(
+                    "consumer.retry", consumer=self.name, event_type=item.envelope.event_type,
+                    event_id=str(item.envelope.event_id), attempt=attempt, error=error,
+                )
+            else:
+                outgoing.append(
+                    (self.queues.parked, _redirected(msg, attempt, error, now, park_by=self.name))
+                )
+                self.stats.parked += 1
+                log.error(
+                    "consumer.parked", consumer=self.name, event_type=item.envelope.event_type,
+                    event_id=str(item.envelope.event_id), attempts=attempt, error=error,
+                )
+            sources.append(msg)
+        for msg, error in to_park:
+            attempt = int((msg.headers or {}).get(H_ATTEMPT, 0) or 0) + 1
+            outgoing.append(
+                (self.queues.parked, _redirected(msg, attempt, error, now, park_by=self.name))
+            )
+            sources.append(msg)
+            self.stats.parked += 1
+            log.error("consumer.parked_at_once", consumer=self.name, error=error[:300])
+
+        results = await self._publisher.publish_many(outgoing, to_queue=True) if outgoing else []
+        unsettled = {id(m) for m, err in zip(sources, results, strict=True) if err is not None}
+        try:
+            if not unsettled:
+                await batch[-1].ack(multiple=True)
+                return
+            # a retry/park publish was not confirmed: leave those to a redelivery, ack the rest
+            for message in batch:
+                if id(message) in unsettled:
+                    await message.nack(requeue=True)
+                else:
+                    await message.ack()
+        except (aiormq.exceptions.ChannelInvalidStateError, aiormq.exceptions.AMQPError) as exc:
+            # the channel closed after the commit: the broker redelivers, the inbox absorbs
+            log.warning("consumer.ack_lost", consumer=self.name, error=repr(exc))
+
+
+def _channel_of(message: AbstractIncomingMessage) -> Any:
+    # the aiormq channel the message came on (IncomingMessage.channel raises once it is closed)
+    return message._IncomingMessage__channel  # type: ignore[attr-defined]
+
+
+def _redirected(
+    msg: AbstractIncomingMessage, attempt: int, error: str, now: str, *, park_by: str | None = None
+) -> aio_pika.Message:
+    headers: dict[str, Any] = dict(msg.headers or {})
+    headers[H_ATTEMPT] = attempt
+    headers[H_ERROR] = error
+    headers.setdefault(H_FIRST_FAILURE, now)
+    headers.setdefault(H_ROUTING_KEY, msg.routing_key or msg.type or "")
+    if park_by is not None:
+        headers[H_PARKED_AT] = now
+        headers[H_PARKED_BY] = park_by
+    return aio_pika.Message(
+        msg.body,
+        headers=headers,
+        content_type=msg.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=msg.message_id or str(uuid.uuid4()),
+        type=msg.type,
+        correlation_id=msg.correlation_id,
+        timestamp=msg.timestamp or time.time(),
+        app_id=msg.app_id,
+    )

@@ -1,0 +1,200 @@
+"""The outbox relay: publishes committed outbox rows in order, with confirms, and marks them sent.
+
+One relay per service schema is active at a time (a PostgreSQL advisory lock held by its
+listening connection); more processes of a service wait as hot standbys. It is woken by
+NOTIFY from the outbox trigger and polls as a fallback. A row is marked sent only once its
+publish is confirmed, so a crash or a lost connection anywhere leaves it unsent and it is
+published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from typing import Any
+
+import asyncpg
+
+from eventshop.platform import faults
+from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.wire import message_from_row
+from eventshop.platform.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+SELECT_UNSENT = """
+SELECT id, event_id, event_type, correlation_id, causation_id, traceparent, schema_version,
+       occurred_at, body
+FROM outbox
+WHERE sent_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+ORDER BY id
+LIMIT $1
+"""
+
+
+def _lock_key(schema: str) -> int:
+    return int.from_bytes(hashlib.sha1(f"relay:{schema}".encode()).digest()[:8], "big", signed=True)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: Publisher,
+        *,
+        dsn: str,
+        schema: str,
+        app_id: str,
+        batch: int = 1_000,
+        poll_s: float = 1.0,
+        retention_s: float = 3_600.0,
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._dsn = dsn
+        self._schema = schema
+        self._app_id = app_id
+        self._batch = batch
+        self._poll_s = poll_s
+        self._retention_s = retention_s
+        self._wake = asyncio.Event()
+        self._pass = asyncio.Lock()  # one pass at a time: the loop's and a shutdown flush
+        self._stopping = False
+        self.published = 0
+        self.is_leader = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Relay until `stop()`; survives the database and the broker going away."""
+        backoff = 0.1
+        while not self._stopping:
+            listener: asyncpg.Connection | None = None
+            try:
+                listener = await asyncpg.connect(
+                    self._dsn, server_settings={"search_path": self._schema}
+                )
+                await self._lead(listener)
+                await listener.add_listener(f"outbox_{self._schema}", self._on_notify)
+                backoff = 0.1
+                await self._relay_until_stopped()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("relay.database_unavailable", error=repr(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.is_leader = False
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def flush(self, timeout_s: float = 10.0) -> int:
+        """Publish what is unsent now (graceful shutdown); returns how many rows were sent."""
+        sent = 0
+        if not self.is_leader:
+            return 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            n = await self.relay_once()
+            sent += n
+            if n == 0:
+                break
+        return sent
+
+    # -- internals -----------------------------------------------------------------------------
+    async def _lead(self, listener: asyncpg.Connection) -> None:
+        key = _lock_key(self._schema)
+        while not self._stopping:
+            if await listener.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                self.is_leader = True
+                return
+            await asyncio.sleep(self._poll_s)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _relay_until_stopped(self) -> None:
+        last_cleanup = time.monotonic()
+        while not self._stopping:
+            self._wake.clear()
+            sent = await self.relay_once()
+            if time.monotonic() - last_cleanup > 60:
+                await self._cleanup()
+                last_cleanup = time.monotonic()
+            if sent >= self._batch:
+                continue  # more may be waiting: no sleep
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+
+    async def relay_once(self) -> int:
+        """One pass: publish up to a batch of unsent rows; returns how many were confirmed."""
+        async with self._pass:
+            return await self._pass_once()
+
+    async def _pass_once(self) -> int:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(SELECT_UNSENT, self._batch)
+        if not rows:
+            return 0
+        faults.point("relay.before_publish")
+        messages = [
+            (
+                r["event_type"],
+                message_from_row(
+                    body=r["body"],
+                    event_id=str(r["event_id"]),
+                    event_type=r["event_type"],
+                    schema_version=r["schema_version"],
+                    occurred_at=r["occurred_at"],
+                    correlation_id=r["correlation_id"],
+                    causation_id=r["causation_id"],
+                    traceparent=r["traceparent"],
+                    app_id=self._app_id,
+                ),
+            )
+            for r in rows
+        ]
+        try:
+            results = await self._publisher.publish_many(messages)
+        except Exception as exc:  # the channel is gone: every row stays unsent
+            results = [exc] * len(rows)
+        faults.point("relay.after_publish")
+        sent = [r["id"] for r, err in zip(rows, results, strict=True) if err is None]
+        failed = [(r["id"], repr(err)[:500]) for r, err in zip(rows, results, strict=True) if err]
+        async with self._pool.acquire() as conn, conn.transaction():
+            if sent:
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
+                    " WHERE id = ANY($1::bigint[])",
+                    sent,
+                )
+            if failed:
+                # back off per row (capped), so a poison row does not spin the relay
+                await conn.execute(
+                    """
+                    UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.err,
+                        next_attempt_at = now() + least(interval '30 s',
+                                                        interval '100 ms' * power(2, o.attempts))
+                    FROM unnest($1::bigint[], $2::text[]) AS f(id, err) WHERE o.id = f.id
+                    """,
+                    [i for i, _ in failed],
+                    [e for _, e in failed],
+                )
+        if failed:
+            log.warning("relay.publish_failed", failed=len(failed), first_error=failed[0][1])
+            if not sent:
+                await asyncio.sleep(min(1.0, self._poll_s))
+        self.published += len(sent)
+        return len(sent)
+
+    async def _cleanup(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
+                self._retention_s,
+            )

@@ -1,0 +1,69 @@
+"""Envelope <-> AMQP message: body JSON plus the properties of DESIGN §4."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import orjson
+
+from eventshop.contracts import Envelope
+
+CONTENT_TYPE = "application/json"
+
+# headers the bus adds to a message on its way up the retry ladder and into the parking lot
+H_ATTEMPT = "x-attempt"
+H_ERROR = "x-error"
+H_FIRST_FAILURE = "x-first-failure-at"
+H_ROUTING_KEY = "x-original-routing-key"
+H_PARKED_AT = "x-parked-at"
+H_PARKED_BY = "x-parked-by"
+
+
+def encode_body(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
+def message_from_row(
+    *,
+    body: bytes,
+    event_id: str,
+    event_type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    correlation_id: str,
+    causation_id: str | None,
+    traceparent: str | None,
+    app_id: str | None = None,
+) -> aio_pika.Message:
+    headers: dict[str, Any] = {"schema_version": schema_version}
+    if causation_id:
+        headers["causation_id"] = causation_id
+    if traceparent:
+        headers["traceparent"] = traceparent
+    return aio_pika.Message(
+        body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event_id,
+        type=event_type,
+        correlation_id=correlation_id,
+        timestamp=occurred_at,
+        headers=headers,
+        app_id=app_id,
+    )
+
+
+def message_from_envelope(envelope: Envelope, app_id: str | None = None) -> aio_pika.Message:
+    return message_from_row(
+        body=encode_body(envelope),
+        event_id=str(envelope.event_id),
+        event_type=envelope.event_type,
+        schema_version=envelope.schema_version,
+        occurred_at=envelope.occurred_at,
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.causation_id,
+        traceparent=envelope.traceparent,
+        app_id=app_id,
+    )

@@ -1,0 +1,78 @@
+"""PostgreSQL access: a pool bound to one service's schema, and the migration runner.
+
+Each service owns one schema (DESIGN §6: "one database or schema per service"); its pool sets
+`search_path` to it, so service SQL never names the schema. Migrations are plain SQL files
+applied in name order under an advisory lock; a hand-written runner because the platform's
+needs (per-schema, async, applied at start) are a dozen lines, and Alembic would bring
+SQLAlchemy into every service for them (ADR 0002).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+PLATFORM_MIGRATIONS = "eventshop.platform.migrations"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+) -> asyncpg.Pool:
+    """A pool whose connections see `schema` first; creates the schema if missing."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
+    except asyncpg.UniqueViolationError:  # two processes racing to create it
+        pass
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"eventshop-{schema}"},
+        **kwargs,
+    )
+    assert pool is not None
+    return pool
+
+
+def sql_files(package: str) -> list[tuple[str, str]]:
+    """(name, sql) of every `*.sql` in a package, in name order."""
+    root = resources.files(package)
+    return sorted(
+        (entry.name, entry.read_text())
+        for entry in root.iterdir()
+        if entry.name.endswith(".sql")
+    )
+
+
+async def migrate(pool: asyncpg.Pool, packages: Iterable[str]) -> list[str]:
+    """Apply the migrations of `packages` not yet applied to this schema; returns their names."""
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        schema = await conn.fetchval("SELECT current_schema()")
+        key = int.from_bytes(hashlib.sha1(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for package in packages:
+            for name, sql in sql_files(package):
+                full = f"{package}:{name}"
+                if full in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", full)
+                applied.append(full)
+    return applied
