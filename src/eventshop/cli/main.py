@@ -32,6 +32,17 @@ def selfcheck(pings: int = typer.Option(200, help="how many events to send")) ->
 
 
 @app.command()
+def run(
+    service: str = typer.Argument(..., help="a service name, or module:attribute of a ServiceDefinition"),
+    port: int | None = typer.Option(None, help="HTTP port (default: the service's own)"),
+) -> None:
+    """Run one service process: HTTP app, consumer, outbox relay; SIGTERM stops it gracefully."""
+    from eventshop.platform.runtime import run as run_service
+
+    run_service(service, port=port)
+
+
+@app.command()
 def demo() -> None:
     """The main job. For now the bus self-check; the shop's demo takes its place."""
     selfcheck(200)

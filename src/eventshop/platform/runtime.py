@@ -1,0 +1,159 @@
+"""One service process: its HTTP app, its consumer and its outbox relay; graceful stop.
+
+    eventshop run inventory
+
+builds the service from its composition root (`eventshop.services.<name>.service.definition`,
+or any `module:attribute` naming a `ServiceDefinition`), applies its migrations, attaches it to
+the bus and serves its HTTP app with `/health/live` and `/health/ready`. SIGTERM (or SIGINT)
+stops it gracefully: stop consuming, finish the batch in hand, flush the relay, then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from eventshop.contracts import registry
+from eventshop.platform.bus.consumer import Handler, Subscription
+from eventshop.platform.bus.node import BusNode
+from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
+from eventshop.platform.observability.logging import configure_logging, get_logger
+from eventshop.platform.settings import PlatformSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a service's routes and handlers may use; built at start-up, closed at shutdown."""
+
+    name: str
+    settings: PlatformSettings
+    pool: asyncpg.Pool
+    bus: BusNode
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    port: int
+    #: event_type -> handler; the service's queue is bound to exactly these routing keys
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    #: event types this service publishes (its RabbitMQ user may publish only these)
+    publishes: Sequence[str] = ()
+    #: packages holding the service's SQL migrations
+    migrations: Sequence[str] = ()
+    #: builds the service's HTTP routes
+    http: Callable[[ServiceContext], FastAPI] | None = None
+    #: extra start-up (clients, background tasks); returns a closer
+    on_start: Callable[[ServiceContext], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None
+    #: the schema the service owns (defaults to its name)
+    schema: str | None = None
+
+
+def load_definition(name: str) -> ServiceDefinition:
+    target = name if ":" in name else f"eventshop.services.{name}.service:definition"
+    module, _, attr = target.partition(":")
+    definition = getattr(importlib.import_module(module), attr)
+    if not isinstance(definition, ServiceDefinition):
+        raise TypeError(f"{target} is not a ServiceDefinition")
+    return definition
+
+
+def health_routes(app: FastAPI, ctx: ServiceContext) -> None:
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        return {"status": "live", "service": ctx.name}
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        checks = await readiness(ctx)
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "service": ctx.name, "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+
+async def readiness(ctx: ServiceContext) -> dict[str, bool]:
+    checks: dict[str, bool] = {}
+    try:
+        async with ctx.pool.acquire(timeout=2) as conn:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), 2)
+        checks["database"] = True
+    except Exception:
+        checks["database"] = False
+    conn_ = ctx.bus.connection
+    checks["broker"] = bool(conn_ is not None and not conn_.is_closed and conn_.connected.is_set())
+    if ctx.bus.consumer is not None:
+        checks["consumers"] = ctx.bus.consumer.attached
+    redis = ctx.extras.get("redis")
+    if redis is not None:
+        try:
+            checks["cache"] = bool(await asyncio.wait_for(redis.ping(), 2))
+        except Exception:
+            checks["cache"] = False
+    return checks
+
+
+async def serve(definition: ServiceDefinition, settings: PlatformSettings, *, port: int | None = None) -> None:
+    schema = definition.schema or definition.name
+    pool = await create_pool(settings.database_url, schema, max_size=10)
+    applied = await migrate(pool, [PLATFORM_MIGRATIONS, *definition.migrations])
+    if applied:
+        log.info("migrations.applied", names=applied)
+    subscription = (
+        Subscription(definition.name, definition.handlers, tuple(settings.retry_delays_ms))
+        if definition.handlers
+        else None
+    )
+    node = BusNode(
+        service=definition.name, schema=schema, pool=pool, registry=registry,
+        settings=settings, subscription=subscription,
+    )
+    ctx = ServiceContext(name=definition.name, settings=settings, pool=pool, bus=node)
+    closer = await definition.on_start(ctx) if definition.on_start else None
+    await node.start()
+
+    app = definition.http(ctx) if definition.http else FastAPI(title=definition.name)
+    health_routes(app, ctx)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port or definition.port, log_config=None,
+        access_log=False, lifespan="off", loop="none",
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    log.info("service.started", port=port or definition.port)
+    try:
+        await server.serve()
+    finally:
+        log.info("service.stopping")
+        await node.stop()
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+        await pool.close()
+        log.info("service.stopped")
+
+
+def run(name: str, *, port: int | None = None) -> None:
+    definition = load_definition(name)
+    configure_logging(definition.name)
+    settings = PlatformSettings()
+    import uvloop
+
+    uvloop.run(serve(definition, settings, port=port))
