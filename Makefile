@@ -1,0 +1,54 @@
+# eventshop developer entry points. README: `make demo`, `make test`.
+#
+#   make setup   ensure infra (RabbitMQ/PostgreSQL/Redis on loopback) + .venv
+#   make demo    run the end-to-end demo
+#   make test    lint (ruff + mypy), then pytest
+#   make lint    ruff + mypy only (needs only the venv)
+#   make bench   event-bus benchmark
+#   make up/down start/stop the platform
+#   make clean   remove .venv (and tool caches)
+#
+# Extra arguments: make test PYTEST_ARGS='-k orders -x', make demo ARGS='...'
+
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+
+PYTEST_ARGS ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup infra venv demo test lint pytest bench up down clean
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+setup: infra venv
+
+infra:
+	@scripts/ensure-infra.sh
+
+venv:
+	@scripts/ensure-venv.sh
+
+demo: setup
+	$(BIN)/eventshop demo $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/eventshop bench bus $(ARGS)
+
+up: setup
+	$(BIN)/eventshop up $(ARGS)
+
+down: setup
+	$(BIN)/eventshop down $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
