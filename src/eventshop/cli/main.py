@@ -43,9 +43,79 @@ def run(
 
 
 @app.command()
-def demo() -> None:
-    """The main job. For now the bus self-check; the shop's demo takes its place."""
-    selfcheck(200)
+def up(wait: bool = typer.Option(True, help="wait until every service is ready")) -> None:
+    """Start the whole platform, every service a supervised process; wait until all are ready."""
+    from eventshop.cli import supervise
+    from eventshop.services import PORTS
+
+    layout = supervise.Layout(supervise.project_root())
+    supervise.start(layout, say=console.print)
+    if not wait:
+        return
+    state = asyncio.run(supervise.wait_ready())
+    table = Table(title="eventshop")
+    table.add_column("service")
+    table.add_column("ready")
+    table.add_column("port", justify="right")
+    for name, ok in state.items():
+        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", str(PORTS[name]))
+    console.print(table)
+    if not all(state.values()):
+        console.print(f"[red]not ready; logs in {layout.logs}[/]")
+        raise typer.Exit(1)
+    console.print(f"API   http://127.0.0.1:{PORTS['gateway']}/api/v1")
+    console.print(f"docs  http://127.0.0.1:{PORTS['gateway']}/docs")
+    console.print(f"logs  {layout.logs}")
+
+
+@app.command()
+def down() -> None:
+    """Stop every service of the platform."""
+    from eventshop.cli import supervise
+
+    stopped = supervise.stop(supervise.Layout(supervise.project_root()))
+    console.print("stopped" if stopped else "the platform was not running")
+
+
+@app.command()
+def demo(
+    orders: int = typer.Option(300, help="how many orders to place"),
+    concurrency: int = typer.Option(16, help="orders in flight at once"),
+) -> None:
+    """The shopping demo: start the platform, fill the shop, place orders, check the invariants."""
+    from eventshop.cli.demo import run_demo
+
+    up(wait=True)
+    result = asyncio.run(run_demo(orders, concurrency, PlatformSettings().database_url, console))
+    table = Table(title="shopping demo")
+    table.add_column("outcome")
+    table.add_column("orders", justify="right")
+    table.add_row("CONFIRMED", str(result["confirmed"]))
+    for reason, n in sorted(result["cancelled"].items()):
+        table.add_row(f"CANCELLED ({reason})", str(n))
+    for key in ("events_published", "notifications_sent", "points_awarded", "parked"):
+        table.add_row(key.replace("_", " "), str(result[key]))
+    table.add_row("invariants", "[green]hold[/]" if result["invariants_ok"] else "[red]VIOLATED[/]")
+    console.print(table)
+    for v in result["violations"]:
+        console.print(f"[red]{v}[/]")
+    console.print("the platform is still running: http://127.0.0.1:8000/docs ; stop it with `eventshop down`")
+    print(json.dumps(result))
+    raise typer.Exit(0 if result["invariants_ok"] and result["final"] == result["orders"] else 1)
+
+
+@app.command()
+def asyncapi(output: str = typer.Option("-", help="file to write, - for stdout")) -> None:
+    """Write the AsyncAPI document generated from the contracts and the service definitions."""
+    from eventshop.asyncapi import build_asyncapi
+
+    text = json.dumps(build_asyncapi(), indent=2)
+    if output == "-":
+        print(text)
+    else:
+        with open(output, "w") as f:
+            f.write(text + "\n")
+        console.print(f"wrote {output}")
 
 
 if __name__ == "__main__":
