@@ -1,0 +1,374 @@
+"""archive against the real PostgreSQL and the real RabbitMQ.
+
+Real: PostgreSQL (a random schema per test, migrated), RabbitMQ (the test run's own vhost). The
+archive's bus node is started under a random service name, so its publisher is real; replays
+go to a queue the test declares itself (random name) and are read back with basic.get. The
+handler is called directly in a UnitOfWork as the bus would, except in the one test that
+archives events arriving through a real consumer bound with "#". Routes go through httpx's
+ASGI transport. Every queue a test declares is deleted when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from eventshop.contracts import Envelope, EventPayload, new_envelope, registry
+from eventshop.contracts.catalog import ProductCreated
+from eventshop.contracts.common import Line
+from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
+from eventshop.contracts.selfcheck import PingedV1
+from eventshop.platform.bus.consumer import Subscription
+from eventshop.platform.bus.node import BusNode
+from eventshop.platform.bus.wire import message_from_envelope
+from eventshop.platform.db import migrate
+from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.settings import PlatformSettings
+from eventshop.platform.uow import UnitOfWork
+from eventshop.services.archive import api, handlers
+from eventshop.services.archive.service import definition
+from tests.conftest import SchemaFactory
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = "eventshop.services.archive.migrations"
+ADMIN = {"X-User-Id": "admin-1", "X-User-Role": "admin", "X-User-Email": "admin@example.com"}
+CUSTOMER = {"X-User-Id": "user-1", "X-User-Role": "customer", "X-User-Email": "u@example.com"}
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# -- fixtures and helpers ------------------------------------------------------------------------
+@pytest.fixture
+async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
+    schema, pool = await make_schema("archive")
+    await migrate(pool, [MIGRATIONS])
+    return schema, pool
+
+
+@pytest.fixture
+def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
+    return schema_pool[1]
+
+
+@pytest.fixture
+async def node(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
+) -> AsyncIterator[BusNode]:
+    """The archive's bus node, started (a real publisher), consuming nothing."""
+    schema, pool = schema_pool
+    bus = BusNode(
+        service=f"archive_{uuid.uuid4().hex[:8]}",
+        schema=schema,
+        pool=pool,
+        registry=registry,
+        settings=settings,
+    )
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+@pytest.fixture
+async def client(node: BusNode, settings: PlatformSettings) -> AsyncIterator[httpx.AsyncClient]:
+    ctx = ServiceContext(name="archive", settings=settings, pool=node.pool, bus=node)
+    transport = httpx.ASGITransport(app=api.build_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://archive") as c:
+        yield c
+
+
+@pytest.fixture
+async def channel(settings: PlatformSettings) -> AsyncIterator[AbstractChannel]:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        yield await connection.channel()
+
+
+@pytest.fixture
+async def target(channel: AbstractChannel) -> AsyncIterator[AbstractQueue]:
+    """A service's queue, as its consumer would have declared it; nothing consumes it."""
+    queue = await channel.declare_queue(
+        f"target_{uuid.uuid4().hex[:8]}", durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    yield queue
+    await queue.delete(if_unused=False, if_empty=False)
+
+
+def event(
+    payload: EventPayload, *, aggregate_id: str, correlation_id: str, at: datetime
+) -> Envelope:
+    return new_envelope(
+        payload.event_type,
+        payload.schema_version,
+        aggregate_id,
+        payload.model_dump(mode="json"),
+        correlation_id=correlation_id,
+        occurred_at=at,
+    )
+
+
+async def archive(pool: asyncpg.Pool, *envelopes: Envelope) -> None:
+    """Hand each envelope to the archive's handler, in a transaction of its own, as the bus does."""
+    for env in envelopes:
+        async with UnitOfWork.begin(pool, service="archive") as uow:
+            await handlers.archive_event(uow.caused_by(env), env, None)
+
+
+LINES = (Line(sku="SKU-1", quantity=1, unit_price_minor=500),)
+
+
+def history(tag: str) -> list[Envelope]:
+    """A small history: two orders (correlations A and B) and a product, a minute apart."""
+    a, b, p = f"{tag}-A", f"{tag}-B", f"{tag}-P"
+    common = {"user_id": "u-1", "email": "ann@example.com", "lines": LINES}
+    return [
+        event(ProductCreated(sku="SKU-1", name="Mug", price_minor=500, currency="EUR"),
+              aggregate_id="SKU-1", correlation_id=p, at=T0),
+        event(OrderCreated(order_id="o-a", total_minor=500, currency="EUR", **common),
+              aggregate_id="o-a", correlation_id=a, at=T0 + timedelta(minutes=1)),
+        event(OrderCreated(order_id="o-b", total_minor=500, currency="EUR", **common),
+              aggregate_id="o-b", correlation_id=b, at=T0 + timedelta(minutes=2)),
+        event(OrderConfirmed(order_id="o-a", total_minor=500, currency="EUR", **common),
+              aggregate_id="o-a", correlation_id=a, at=T0 + timedelta(minutes=3)),
+        event(OrderCancelled(order_id="o-b", reason="fraud", stock_reserved=True, **common),
+              aggregate_id="o-b", correlation_id=b, at=T0 + timedelta(minutes=4)),
+    ]  # fmt: skip
+
+
+async def drain(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
+    """Every message in `queue` now, by basic.get."""
+    got = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        got.append(message)
+    return got
+
+
+def ids(events: list[Envelope]) -> list[str]:
+    return [str(e.event_id) for e in events]
+
+
+async def find(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    r = await client.get("/events", params=params, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+# -- the handler ---------------------------------------------------------------------------------
+async def test_stores_each_event_once_with_its_whole_envelope(pool: asyncpg.Pool) -> None:
+    env = history("h")[1]
+    await archive(pool, env)
+    await archive(pool, env)  # again: no error, no second row
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT * FROM archived_events")
+    [row] = rows
+    assert row["event_id"] == env.event_id
+    assert (row["event_type"], row["schema_version"]) == ("order.created", 1)
+    assert (row["aggregate_id"], row["correlation_id"]) == ("o-a", "h-A")
+    assert row["occurred_at"] == env.occurred_at
+    assert Envelope.model_validate_json(row["envelope"]) == env
+
+
+async def test_archived_events_are_immutable(pool: asyncpg.Pool) -> None:
+    await archive(pool, history("h")[0])
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.RaiseError, match="immutable"):
+            await conn.execute("UPDATE archived_events SET event_type = 'x.y'")
+        with pytest.raises(asyncpg.RaiseError, match="immutable"):
+            await conn.execute("DELETE FROM archived_events")
+
+
+async def test_archives_every_event_from_the_broker_as_received_after_upcasting(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings, channel: AbstractChannel
+) -> None:
+    schema, pool = schema_pool
+    name = f"archive_{uuid.uuid4().hex[:8]}"
+    subscription = Subscription(name, definition.handlers, tuple(settings.retry_delays_ms))
+    bus = BusNode(
+        service=name,
+        schema=schema,
+        pool=pool,
+        registry=registry,
+        settings=settings,
+        subscription=subscription,
+    )
+    await bus.start()
+    try:
+        assert bus.publisher is not None
+        old = event(PingedV1(number=7), aggregate_id="ping", correlation_id="c", at=T0)
+        sent = [*history(uuid.uuid4().hex[:6]), old]
+        for env in sent:
+            await bus.publisher.publish(env.event_type, message_from_envelope(env))
+        wanted = {e.event_id for e in sent}
+
+        async def archived() -> dict[uuid.UUID, asyncpg.Record]:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT * FROM archived_events WHERE event_id = ANY($1::uuid[])", list(wanted)
+                )
+            return {r["event_id"]: r for r in rows}
+
+        deadline = time.monotonic() + 10
+        while len(rows := await archived()) < len(wanted):
+            assert time.monotonic() < deadline, f"archived {len(rows)} of {len(wanted)}"
+            await asyncio.sleep(0.02)
+        upcast = Envelope.model_validate_json(rows[old.event_id]["envelope"])
+        assert (upcast.schema_version, upcast.payload) == (2, {"seq": 7, "note": "upcast from v1"})
+        assert rows[old.event_id]["schema_version"] == 2
+    finally:
+        await bus.stop()
+        queues = subscription.queues
+        for queue in (queues.main, queues.parked, *(queues.retry(i + 1) for i in range(2))):
+            await channel.queue_delete(queue)
+
+
+# -- GET /events ---------------------------------------------------------------------------------
+async def test_filters_by_type_correlation_aggregate_and_time(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    h = history("f")
+    _product, created_a, created_b, confirmed_a, cancelled_b = h
+    await archive(pool, *h)
+
+    def found(body: dict[str, Any]) -> list[str]:
+        return [e["event_id"] for e in body["events"]]
+
+    assert found(await find(client)) == ids(h)
+    assert found(await find(client, type="order.created")) == ids([created_a, created_b])
+    assert found(await find(client, type="order.*")) == ids(h[1:])
+    assert found(await find(client, correlation_id="f-A")) == ids([created_a, confirmed_a])
+    assert found(await find(client, aggregate_id="o-b")) == ids([created_b, cancelled_b])
+    since, until = (T0 + timedelta(minutes=1)).isoformat(), (T0 + timedelta(minutes=3)).isoformat()
+    assert found(await find(client, since=since, until=until)) == ids([created_a, created_b])
+    assert found(await find(client, type="order.created", correlation_id="f-B")) == ids([created_b])
+    assert found(await find(client, correlation_id="nobody")) == []
+
+
+async def test_pages_in_archive_order(pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
+    h = history("p")
+    await archive(pool, *h)
+    seen: list[str] = []
+    after, pages = 0, 0
+    while True:
+        body = await find(client, limit=2, after=after)
+        seen += [e["event_id"] for e in body["events"]]
+        pages += 1
+        if body["next_after"] is None:
+            break
+        after = body["next_after"]
+    assert seen == ids(h)
+    assert pages == 3
+    page = await find(client, limit=5)
+    assert page["next_after"] is None  # exactly one full page: no empty page to fetch
+    positions = [e["position"] for e in page["events"]]
+    assert positions == sorted(positions)
+
+
+async def test_an_event_shows_its_envelope_and_archive_position(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    env = history("g")[3]
+    await archive(pool, env)
+    r = await client.get(f"/events/{env.event_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {k: body[k] for k in env.model_dump(mode="json")} == env.model_dump(mode="json")
+    assert body["position"] >= 1 and body["archived_at"]
+
+    r = await client.get(f"/events/{uuid.uuid4()}", headers=ADMIN)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"type": "Order Created"}, {"since": T0.isoformat(), "until": (T0 - timedelta(1)).isoformat()},
+     {"limit": 0}, {"after": -1}],
+)  # fmt: skip
+async def test_rejects_a_malformed_query(client: httpx.AsyncClient, params: dict[str, Any]) -> None:
+    r = await client.get("/events", params=params, headers=ADMIN)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "validation_error"
+
+
+async def test_is_for_admins_only(client: httpx.AsyncClient, target: AbstractQueue) -> None:
+    assert (await client.get("/events", headers=CUSTOMER)).status_code == 403
+    assert (await client.get("/events")).status_code == 401
+    r = await client.post("/replay", json={"service": target.name, "limit": 1}, headers=CUSTOMER)
+    assert r.status_code == 403
+
+
+# -- POST /replay --------------------------------------------------------------------------------
+async def replay(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    return await client.post("/replay", json=body, headers=ADMIN)
+
+
+async def test_replays_exactly_the_matching_events_in_archive_order_with_their_ids(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, target: AbstractQueue
+) -> None:
+    h = history("r")
+    await archive(pool, *h)
+    r = await replay(client, service=target.name, type="order.*", correlation_id="r-B", limit=100)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"matched": 2, "replayed": 2}
+
+    got = await drain(target)
+    wanted = [h[2], h[4]]  # order.created and order.cancelled of correlation B
+    assert [m.message_id for m in got] == ids(wanted)
+    assert [m.type for m in got] == ["order.created", "order.cancelled"]
+    assert [m.correlation_id for m in got] == ["r-B", "r-B"]
+    assert [registry.decode(m.body)[0] for m in got] == wanted
+
+
+async def test_replays_a_time_range_up_to_the_limit(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, target: AbstractQueue
+) -> None:
+    h = history("t")
+    await archive(pool, *h)
+    since = (T0 + timedelta(minutes=1)).isoformat()
+    r = await replay(client, service=target.name, since=since, limit=2)
+    assert r.json() == {"matched": 2, "replayed": 2}
+    assert [m.message_id for m in await drain(target)] == ids(h[1:3])
+
+
+async def test_a_dry_run_counts_and_sends_nothing(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, target: AbstractQueue
+) -> None:
+    await archive(pool, *history("d"))
+    r = await replay(client, service=target.name, type="order.created", limit=100, dry_run=True)
+    assert r.json() == {"matched": 2, "replayed": 0}
+    assert await drain(target) == []
+
+
+async def test_replaying_to_an_unknown_service_is_404(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, target: AbstractQueue
+) -> None:
+    h = history("u")
+    await archive(pool, *h)
+    r = await replay(client, service=f"nosuch_{uuid.uuid4().hex[:8]}", limit=10)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == "not_found"
+    # the broker closed the throwaway channel, not the publisher's: a replay still goes out
+    r = await replay(client, service=target.name, limit=10)
+    assert r.json() == {"matched": 5, "replayed": 5}
+    assert [m.message_id for m in await drain(target)] == ids(h)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"limit": 10}, {"service": "orders.parked", "limit": 10}, {"service": "x", "limit": 0},
+     {"service": "x", "limit": 100_001}, {"service": "x", "limit": 1, "surprise": True}],
+)  # fmt: skip
+async def test_rejects_a_malformed_replay(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    r = await client.post("/replay", json=body, headers=ADMIN)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "validation_error"

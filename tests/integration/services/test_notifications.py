@@ -1,0 +1,373 @@
+"""notifications against the real PostgreSQL, the real SMTP sink and (once) the real RabbitMQ.
+
+Real: PostgreSQL (a random schema per test, migrated), the SMTP sink on a free port writing to
+a temporary directory, reached over TCP by the service's own `SmtpMailer`. Handlers are called
+directly, each in its own transaction with a UnitOfWork, as the bus would; one test runs them
+through a real consumer instead. Routes go through httpx's ASGI transport; the bus node in
+their ServiceContext is never started (they only read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+
+from eventshop.contracts import Envelope, EventPayload, new_envelope, registry
+from eventshop.contracts.common import Line
+from eventshop.contracts.notifications import NotificationSent
+from eventshop.contracts.orders import OrderCancelled, OrderConfirmed
+from eventshop.contracts.users import UserRegistered
+from eventshop.platform.bus.consumer import Subscription
+from eventshop.platform.bus.node import BusNode
+from eventshop.platform.bus.wire import message_from_envelope
+from eventshop.platform.db import create_pool, migrate
+from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.settings import PlatformSettings
+from eventshop.platform.uow import UnitOfWork
+from eventshop.services.notifications import api, service
+from eventshop.services.notifications.handlers import Notifier
+from eventshop.services.notifications.mailer import SmtpMailer
+from eventshop.smtp_sink import SmtpSink, StoredMail, stored_messages
+from tests.conftest import SchemaFactory
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = "eventshop.services.notifications.migrations"
+SENDER = "eventshop <no-reply@eventshop.test>"
+
+
+# -- fixtures and helpers ------------------------------------------------------------------------
+@pytest.fixture
+async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
+    schema, pool = await make_schema("notifications")
+    await migrate(pool, [MIGRATIONS])
+    return schema, pool
+
+
+@pytest.fixture
+def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
+    return schema_pool[1]
+
+
+@pytest.fixture
+async def sink(tmp_path: Path) -> AsyncIterator[SmtpSink]:
+    async with SmtpSink(tmp_path / "mail", port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def notifier(sink: SmtpSink) -> Notifier:
+    return Notifier(SmtpMailer(host="127.0.0.1", port=sink.port, sender=SENDER, timeout_s=5))
+
+
+def mails(sink: SmtpSink) -> list[StoredMail]:
+    return stored_messages(sink.directory.path)
+
+
+def envelope_of(event: EventPayload, aggregate_id: str) -> Envelope:
+    return new_envelope(
+        event.event_type, event.schema_version, aggregate_id, event.model_dump(mode="json")
+    )
+
+
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+
+
+async def handle(pool: asyncpg.Pool, handler: Handler, event: EventPayload) -> Envelope:
+    """Run `handler` as the bus would: under a fresh event id, in a transaction of its own."""
+    env = envelope_of(event, aggregate_id=str(uuid.uuid4()))
+    async with UnitOfWork.begin(pool, service="notifications") as uow:
+        await handler(uow.caused_by(env), env, event)
+    return env
+
+
+async def outbox(pool: asyncpg.Pool) -> list[tuple[Envelope, NotificationSent]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT body FROM outbox ORDER BY id")
+    decoded = [registry.decode(r["body"]) for r in rows]
+    return [(env, payload) for env, payload in decoded if isinstance(payload, NotificationSent)]
+
+
+async def notification_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return list(await conn.fetch("SELECT * FROM notifications ORDER BY sent_at"))
+
+
+def registered(user_id: str = "u-1", email: str = "ann@example.com") -> UserRegistered:
+    return UserRegistered(user_id=user_id, email=email, name="Ann")
+
+
+def confirmed(
+    order_id: str = "o-1", user_id: str = "u-1", email: str = "ann@example.com"
+) -> OrderConfirmed:
+    return OrderConfirmed(
+        order_id=order_id,
+        user_id=user_id,
+        email=email,
+        total_minor=4_200,
+        currency="EUR",
+        lines=(Line(sku="SKU-1", quantity=2, unit_price_minor=2_100),),
+    )
+
+
+def cancelled(order_id: str = "o-2", reason: str = "payment_declined") -> OrderCancelled:
+    return OrderCancelled(
+        order_id=order_id,
+        user_id="u-1",
+        email="ann@example.com",
+        reason=reason,  # type: ignore[arg-type]
+        stock_reserved=True,
+        lines=(Line(sku="SKU-1", quantity=1),),
+    )
+
+
+class Crash(Exception):
+    """The process dying at a chosen point of a transaction."""
+
+
+# -- handlers ------------------------------------------------------------------------------------
+async def test_welcome_is_sent_to_the_new_user(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    await handle(pool, notifier.welcome, registered("u-1", "ann@example.com"))
+    [mail] = mails(sink)
+    assert mail.envelope_to == ["ann@example.com"]
+    assert mail.subject == "Welcome to eventshop, Ann"
+    assert mail.message_id == "<welcome.u-1@eventshop>"
+    assert "Hello Ann," in mail.body
+
+
+async def test_welcome_is_sent_once_when_the_same_user_arrives_under_two_event_ids(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    first = await handle(pool, notifier.welcome, registered("u-1"))
+    second = await handle(pool, notifier.welcome, registered("u-1"))
+    assert first.event_id != second.event_id
+    assert len(mails(sink)) == 1
+    assert sink.handler.duplicates == 0  # not even sent twice: the claim stopped the second
+    assert len(await notification_rows(pool)) == 1
+    assert len(await outbox(pool)) == 1
+
+
+async def test_notification_sent_is_in_the_outbox(pool: asyncpg.Pool, notifier: Notifier) -> None:
+    cause = await handle(pool, notifier.welcome, registered("u-9", "zoe@example.com"))
+    [(env, sent)] = await outbox(pool)
+    [row] = await notification_rows(pool)
+    assert sent == NotificationSent(
+        notification_id=str(row["notification_id"]),
+        kind="welcome",
+        recipient="zoe@example.com",
+        ref="u-9",
+    )
+    assert env.aggregate_id == "u-9"
+    assert env.causation_id == str(cause.event_id)
+    assert env.correlation_id == cause.correlation_id
+    assert (row["kind"], row["ref"], row["recipient"]) == ("welcome", "u-9", "zoe@example.com")
+
+
+async def test_order_confirmed_goes_to_the_orders_email(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    await handle(pool, notifier.order_confirmed, confirmed("o-1", email="buyer@example.com"))
+    [mail] = mails(sink)
+    assert mail.envelope_to == ["buyer@example.com"]
+    assert mail.subject == "Your order o-1 is confirmed"
+    assert "2 x SKU-1 at 21.00 EUR" in mail.body
+    assert "Total: 42.00 EUR" in mail.body
+    [(_, sent)] = await outbox(pool)
+    assert (sent.kind, sent.ref) == ("order_confirmed", "o-1")
+
+
+async def test_order_cancelled_email_says_the_reason_in_words(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    await handle(pool, notifier.order_cancelled, cancelled("o-2", reason="payment_declined"))
+    [mail] = mails(sink)
+    assert mail.subject == "Your order o-2 was cancelled"
+    assert "was cancelled because your payment was declined." in mail.body
+    [(_, sent)] = await outbox(pool)
+    assert (sent.kind, sent.ref) == ("order_cancelled", "o-2")
+
+
+async def test_a_confirmation_and_a_cancellation_of_one_order_are_two_notifications(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    await handle(pool, notifier.order_confirmed, confirmed("o-3"))
+    await handle(pool, notifier.order_cancelled, cancelled("o-3"))
+    assert sorted(m.message_id for m in mails(sink)) == [
+        "<order_cancelled.o-3@eventshop>",
+        "<order_confirmed.o-3@eventshop>",
+    ]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed on exit: nothing listens there
+
+
+async def test_a_failed_send_raises_and_leaves_nothing_behind(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    unreachable = Notifier(SmtpMailer(host="127.0.0.1", port=_closed_port(), sender=SENDER))
+    with pytest.raises(ConnectionRefusedError):
+        await handle(pool, unreachable.welcome, registered("u-1"))
+    assert await notification_rows(pool) == []
+    assert await outbox(pool) == []
+    # the bus's retry, with the SMTP server back
+    await handle(pool, notifier.welcome, registered("u-1"))
+    assert len(mails(sink)) == 1
+    assert len(await notification_rows(pool)) == 1
+
+
+async def test_a_crash_between_the_send_and_the_commit_does_not_deliver_twice(
+    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+) -> None:
+    event = registered("u-1")
+    env = envelope_of(event, aggregate_id="u-1")
+    with pytest.raises(Crash):
+        async with UnitOfWork.begin(pool, service="notifications") as uow:
+            await notifier.welcome(uow.caused_by(env), env, event)
+            raise Crash  # the mail is out, the transaction never commits
+    assert len(mails(sink)) == 1
+    assert await notification_rows(pool) == []
+    # redelivered: sent again, recognised by its Message-ID, stored once
+    await handle(pool, notifier.welcome, event)
+    assert len(mails(sink)) == 1
+    assert sink.handler.duplicates == 1
+    assert len(await notification_rows(pool)) == 1
+    assert len(await outbox(pool)) == 1
+
+
+async def test_concurrent_deliveries_of_one_fact_send_once(
+    schema_pool: tuple[str, asyncpg.Pool],
+    settings: PlatformSettings,
+    sink: SmtpSink,
+    notifier: Notifier,
+) -> None:
+    wide = await create_pool(settings.database_url, schema_pool[0], max_size=6)
+    try:
+        await asyncio.gather(*(handle(wide, notifier.welcome, registered("u-1")) for _ in range(6)))
+    finally:
+        await wide.close()
+    assert len(mails(sink)) == 1
+    assert sink.handler.duplicates == 0
+    assert len(await notification_rows(schema_pool[1])) == 1
+
+
+# -- through the real bus ------------------------------------------------------------------------
+async def test_the_service_sends_mail_for_events_from_the_broker(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings, sink: SmtpSink
+) -> None:
+    schema, pool = schema_pool
+    definition = service.build(SmtpMailer(host="127.0.0.1", port=sink.port, sender=SENDER))
+    name = f"notifications_{uuid.uuid4().hex[:8]}"
+    subscription = Subscription(name, definition.handlers, tuple(settings.retry_delays_ms))
+    node = BusNode(
+        service=name,
+        schema=schema,
+        pool=pool,
+        registry=registry,
+        settings=settings,
+        subscription=subscription,
+    )
+    await node.start()
+    try:
+        assert node.publisher is not None
+        user_id = f"u-{uuid.uuid4().hex[:8]}"
+        env = envelope_of(registered(user_id, "bus@example.com"), aggregate_id=user_id)
+        await node.publisher.publish(env.event_type, message_from_envelope(env))
+        deadline = time.monotonic() + 10
+        while not mails(sink):
+            assert time.monotonic() < deadline, "no mail after 10 s"
+            await asyncio.sleep(0.02)
+        [mail] = mails(sink)
+        assert mail.message_id == f"<welcome.{user_id}@eventshop>"
+        assert mail.envelope_to == ["bus@example.com"]
+    finally:
+        await node.stop()
+        await _delete_queues(settings, subscription)
+
+
+async def _delete_queues(settings: PlatformSettings, subscription: Subscription) -> None:
+    queues = subscription.queues
+    names = [
+        queues.main,
+        queues.parked,
+        *(queues.retry(i + 1) for i in range(len(queues.retry_delays_ms))),
+    ]
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        for queue in names:
+            await channel.queue_delete(queue)
+    finally:
+        await connection.close()
+
+
+# -- routes --------------------------------------------------------------------------------------
+@pytest.fixture
+async def client(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    schema, pool = schema_pool
+    bus = BusNode(
+        service="notifications", schema=schema, pool=pool, registry=registry, settings=settings
+    )
+    ctx = ServiceContext(name="notifications", settings=settings, pool=pool, bus=bus)
+    transport = httpx.ASGITransport(app=api.build_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as c:
+        yield c
+
+
+def as_user(user_id: str, email: str) -> dict[str, str]:
+    return {"X-User-Id": user_id, "X-User-Role": "customer", "X-User-Email": email}
+
+
+async def test_get_notifications_shows_only_the_callers_newest_first(
+    pool: asyncpg.Pool, notifier: Notifier, client: httpx.AsyncClient
+) -> None:
+    await handle(pool, notifier.welcome, registered("u-ann", "ann@example.com"))
+    await handle(pool, notifier.order_confirmed, confirmed("o-ann", "u-ann", "ann@example.com"))
+    await handle(pool, notifier.welcome, registered("u-bob", "bob@example.com"))
+    await handle(pool, notifier.order_confirmed, confirmed("o-bob", "u-bob", "bob@example.com"))
+
+    r = await client.get("/notifications", headers=as_user("u-ann", "ANN@example.com"))
+    assert r.status_code == 200, r.text
+    got = r.json()["notifications"]
+    assert [(n["kind"], n["ref"]) for n in got] == [
+        ("order_confirmed", "o-ann"),
+        ("welcome", "u-ann"),
+    ]
+    assert {n["recipient"] for n in got} == {"ann@example.com"}
+
+    r = await client.get(
+        "/notifications", params={"limit": 1}, headers=as_user("u-bob", "bob@example.com")
+    )
+    assert [(n["kind"], n["ref"]) for n in r.json()["notifications"]] == [
+        ("order_confirmed", "o-bob")
+    ]
+
+    r = await client.get("/notifications", headers=as_user("u-nobody", "nobody@example.com"))
+    assert r.json() == {"notifications": []}
+
+
+async def test_get_notifications_needs_a_caller(client: httpx.AsyncClient) -> None:
+    r = await client.get("/notifications")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_get_notifications_rejects_a_bad_limit(client: httpx.AsyncClient) -> None:
+    r = await client.get("/notifications", params={"limit": 0}, headers=as_user("u", "u@x.io"))
+    assert r.status_code == 422
