@@ -1,0 +1,185 @@
+"""Who is calling: JWTs (HS256) backed by a session in Redis.
+
+A JWT alone cannot be taken back before it expires. So login also opens a session,
+`session:<jti>` in Redis, living exactly as long as the token; every authenticated request
+checks the signature, the expiry AND that the session still exists; logout deletes it, and the
+same token is refused from then on.
+
+`Tokens` is the pure part (sign, verify); `Authenticator` adds the sessions, behind the
+`SessionStore` port so its logic is unit-tested with a fake and run against Redis.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jwt
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from eventshop.platform.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ("sub", "email", "role", "jti", "exp")
+
+
+class InvalidTokenError(Exception):
+    """The token is malformed, not signed by us, or expired."""
+
+
+class SessionEndedError(Exception):
+    """The token is genuine but its session is gone: logged out (or the store was flushed)."""
+
+
+class SessionStoreUnavailableError(Exception):
+    """Redis cannot be reached: nobody can be authenticated until it is back."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller, as its token says."""
+
+    user_id: str
+    email: str
+    role: str
+    jti: str
+    #: Unix time the token (and its session) expires
+    expires_at: int
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    #: seconds from now
+    expires_in: int
+    principal: Principal
+
+
+class Tokens:
+    """Signs and verifies access tokens. Pure: no I/O; the clock is injectable for tests."""
+
+    def __init__(self, secret: str, ttl_s: int, *, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self.ttl_s = ttl_s
+        self._clock = clock
+
+    def issue(self, *, user_id: str, email: str, role: str) -> IssuedToken:
+        now = int(self._clock())
+        principal = Principal(
+            user_id=user_id, email=email, role=role, jti=str(uuid.uuid4()),
+            expires_at=now + self.ttl_s,
+        )  # fmt: skip
+        claims = {
+            "sub": principal.user_id,
+            "email": principal.email,
+            "role": principal.role,
+            "jti": principal.jti,
+            "iat": now,
+            "exp": principal.expires_at,
+        }
+        token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return IssuedToken(access_token=token, expires_in=self.ttl_s, principal=principal)
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a token we signed that has not expired; InvalidTokenError if not."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],  # never what the token's header asks for (e.g. "none")
+                # expiry is checked below against the injectable clock
+                options={"require": list(_REQUIRED_CLAIMS), "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError(f"invalid token: {exc}") from None
+        if not all(
+            isinstance(claims[c], str) and claims[c] for c in ("sub", "email", "role", "jti")
+        ):
+            raise InvalidTokenError("invalid token: malformed claims")
+        exp = claims["exp"]
+        if not isinstance(exp, int) or isinstance(exp, bool):
+            raise InvalidTokenError("invalid token: malformed expiry")
+        if exp <= self._clock():
+            raise InvalidTokenError("token expired")
+        return Principal(
+            user_id=claims["sub"], email=claims["email"], role=claims["role"],
+            jti=claims["jti"], expires_at=exp,
+        )  # fmt: skip
+
+
+class SessionStore(Protocol):
+    """Where sessions live: one entry per token id, owned by a user, expiring by itself."""
+
+    async def open(self, jti: str, user_id: str, ttl_s: int) -> None: ...
+
+    async def holder(self, jti: str) -> str | None:
+        """The user a live session belongs to; None if it ended or expired."""
+        ...
+
+    async def end(self, jti: str) -> None: ...
+
+
+class RedisSessionStore:
+    """Sessions as Redis keys `<prefix>session:<jti>` = user id, with the token's TTL."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "") -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    def key(self, jti: str) -> str:
+        return f"{self._prefix}session:{jti}"
+
+    async def open(self, jti: str, user_id: str, ttl_s: int) -> None:
+        with _store_errors():
+            await self._redis.set(self.key(jti), user_id, ex=ttl_s)
+
+    async def holder(self, jti: str) -> str | None:
+        with _store_errors():
+            value = await self._redis.get(self.key(jti))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def end(self, jti: str) -> None:
+        with _store_errors():
+            await self._redis.delete(self.key(jti))
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Redis failing is logged with its cause and surfaces as one error the API maps (503)."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        log.warning("sessions.unavailable", error=repr(exc))
+        raise SessionStoreUnavailableError("the session store is unavailable") from exc
+
+
+class Authenticator:
+    def __init__(self, tokens: Tokens, sessions: SessionStore) -> None:
+        self.tokens = tokens
+        self.sessions = sessions
+
+    async def login(self, *, user_id: str, email: str, role: str) -> IssuedToken:
+        """A token for an account whose password was just verified, and its session."""
+        issued = self.tokens.issue(user_id=user_id, email=email, role=role)
+        await self.sessions.open(issued.principal.jti, user_id, issued.expires_in)
+        return issued
+
+    async def authenticate(self, token: str) -> Principal:
+        principal = self.tokens.verify(token)
+        if await self.sessions.holder(principal.jti) != principal.user_id:
+            raise SessionEndedError("session ended: log in again")
+        return principal
+
+    async def logout(self, principal: Principal) -> None:
+        await self.sessions.end(principal.jti)

@@ -1,0 +1,104 @@
+"""The services behind the gateway, reached over HTTP only, and relaying their answers.
+
+Each service gets its own `httpx.AsyncClient` (a connection pool to it) with bounded timeouts:
+a service that is down or hangs becomes `UpstreamUnavailableError` (503) within seconds, never
+a request that waits forever. Requests are not retried: most are not idempotent, and the
+client, who holds the Idempotency-Key, is the one to decide.
+
+What goes downstream is built from scratch, never copied from the client: the identity headers
+(X-User-*) the gateway vouches for, the correlation id, and the few headers a route forwards on
+purpose. A client cannot pass itself off as somebody else by sending X-User-Id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from starlette.responses import Response
+
+from eventshop.gateway.auth import Principal
+from eventshop.gateway.settings import UPSTREAMS, GatewaySettings
+from eventshop.platform.http import CORRELATION_HEADER
+from eventshop.platform.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+#: the headers of a service's answer that reach the client (the body's own, and hints for it)
+RELAYED_RESPONSE_HEADERS = (
+    "content-type", "location", "retry-after", "cache-control", "etag", "last-modified",
+)  # fmt: skip
+
+
+class UpstreamUnavailableError(Exception):
+    """A service could not be reached or did not answer in time."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(f"{service} is unavailable")
+        self.service = service
+        self.reason = reason
+
+
+def identity_headers(who: Principal | None, correlation_id: str) -> dict[str, str]:
+    headers = {CORRELATION_HEADER: correlation_id}
+    if who is not None:
+        headers.update(
+            {"X-User-Id": who.user_id, "X-User-Role": who.role, "X-User-Email": who.email}
+        )
+    return headers
+
+
+def relay(answer: httpx.Response) -> Response:
+    """The service's answer as the gateway's: same status, same body, its content headers."""
+    headers = {k: v for k in RELAYED_RESPONSE_HEADERS if (v := answer.headers.get(k)) is not None}
+    return Response(content=answer.content, status_code=answer.status_code, headers=headers)
+
+
+class Upstreams:
+    def __init__(self, clients: Mapping[str, httpx.AsyncClient]) -> None:
+        self._clients = dict(clients)
+
+    @classmethod
+    def over_http(cls, settings: GatewaySettings) -> Upstreams:
+        """One client per service at its configured URL (loopback by default)."""
+        timeout = httpx.Timeout(
+            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+        )
+        return cls(
+            {
+                name: httpx.AsyncClient(base_url=settings.upstream_url(name), timeout=timeout)
+                for name in UPSTREAMS
+            }
+        )
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        who: Principal | None,
+        correlation_id: str,
+        json: Any = None,
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request to a service as `who`; its answer, whatever the status."""
+        client = self._clients[service]
+        sent_headers = identity_headers(who, correlation_id)
+        sent_headers.update(headers or {})
+        try:
+            return await client.request(
+                method, path, json=json, params=query or None, headers=sent_headers
+            )
+        except httpx.TransportError as exc:  # refused, reset, timed out, ...
+            log.warning(
+                "upstream.unavailable", upstream=service, path=path, error=type(exc).__name__,
+                correlation_id=correlation_id,
+            )  # fmt: skip
+            raise UpstreamUnavailableError(service, type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

@@ -1,0 +1,165 @@
+"""Tokens and sessions, with a fake session store: no Redis, milliseconds."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from eventshop.gateway.auth import (
+    Authenticator,
+    InvalidTokenError,
+    SessionEndedError,
+    Tokens,
+)
+
+SECRET = "unit-test-secret-of-at-least-32-characters"
+NOW = 1_700_000_000.0
+
+
+class FakeSessionStore:
+    """Sessions in a dict, expiring by the same clock as the tokens."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.sessions: dict[str, tuple[str, float]] = {}
+
+    async def open(self, jti: str, user_id: str, ttl_s: int) -> None:
+        self.sessions[jti] = (user_id, self.clock() + ttl_s)
+
+    async def holder(self, jti: str) -> str | None:
+        user_id, expires = self.sessions.get(jti, (None, 0.0))
+        return user_id if expires > self.clock() else None
+
+    async def end(self, jti: str) -> None:
+        self.sessions.pop(jti, None)
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def tokens(clock: FakeClock) -> Tokens:
+    return Tokens(SECRET, ttl_s=3_600, clock=clock)
+
+
+def test_a_token_carries_who_and_until_when(tokens: Tokens) -> None:
+    issued = tokens.issue(user_id="u1", email="a@example.com", role="customer")
+    claims = jwt.decode(
+        issued.access_token, SECRET, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    assert claims["sub"] == "u1"
+    assert claims["email"] == "a@example.com"
+    assert claims["role"] == "customer"
+    assert claims["jti"] == issued.principal.jti
+    assert claims["exp"] == int(NOW) + 3_600
+    assert issued.expires_in == 3_600
+    assert tokens.verify(issued.access_token) == issued.principal
+
+
+def test_every_token_has_its_own_id(tokens: Tokens) -> None:
+    jtis = {
+        tokens.issue(user_id="u1", email="a@x.io", role="customer").principal.jti for _ in range(5)
+    }
+    assert len(jtis) == 5
+
+
+@pytest.mark.parametrize(
+    "elapsed, valid", [(0, True), (3_599, True), (3_600, False), (9_999, False)]
+)
+def test_a_token_expires_after_its_ttl(
+    tokens: Tokens, clock: FakeClock, elapsed: int, valid: bool
+) -> None:
+    token = tokens.issue(user_id="u1", email="a@x.io", role="customer").access_token
+    clock.now = NOW + elapsed
+    if valid:
+        assert tokens.verify(token).user_id == "u1"
+    else:
+        with pytest.raises(InvalidTokenError, match="expired"):
+            tokens.verify(token)
+
+
+def _forged(claims: dict[str, object], key: str = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+GOOD = {"sub": "u1", "email": "a@x.io", "role": "admin", "jti": "j1", "exp": int(NOW) + 60}
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("not-a-jwt", id="garbage"),
+        pytest.param(_forged(GOOD, key="another-secret-of-at-least-32-characters"), id="other key"),
+        pytest.param(_forged(GOOD, key="", algorithm="none"), id="alg none"),
+        pytest.param(_forged({k: v for k, v in GOOD.items() if k != "jti"}), id="no jti"),
+        pytest.param(_forged({k: v for k, v in GOOD.items() if k != "exp"}), id="no exp"),
+        pytest.param(_forged({**GOOD, "role": 7}), id="role not a string"),
+        pytest.param(_forged({**GOOD, "exp": "soon"}), id="exp not a number"),
+    ],
+)
+def test_what_we_did_not_sign_is_refused(tokens: Tokens, token: str) -> None:
+    with pytest.raises(InvalidTokenError):
+        tokens.verify(token)
+
+
+def test_a_tampered_role_breaks_the_signature(tokens: Tokens) -> None:
+    token = tokens.issue(user_id="u1", email="a@x.io", role="customer").access_token
+    header, _payload, signature = token.split(".")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    forged_payload = _forged({**claims, "role": "admin"}, key="x" * 32).split(".")[1]
+    with pytest.raises(InvalidTokenError):
+        tokens.verify(f"{header}.{forged_payload}.{signature}")
+
+
+async def test_login_opens_a_session_that_authenticates(tokens: Tokens, clock: FakeClock) -> None:
+    sessions = FakeSessionStore(clock)
+    auth = Authenticator(tokens, sessions)
+    issued = await auth.login(user_id="u1", email="a@x.io", role="customer")
+    assert sessions.sessions[issued.principal.jti] == ("u1", NOW + 3_600)
+    assert (await auth.authenticate(issued.access_token)).user_id == "u1"
+
+
+async def test_logout_revokes_that_token_only(tokens: Tokens, clock: FakeClock) -> None:
+    auth = Authenticator(tokens, FakeSessionStore(clock))
+    first = await auth.login(user_id="u1", email="a@x.io", role="customer")
+    second = await auth.login(user_id="u1", email="a@x.io", role="customer")
+    await auth.logout(await auth.authenticate(first.access_token))
+    with pytest.raises(SessionEndedError):
+        await auth.authenticate(first.access_token)
+    assert (await auth.authenticate(second.access_token)).jti == second.principal.jti
+
+
+async def test_a_valid_token_without_its_session_is_refused(
+    tokens: Tokens, clock: FakeClock
+) -> None:
+    """E.g. Redis was flushed: the signature alone is not enough."""
+    auth = Authenticator(tokens, FakeSessionStore(clock))
+    token = tokens.issue(user_id="u1", email="a@x.io", role="customer").access_token
+    with pytest.raises(SessionEndedError):
+        await auth.authenticate(token)
+
+
+async def test_a_session_of_another_user_does_not_count(tokens: Tokens, clock: FakeClock) -> None:
+    sessions = FakeSessionStore(clock)
+    auth = Authenticator(tokens, sessions)
+    issued = tokens.issue(user_id="u1", email="a@x.io", role="customer")
+    await sessions.open(issued.principal.jti, "someone-else", 60)
+    with pytest.raises(SessionEndedError):
+        await auth.authenticate(issued.access_token)
+
+
+def test_the_real_clock_is_the_default() -> None:
+    issued = Tokens(SECRET, ttl_s=60).issue(user_id="u1", email="a@x.io", role="customer")
+    assert abs(issued.principal.expires_at - (time.time() + 60)) < 5
