@@ -104,6 +104,13 @@ def demo(
     raise typer.Exit(0 if result["invariants_ok"] and result["final"] == result["orders"] else 1)
 
 
+from eventshop.cli.operate import dlq as _dlq  # noqa: E402
+from eventshop.cli.operate import status as _status  # noqa: E402
+
+app.add_typer(_dlq, name="dlq")
+app.command("status")(_status)
+
+
 @app.command()
 def asyncapi(output: str = typer.Option("-", help="file to write, - for stdout")) -> None:
     """Write the AsyncAPI document generated from the contracts and the service definitions."""
@@ -116,6 +123,34 @@ def asyncapi(output: str = typer.Option("-", help="file to write, - for stdout")
         with open(output, "w") as f:
             f.write(text + "\n")
         console.print(f"wrote {output}")
+
+
+bench_app = typer.Typer(help="benchmarks on the real broker and database", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("bus")
+def bench_bus(
+    events: int = typer.Option(20_000, help="events through outbox, relay, broker and inbox"),
+    raw_messages: int | None = typer.Option(
+        None, help="messages for the raw client rates (default: as many as --events)"
+    ),
+    raw: bool = typer.Option(True, help="measure the raw client rates too"),
+    write_batch: int = typer.Option(100, help="events per writer transaction"),
+    prefetch: int = typer.Option(1_000, help="the consumer's prefetch (its batch size)"),
+    batch_handler: bool = typer.Option(True, help="insert a window's effects in one statement"),
+) -> None:
+    """Events/s end to end through outbox and inbox, and the raw client's rates in the same run."""
+    from eventshop.bench.bus import BenchConfig, print_report, run_bench
+
+    cfg = BenchConfig(
+        settings=PlatformSettings(), events=events, raw_messages=raw_messages or events,
+        write_batch=write_batch, prefetch=prefetch, batch_handler=batch_handler, raw=raw,
+    )
+    report = asyncio.run(run_bench(cfg, say=console.print))
+    print_report(report, console)
+    print(json.dumps(report))
+    raise typer.Exit(0 if report["lost"] == 0 and report["duplicate_effects"] == 0 else 1)
 
 
 if __name__ == "__main__":

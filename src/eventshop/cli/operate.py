@@ -1,0 +1,240 @@
+"""Operator commands: platform status and the dead-letter queues (parking lots).
+
+    eventshop status
+    eventshop dlq list    [--service S] [--type T] [--error TEXT] [--correlation-id C] [--since ISO]
+    eventshop dlq show    EVENT_ID [--service S]
+    eventshop dlq replay  [filters] [--dry-run] [--yes]
+    eventshop dlq purge   [filters] [--dry-run] [--yes]
+
+They talk to RabbitMQ as an operator (the guest user on the platform's vhost by default,
+EVENTSHOP_AMQP_URL to override) and to each service's /health/ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from eventshop.platform.bus.parking import ParkedMessage, list_parked, purge_parked, replay_parked
+from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.topology import ServiceQueues, queue_depth
+from eventshop.platform.settings import PlatformSettings
+from eventshop.services import PORTS
+
+console = Console(stderr=True)
+out = Console()
+dlq = typer.Typer(help="dead-letter queues: list, show, replay, purge parked messages", no_args_is_help=True)
+CONSUMING = ["inventory", "orders", "payments", "notifications", "loyalty", "archive"]
+T = TypeVar("T")
+
+
+def _queues(service: str) -> ServiceQueues:
+    return ServiceQueues(service, (), tuple(PlatformSettings().retry_delays_ms))
+
+
+def _filter(
+    event_type: str | None, error: str | None, correlation_id: str | None, since: datetime | None,
+    event_id: str | None = None,
+) -> Callable[[ParkedMessage], bool]:
+    def match(p: ParkedMessage) -> bool:
+        if event_id and p.event_id != event_id:
+            return False
+        if event_type and p.event_type != event_type and not (
+            event_type.endswith("*") and (p.event_type or "").startswith(event_type[:-1])
+        ):
+            return False
+        if error and error.lower() not in p.error.lower():
+            return False
+        if correlation_id and p.correlation_id != correlation_id:
+            return False
+        if since and p.parked_at:
+            try:
+                if datetime.fromisoformat(p.parked_at) < since.astimezone(datetime.fromisoformat(p.parked_at).tzinfo):
+                    return False
+            except ValueError:
+                pass
+        return True
+
+    return match
+
+
+async def _with_connection(work: Callable[[aio_pika.abc.AbstractConnection], Awaitable[T]]) -> T:
+    conn = await aio_pika.connect(PlatformSettings().amqp_url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+async def _parked_of(
+    conn: aio_pika.abc.AbstractConnection, services: list[str], where: Callable[[ParkedMessage], bool]
+) -> list[tuple[str, ParkedMessage]]:
+    found: list[tuple[str, ParkedMessage]] = []
+    for s in services:
+        try:
+            found += [(s, p) for p in await list_parked(conn, _queues(s), where=where)]
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            continue  # that service has not started yet: it has no parking lot
+    return found
+
+
+def _services(service: str | None) -> list[str]:
+    if service is None:
+        return CONSUMING
+    if service not in PORTS:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(PORTS)}")
+    return [service]
+
+
+def _table(rows: list[tuple[str, ParkedMessage]]) -> Table:
+    table = Table(title=f"{len(rows)} parked message(s)")
+    for col in ("service", "event id", "type", "attempts", "parked at", "error"):
+        table.add_column(col, overflow="fold")
+    for service, p in rows:
+        table.add_row(service, p.event_id or "-", p.event_type or "-", str(p.attempts), p.parked_at or "-", p.error[:120])
+    return table
+
+
+Service = typer.Option(None, "--service", "-s", help="only this service's parking lot")
+Type = typer.Option(None, "--type", "-t", help="event type (a trailing * matches a prefix)")
+Error = typer.Option(None, "--error", "-e", help="text the error contains")
+Correlation = typer.Option(None, "--correlation-id", "-c")
+Since = typer.Option(None, "--since", help="parked at or after (ISO time)")
+
+
+@dlq.command("list")
+def dlq_list(service: str | None = Service, event_type: str | None = Type, error: str | None = Error,
+             correlation_id: str | None = Correlation, since: datetime | None = Since) -> None:
+    """List parked messages (they stay parked)."""
+    where = _filter(event_type, error, correlation_id, since)
+
+    async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
+        return await _parked_of(conn, _services(service), where)
+
+    out.print(_table(asyncio.run(_with_connection(work))))
+
+
+@dlq.command("show")
+def dlq_show(event_id: str, service: str | None = Service) -> None:
+    """Show one parked message whole: headers and body."""
+    where = _filter(None, None, None, None, event_id=event_id)
+
+    async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
+        return await _parked_of(conn, _services(service), where)
+
+    found = asyncio.run(_with_connection(work))
+    if not found:
+        console.print(f"[red]no parked message {event_id}[/]")
+        raise typer.Exit(1)
+    for s, p in found:
+        out.print(f"[bold]{s}[/] {p.event_type} {p.event_id}")
+        for k, v in sorted(p.headers.items()):
+            out.print(f"  {k}: {v}")
+        out.print(p.body.decode(errors="replace"))
+
+
+def _act(action: str, service: str | None, where: Callable[[ParkedMessage], bool], dry_run: bool, yes: bool) -> None:
+    async def preview(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
+        return await _parked_of(conn, _services(service), where)
+
+    matched = asyncio.run(_with_connection(preview))
+    out.print(_table(matched))
+    if dry_run or not matched:
+        console.print(f"{'dry run: ' if dry_run else ''}{len(matched)} message(s) would be {action}ed")
+        return
+    if not yes and not typer.confirm(f"{action} {len(matched)} parked message(s)?"):
+        raise typer.Abort()
+
+    async def apply(conn: aio_pika.abc.AbstractConnection) -> int:
+        done = 0
+        publisher = Publisher(conn, PlatformSettings().exchange)
+        await publisher.start()
+        try:
+            for s in sorted({s for s, _ in matched}):
+                if action == "replay":
+                    done += len(await replay_parked(conn, publisher, _queues(s), where=where))
+                else:
+                    done += len(await purge_parked(conn, _queues(s), where=where))
+        finally:
+            await publisher.close()
+        return done
+
+    console.print(f"{action}ed {asyncio.run(_with_connection(apply))} message(s)")
+
+
+@dlq.command("replay")
+def dlq_replay(service: str | None = Service, event_type: str | None = Type, error: str | None = Error,
+               correlation_id: str | None = Correlation, since: datetime | None = Since,
+               event_id: str | None = typer.Option(None, "--event-id"),
+               dry_run: bool = typer.Option(False, "--dry-run"), yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+    """Re-publish matching parked messages to their service's queue (retry count reset)."""
+    _act("replay", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes)
+
+
+@dlq.command("purge")
+def dlq_purge(service: str | None = Service, event_type: str | None = Type, error: str | None = Error,
+              correlation_id: str | None = Correlation, since: datetime | None = Since,
+              event_id: str | None = typer.Option(None, "--event-id"),
+              dry_run: bool = typer.Option(False, "--dry-run"), yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+    """Delete matching parked messages for good (asks first unless --yes)."""
+    _act("purge", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes)
+
+
+def status() -> None:
+    """Every service: up or down, ready or not, queue depth and consumers, outbox backlog, parked."""
+    from eventshop.cli.supervise import readiness
+
+    async def gather() -> list[dict[str, Any]]:
+        ready = await readiness(list(PORTS))
+        settings = PlatformSettings()
+        rows: list[dict[str, Any]] = []
+        db = await asyncpg.connect(settings.database_url)
+        try:
+            conn = await aio_pika.connect(settings.amqp_url)
+        except Exception:
+            conn = None
+        try:
+            for s in PORTS:
+                row: dict[str, Any] = {"service": s, "ready": ready[s]}
+                try:
+                    row["outbox"] = await db.fetchval(f'SELECT count(*) FROM "{s}".outbox WHERE sent_at IS NULL')
+                except asyncpg.PostgresError:
+                    row["outbox"] = None
+                if conn is not None and s in CONSUMING:
+                    for key, name in (("queue", s), ("parked", f"{s}.parked")):
+                        channel = await conn.channel()
+                        try:
+                            depth, consumers = await queue_depth(channel, name)
+                            row[key] = depth
+                            if key == "queue":
+                                row["consumers"] = consumers
+                        except Exception:
+                            row[key] = None
+                        finally:
+                            if not channel.is_closed:
+                                await channel.close()
+                rows.append(row)
+        finally:
+            await db.close()
+            if conn is not None:
+                await conn.close()
+        return rows
+
+    rows = asyncio.run(gather())
+    table = Table(title="eventshop status")
+    for col in ("service", "ready", "queue", "consumers", "outbox backlog", "parked"):
+        table.add_column(col, justify="right" if col not in ("service", "ready") else "left")
+    dash = lambda v: "-" if v is None else str(v)  # noqa: E731
+    for r in rows:
+        table.add_row(r["service"], "[green]ready[/]" if r["ready"] else "[red]down[/]", dash(r.get("queue")),
+                      dash(r.get("consumers")), dash(r.get("outbox")), dash(r.get("parked")))
+    out.print(table)
