@@ -1,0 +1,386 @@
+"""The order and its saga (DESIGN §3): pure, no I/O.
+
+An order is event-sourced. Its stream holds *domain* events, facts about this one order in the
+orders service's own words (`OrderPlaced`, `StockReserved`, `OrderCancelled`, ...). They are
+distinct from the *integration* events of eventshop.contracts that the service publishes to
+others (`order.created`, `payment.requested`, ...): the stream can say more, or say it
+differently, without changing any contract.
+
+The saga is `decide(order, event) -> Decision(state, record, emit)`:
+
+    PENDING          --StockReserved-->    AWAITING_PAYMENT, emit payment.requested
+    PENDING          --StockRejected-->    CANCELLED(out_of_stock | unknown_sku),
+                                           emit order.cancelled (stock_reserved=false)
+    AWAITING_PAYMENT --PaymentSucceeded--> CONFIRMED, emit order.confirmed
+    AWAITING_PAYMENT --PaymentFailed-->    CANCELLED(payment_declined | fraud),
+                                           emit order.cancelled (stock_reserved=true)
+    any non-final    --TimedOut-->         CANCELLED(timeout),
+                                           emit order.cancelled (stock_reserved as it was)
+
+`record` is what to append to the stream: the fact that came in, then the decision it led to
+(`PaymentRequested`, `OrderConfirmed`, `OrderCancelled`). `state` is those events folded onto
+the order by `evolve`, the same function that rebuilds an order from its stream, so the state
+after a decision and the state after a replay can't disagree. Anything else (a late or
+duplicate fact, an event out of place) records and emits nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import ClassVar, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventshop.contracts import EventPayload
+from eventshop.contracts import orders as integration
+from eventshop.contracts.common import Line
+from eventshop.contracts.orders import CancelReason
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL: frozenset[Status] = frozenset({Status.CONFIRMED, Status.CANCELLED})
+RUNNING: frozenset[Status] = frozenset(Status) - FINAL
+
+
+# -- domain events: what the order's stream records -----------------------------------------------
+class DomainEvent(BaseModel):
+    """A fact in an order's stream; its class name is its type in the store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: ClassVar[int] = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+class OrderPlaced(DomainEvent):
+    order_id: str
+    user_id: str
+    email: str
+    lines: tuple[Line, ...] = Field(min_length=1)
+    total_minor: int = Field(ge=0)
+    currency: str
+    payment_token: str
+    placed_at: datetime
+    #: when the saga gives up and cancels it (DESIGN §3: final within its timeout)
+    deadline: datetime
+
+
+class StockReserved(DomainEvent):
+    """Inventory reserved every line."""
+
+
+class StockRejected(DomainEvent):
+    """Inventory could not reserve the lines."""
+
+    reason: Literal["out_of_stock", "unknown_sku"]
+    skus: tuple[str, ...] = ()
+
+
+class PaymentRequested(DomainEvent):
+    """The order asked payments to charge it."""
+
+    amount_minor: int = Field(ge=0)
+    currency: str
+    payment_token: str
+
+
+class PaymentSucceeded(DomainEvent):
+    """Payments captured the order's payment."""
+
+    payment_id: str
+    amount_minor: int = Field(ge=0)
+
+
+PaymentFailureReason = Literal["payment_declined", "fraud"]
+
+
+class PaymentFailed(DomainEvent):
+    """Payments did not take the payment, in the order's terms (declined or fraud)."""
+
+    payment_id: str
+    reason: PaymentFailureReason
+    detail: str = ""
+
+
+class TimedOut(DomainEvent):
+    """The order's deadline passed while it was still running."""
+
+    at: datetime
+
+
+class OrderConfirmed(DomainEvent):
+    pass
+
+
+class OrderCancelled(DomainEvent):
+    reason: CancelReason
+    #: whether stock was held for it when it was cancelled (inventory releases it)
+    stock_reserved: bool
+
+
+#: every domain event type by its name in the store
+DOMAIN_EVENTS: dict[str, type[DomainEvent]] = {
+    cls.type_name(): cls
+    for cls in (
+        OrderPlaced,
+        StockReserved,
+        StockRejected,
+        PaymentRequested,
+        PaymentSucceeded,
+        PaymentFailed,
+        TimedOut,
+        OrderConfirmed,
+        OrderCancelled,
+    )
+}
+
+#: the facts from outside that move the saga
+SagaEvent = StockReserved | StockRejected | PaymentSucceeded | PaymentFailed | TimedOut
+
+
+# -- the aggregate --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    user_id: str
+    email: str
+    lines: tuple[Line, ...]
+    total_minor: int
+    currency: str
+    payment_token: str
+    placed_at: datetime
+    deadline: datetime
+    status: Status = Status.PENDING
+    reason: CancelReason | None = None
+    stock_reserved: bool = False
+    payment_id: str | None = None
+    #: how many events of its stream this state reflects (the expected version of the next append)
+    version: int = 0
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+
+class Decision(NamedTuple):
+    state: Order
+    #: domain events to append to the order's stream (empty: nothing happened)
+    record: tuple[DomainEvent, ...]
+    #: integration events to publish, in this order
+    emit: tuple[EventPayload, ...]
+
+
+class UnknownOrderStreamError(Exception):
+    """A stream that does not start with OrderPlaced: the store is corrupt, not the message."""
+
+
+def evolve(order: Order | None, event: DomainEvent) -> Order:
+    """The order after `event`; `evolve(None, OrderPlaced(...))` starts one."""
+    if order is None:
+        if not isinstance(event, OrderPlaced):
+            raise UnknownOrderStreamError(f"a stream must start with OrderPlaced, not {event!r}")
+        return Order(
+            order_id=event.order_id,
+            user_id=event.user_id,
+            email=event.email,
+            lines=event.lines,
+            total_minor=event.total_minor,
+            currency=event.currency,
+            payment_token=event.payment_token,
+            placed_at=event.placed_at,
+            deadline=event.deadline,
+            version=1,
+        )
+    order = replace(order, version=order.version + 1)
+    match event:
+        case StockReserved():
+            return replace(order, stock_reserved=True)
+        case PaymentRequested():
+            return replace(order, status=Status.AWAITING_PAYMENT)
+        case PaymentSucceeded():
+            return replace(order, payment_id=event.payment_id)
+        case PaymentFailed():
+            return replace(order, payment_id=event.payment_id)
+        case OrderConfirmed():
+            return replace(order, status=Status.CONFIRMED)
+        case OrderCancelled():
+            return replace(order, status=Status.CANCELLED, reason=event.reason)
+        case _:  # facts that change no field: StockRejected, TimedOut (their decision does)
+            return order
+
+
+def replay(events: Iterable[DomainEvent]) -> Order | None:
+    """Rebuild an order from its stream (None for an empty stream)."""
+    order: Order | None = None
+    for event in events:
+        order = evolve(order, event)
+    return order
+
+
+def decide(order: Order, event: SagaEvent) -> Decision:
+    """The saga's step: the new state, what to record and what to publish."""
+    record = _transition(order, event)
+    state = order
+    emit: list[EventPayload] = []
+    for recorded in record:
+        state = evolve(state, recorded)
+        announcement = _announce(state, recorded)
+        if announcement is not None:
+            emit.append(announcement)
+    return Decision(state, record, tuple(emit))
+
+
+def _transition(order: Order, event: SagaEvent) -> tuple[DomainEvent, ...]:
+    if order.is_final:
+        return ()  # late or duplicate: a final order never changes
+    match event:
+        case StockReserved() if order.status == Status.PENDING:
+            request = PaymentRequested(
+                amount_minor=order.total_minor,
+                currency=order.currency,
+                payment_token=order.payment_token,
+            )
+            return (event, request)
+        case StockRejected() if order.status == Status.PENDING:
+            return (event, OrderCancelled(reason=event.reason, stock_reserved=False))
+        case PaymentSucceeded() if order.status == Status.AWAITING_PAYMENT:
+            return (event, OrderConfirmed())
+        case PaymentFailed() if order.status == Status.AWAITING_PAYMENT:
+            return (event, OrderCancelled(reason=event.reason, stock_reserved=True))
+        case TimedOut() if event.at >= order.deadline:
+            # compensate what was done: inventory releases a reservation, payments refunds
+            # a payment captured (or still being charged) when it sees order.cancelled
+            cancel = OrderCancelled(reason="timeout", stock_reserved=order.stock_reserved)
+            return (event, cancel)
+        case _:
+            return ()  # a duplicate (stock reserved twice) or out of place: nothing to do
+
+
+def _announce(order: Order, event: DomainEvent) -> EventPayload | None:
+    """The integration event that tells the others about a decision, if it is one."""
+    match event:
+        case PaymentRequested():
+            return integration.PaymentRequested(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                email=order.email,
+                amount_minor=event.amount_minor,
+                currency=event.currency,
+                payment_token=event.payment_token,
+            )
+        case OrderConfirmed():
+            return integration.OrderConfirmed(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                email=order.email,
+                total_minor=order.total_minor,
+                currency=order.currency,
+                lines=order.lines,
+            )
+        case OrderCancelled():
+            return integration.OrderCancelled(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                email=order.email,
+                reason=event.reason,
+                stock_reserved=event.stock_reserved,
+                lines=order.lines,
+            )
+        case _:
+            return None
+
+
+# -- placing an order -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Price:
+    """One sku in the local price list."""
+
+    sku: str
+    name: str
+    price_minor: int
+    currency: str
+    active: bool = True
+
+
+class OrderRejectedError(Exception):
+    """The order can't be placed as asked (the caller's mistake, not a fault)."""
+
+
+class UnknownSkuError(OrderRejectedError):
+    def __init__(self, skus: Sequence[str]) -> None:
+        self.skus = tuple(skus)
+        super().__init__(f"unknown or inactive sku: {', '.join(self.skus)}")
+
+
+class MixedCurrencyError(OrderRejectedError):
+    def __init__(self, currencies: Iterable[str]) -> None:
+        self.currencies = tuple(sorted(set(currencies)))
+        super().__init__(
+            f"the lines are priced in several currencies ({', '.join(self.currencies)});"
+            " an order takes one"
+        )
+
+
+def price_lines(
+    wanted: Sequence[Line], prices: Mapping[str, Price]
+) -> tuple[tuple[Line, ...], int, str]:
+    """The lines with their unit prices, the total and the currency, from the price list."""
+    unknown = [w.sku for w in wanted if w.sku not in prices or not prices[w.sku].active]
+    if unknown:
+        raise UnknownSkuError(unknown)
+    currencies = {prices[w.sku].currency for w in wanted}
+    if len(currencies) != 1:
+        raise MixedCurrencyError(currencies)
+    lines = tuple(
+        Line(sku=w.sku, quantity=w.quantity, unit_price_minor=prices[w.sku].price_minor)
+        for w in wanted
+    )
+    total = sum(line.quantity * (line.unit_price_minor or 0) for line in lines)
+    return lines, total, currencies.pop()
+
+
+def place(
+    *,
+    order_id: str,
+    user_id: str,
+    email: str,
+    wanted: Sequence[Line],
+    prices: Mapping[str, Price],
+    payment_token: str,
+    now: datetime,
+    timeout: timedelta,
+) -> Decision:
+    """A new order, priced from the local price list; raises OrderRejectedError."""
+    lines, total, currency = price_lines(wanted, prices)
+    placed = OrderPlaced(
+        order_id=order_id,
+        user_id=user_id,
+        email=email,
+        lines=lines,
+        total_minor=total,
+        currency=currency,
+        payment_token=payment_token,
+        placed_at=now,
+        deadline=now + timeout,
+    )
+    created = integration.OrderCreated(
+        order_id=order_id,
+        user_id=user_id,
+        email=email,
+        lines=lines,
+        total_minor=total,
+        currency=currency,
+    )
+    return Decision(evolve(None, placed), (placed,), (created,))

@@ -1,0 +1,42 @@
+"""orders' composition root: what it consumes, what it publishes, how it is built."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+
+from eventshop.platform import eventstore
+from eventshop.platform.runtime import ServiceContext, ServiceDefinition
+from eventshop.services import PORTS
+from eventshop.services.orders import api, handlers, timeouts
+from eventshop.services.orders.settings import OrdersSettings
+
+#: read from the environment when the service is loaded, so a bad value stops it at start
+settings = OrdersSettings()
+
+
+def build_http(ctx: ServiceContext) -> FastAPI:
+    return api.build_app(ctx, settings)
+
+
+async def start_background(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
+    return timeouts.start_scanner(ctx.pool, settings, service=ctx.name)
+
+
+definition = ServiceDefinition(
+    name="orders",
+    port=PORTS["orders"],
+    handlers={
+        "product.created": handlers.keep_price,
+        "product.updated": handlers.keep_price,
+        "inventory.reserved": handlers.stock_reserved,
+        "inventory.rejected": handlers.stock_rejected,
+        "payment.succeeded": handlers.payment_succeeded,
+        "payment.failed": handlers.payment_failed,
+    },
+    publishes=["order.created", "payment.requested", "order.confirmed", "order.cancelled"],
+    migrations=[eventstore.MIGRATIONS, "eventshop.services.orders.migrations"],
+    http=build_http,
+    on_start=start_background,
+)

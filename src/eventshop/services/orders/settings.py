@@ -1,0 +1,23 @@
+"""orders' settings (env prefix EVENTSHOP_ORDERS_)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OrdersSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVENTSHOP_ORDERS_", extra="ignore")
+
+    #: an order not final this long after it was placed is cancelled (reason "timeout")
+    timeout_s: float = Field(default=30.0, ge=0)
+    #: how often the timeout scanner looks for orders past their deadline
+    timeout_scan_interval_s: float = Field(default=0.5, gt=0)
+    #: orders timed out per scanner transaction
+    timeout_scan_batch: int = Field(default=100, ge=1, le=10_000)
+
+    @property
+    def timeout(self) -> timedelta:
+        return timedelta(seconds=self.timeout_s)

@@ -1,0 +1,248 @@
+"""orders' tables: the price list, the order streams (event store), the orders read model and
+the idempotency keys of POST /orders.
+
+Every writer of an order first locks its read-model row (`lock_order`, or the timeout scan's
+FOR UPDATE SKIP LOCKED), so the consumers and the timeout scanners of several processes take
+turns on an order; the stream's unique version is the backstop if one ever does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import orjson
+
+from eventshop.platform.eventstore import NewEvent, PostgresEventStore, RecordedEvent
+from eventshop.services.orders.domain import (
+    DOMAIN_EVENTS,
+    Decision,
+    DomainEvent,
+    Order,
+    Price,
+    replay,
+)
+
+events = PostgresEventStore()
+
+
+def stream_of(order_id: str) -> str:
+    return f"order-{order_id}"
+
+
+# -- the price list -------------------------------------------------------------------------------
+async def keep_price(conn: asyncpg.Connection, price: Price, as_of: datetime) -> None:
+    """Record the catalog's price of a sku as of `as_of`, unless a newer one is already kept."""
+    await conn.execute(
+        """
+        INSERT INTO prices (sku, name, price_minor, currency, active, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (sku) DO UPDATE
+           SET name = EXCLUDED.name, price_minor = EXCLUDED.price_minor,
+               currency = EXCLUDED.currency, active = EXCLUDED.active,
+               updated_at = EXCLUDED.updated_at
+         WHERE prices.updated_at <= EXCLUDED.updated_at
+        """,
+        price.sku,
+        price.name,
+        price.price_minor,
+        price.currency,
+        price.active,
+        as_of,
+    )
+
+
+async def prices_of(conn: asyncpg.Connection, skus: Sequence[str]) -> dict[str, Price]:
+    rows = await conn.fetch(
+        "SELECT sku, name, price_minor, currency, active FROM prices WHERE sku = ANY($1::text[])",
+        list(skus),
+    )
+    return {r["sku"]: Price(**dict(r)) for r in rows}
+
+
+# -- idempotency keys -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyedOrder:
+    order_id: str
+    request_hash: str
+
+
+async def claim_idempotency_key(
+    conn: asyncpg.Connection, user_id: str, key: str, order_id: str, request_hash: str
+) -> KeyedOrder | None:
+    """Tie `key` to `order_id`; None if it is now ours, else the order it already names.
+
+    A concurrent request with the same key waits here on the primary key until the first one
+    commits (then it sees that order) or rolls back (then the key is its own).
+    """
+    claimed = await conn.fetchval(
+        "INSERT INTO idempotency_keys (user_id, key, order_id, request_hash)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1",
+        user_id,
+        key,
+        order_id,
+        request_hash,
+    )
+    if claimed:
+        return None
+    row = await conn.fetchrow(
+        "SELECT order_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+        user_id,
+        key,
+    )
+    assert row is not None  # the conflicting row is committed, and keys are never deleted
+    return KeyedOrder(row["order_id"], row["request_hash"])
+
+
+# -- streams and the read model -------------------------------------------------------------------
+async def lock_order(conn: asyncpg.Connection, order_id: str) -> bool:
+    """Lock an order for a saga step (until the transaction ends); False if there is none."""
+    found = await conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
+    return found is not None
+
+
+async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
+    return replay(to_domain(r) for r in await events.load(conn, stream_of(order_id)))
+
+
+async def history_of(conn: asyncpg.Connection, order_id: str) -> list[RecordedEvent]:
+    return await events.load(conn, stream_of(order_id))
+
+
+async def record_new_order(
+    conn: asyncpg.Connection, decision: Decision, *, correlation_id: str
+) -> None:
+    """Start an order's stream and its read-model row."""
+    order = decision.state
+    await _append(conn, order.order_id, 0, decision.record, correlation_id, None)
+    await conn.execute(
+        """
+        INSERT INTO orders (order_id, user_id, email, status, reason, lines, total_minor,
+                            currency, created_at, updated_at, deadline, version, correlation_id)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $9, $10, $11, $12)
+        """,
+        order.order_id,
+        order.user_id,
+        order.email,
+        order.status.value,
+        order.reason,
+        _lines_json(order),
+        order.total_minor,
+        order.currency,
+        order.placed_at,
+        order.deadline,
+        order.version,
+        correlation_id,
+    )
+
+
+async def record_decision(
+    conn: asyncpg.Connection,
+    before: Order,
+    decision: Decision,
+    *,
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> None:
+    """Append a saga step's events and bring the read model to the new state."""
+    if not decision.record:
+        return
+    await _append(
+        conn, before.order_id, before.version, decision.record, correlation_id, causation_id
+    )
+    order = decision.state
+    await conn.execute(
+        "UPDATE orders SET status = $2, reason = $3, version = $4, updated_at = now()"
+        " WHERE order_id = $1",
+        order.order_id,
+        order.status.value,
+        order.reason,
+        order.version,
+    )
+
+
+async def _append(
+    conn: asyncpg.Connection,
+    order_id: str,
+    expected_version: int,
+    record: Sequence[DomainEvent],
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> None:
+    await events.append(
+        conn,
+        stream_of(order_id),
+        expected_version,
+        [NewEvent(e.type_name(), e.model_dump(mode="json"), e.schema_version) for e in record],
+        metadata={"correlation_id": correlation_id, "causation_id": causation_id},
+    )
+
+
+def to_domain(recorded: RecordedEvent) -> DomainEvent:
+    """A stored event as its domain event (the place to upcast old schema versions)."""
+    return DOMAIN_EVENTS[recorded.event_type].model_validate(recorded.payload)
+
+
+def _lines_json(order: Order) -> str:
+    return orjson.dumps([line.model_dump(mode="json") for line in order.lines]).decode()
+
+
+@dataclass(frozen=True)
+class DueOrder:
+    order_id: str
+    correlation_id: str
+    #: the database's clock when it was found due: the deadline test and TimedOut agree on it
+    checked_at: datetime
+
+
+async def lock_orders_past_deadline(conn: asyncpg.Connection, limit: int) -> list[DueOrder]:
+    """Running orders whose deadline has passed, locked; rows another process holds are skipped.
+
+    The status list is spelled out (not a parameter) so the partial index on running orders
+    applies: the scan stays cheap however many final orders pile up.
+    """
+    rows = await conn.fetch(
+        """
+        SELECT order_id, correlation_id, now() AS checked_at FROM orders
+        WHERE status IN ('PENDING', 'AWAITING_PAYMENT') AND deadline <= now()
+        ORDER BY deadline
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+    return [DueOrder(r["order_id"], r["correlation_id"], r["checked_at"]) for r in rows]
+
+
+# -- reading --------------------------------------------------------------------------------------
+ORDER_COLUMNS = (
+    "order_id, user_id, email, status, reason, lines, total_minor, currency, created_at,"
+    " updated_at, deadline, version"
+)
+
+
+async def get_order(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id
+    )
+    return row
+
+
+async def orders_of(conn: asyncpg.Connection, user_id: str, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1"
+            " ORDER BY created_at DESC, order_id LIMIT $2",
+            user_id,
+            limit,
+        )
+    )
+
+
+async def owner_of(conn: asyncpg.Connection, order_id: str) -> str | None:
+    owner: str | None = await conn.fetchval(
+        "SELECT user_id FROM orders WHERE order_id = $1", order_id
+    )
+    return owner

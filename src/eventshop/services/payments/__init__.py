@@ -1,0 +1,9 @@
+"""payments: takes the payment of an order, refuses fraud, refunds cancelled orders.
+
+consumes  payment.requested   (fraud check; a fraudulent one fails at once, else it is queued)
+          order.cancelled     (never charge it; refund it if captured; a tombstone if early)
+publishes payment.succeeded, payment.failed (declined | fraud | provider_error), payment.refunded
+HTTP      GET /payments, GET /payments/{payment_id} (the caller's own)
+background the charge worker: calls the payment provider (adapters.py) for queued payments and
+          refunds, never inside a consumer's transaction (worker.py)
+"""

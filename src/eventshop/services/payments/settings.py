@@ -1,0 +1,55 @@
+"""payments' settings (env prefix EVENTSHOP_PAYMENTS_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventshop.services.payments.domain import FraudRules
+
+
+class PaymentsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVENTSHOP_PAYMENTS_", extra="ignore")
+
+    # -- the simulated provider ---------------------------------------------------------------
+    #: how long an ordinary charge takes
+    provider_latency_ms: int = Field(default=20, ge=0)
+    #: how long a charge with the "tok_slow" test token takes (long enough to time an order out)
+    slow_latency_ms: int = Field(default=10_000, ge=0)
+    #: the share of ordinary charges declined at random
+    decline_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    # -- fraud rules --------------------------------------------------------------------------
+    fraud_amount_limit_minor: int = Field(default=1_000_000, ge=0)
+    fraud_blocked_email_domains: list[str] = Field(default_factory=lambda: ["fraud.test"])
+    fraud_velocity_max_requests: int = Field(default=20, ge=1)
+    fraud_velocity_window_s: float = Field(default=60.0, gt=0)
+
+    # -- the charge worker --------------------------------------------------------------------
+    #: provider calls in flight at once, per process
+    charge_concurrency: int = Field(default=32, ge=1, le=1_000)
+    #: how often the worker looks for work when it found none
+    charge_poll_s: float = Field(default=0.1, gt=0)
+    #: a provider call taking longer counts as failed (and is tried again)
+    provider_timeout_s: float = Field(default=20.0, gt=0)
+    #: a charging row claimed longer ago than this is taken over (its worker died)
+    charge_lease_s: float = Field(default=30.0, gt=0)
+    #: provider errors before a charge is given up as failed (provider_error)
+    charge_max_attempts: int = Field(default=5, ge=1)
+    #: wait before a charge that met a provider error is tried again
+    charge_retry_delay_s: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def lease_outlives_a_call(self) -> PaymentsSettings:
+        # a lease shorter than a call would let a second worker charge a row still in flight
+        if self.charge_lease_s <= self.provider_timeout_s:
+            raise ValueError("charge_lease_s must be longer than provider_timeout_s")
+        return self
+
+    def fraud_rules(self) -> FraudRules:
+        return FraudRules.of(
+            amount_limit_minor=self.fraud_amount_limit_minor,
+            blocked_email_domains=self.fraud_blocked_email_domains,
+            velocity_max_requests=self.fraud_velocity_max_requests,
+            velocity_window_s=self.fraud_velocity_window_s,
+        )

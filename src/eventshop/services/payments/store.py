@@ -1,0 +1,312 @@
+"""payments' table: one payment per order (see migrations/0001_payments.sql for its states).
+
+The charge worker's rows are leased, never locked across a provider call: `claim_work` marks
+them charging/refunding with a fresh claim id and commits; every outcome is then recorded only
+where that claim id still holds, so a worker whose lease was taken over records nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+
+from eventshop.services.payments.domain import Status
+
+
+@dataclass(frozen=True)
+class NewPayment:
+    payment_id: str
+    order_id: str
+    user_id: str
+    email: str
+    amount_minor: int
+    currency: str
+    payment_token: str
+    correlation_id: str | None
+    causation_id: str | None
+    traceparent: str | None
+
+
+# -- the handlers' side ---------------------------------------------------------------------------
+async def recent_requests(conn: asyncpg.Connection, user_id: str, window_s: float) -> int:
+    """How many payments `user_id` asked for within the last `window_s` seconds."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM payments"
+        " WHERE user_id = $1 AND requested_at > now() - make_interval(secs => $2)",
+        user_id,
+        window_s,
+    )
+    return count
+
+
+async def record_request(
+    conn: asyncpg.Connection, payment: NewPayment, *, fraud: str | None
+) -> bool:
+    """Record a payment request: pending (for the worker) or failed as fraud. False if the order
+    already has its row: a duplicate request, or a tombstone (the order was cancelled first)."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO payments (payment_id, order_id, user_id, email, amount_minor, currency,
+                              payment_token, status, failure_reason, failure_detail,
+                              correlation_id, causation_id, traceparent, requested_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
+        ON CONFLICT (order_id) DO NOTHING
+        RETURNING 1
+        """,
+        payment.payment_id,
+        payment.order_id,
+        payment.user_id,
+        payment.email,
+        payment.amount_minor,
+        payment.currency,
+        payment.payment_token,
+        Status.FAILED.value if fraud else Status.PENDING.value,
+        "fraud" if fraud else None,
+        fraud,
+        payment.correlation_id,
+        payment.causation_id,
+        payment.traceparent,
+    )
+    return inserted is not None
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    status: Status
+    #: provider calls made to charge it (a pending row with attempts > 0 is being retried)
+    attempts: int
+
+
+async def request_cancellation(
+    conn: asyncpg.Connection, order_id: str, cancel_event_id: str
+) -> PaymentState | None:
+    """Mark the order's payment as not wanted any more (row locked until the transaction ends);
+    its state, or None if the order has no payment row yet."""
+    row = await conn.fetchrow(
+        """
+        UPDATE payments
+           SET cancel_requested = true, updated_at = now(),
+               cancel_event_id = coalesce(cancel_event_id, $2)
+         WHERE order_id = $1
+        RETURNING status, attempts
+        """,
+        order_id,
+        cancel_event_id,
+    )
+    return None if row is None else PaymentState(Status(row["status"]), row["attempts"])
+
+
+async def leave_tombstone(
+    conn: asyncpg.Connection, order_id: str, user_id: str, email: str, cancel_event_id: str
+) -> bool:
+    """Take the order's payment row for a cancelled order that never asked to be paid; False if
+    a payment request got there first (then that row is the one to cancel)."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO payments (payment_id, order_id, user_id, email, status, cancel_requested,
+                              cancel_event_id)
+        VALUES ($1, $2, $3, $4, 'voided', true, $5)
+        ON CONFLICT (order_id) DO NOTHING
+        RETURNING 1
+        """,
+        str(uuid.uuid4()),
+        order_id,
+        user_id,
+        email,
+        cancel_event_id,
+    )
+    return inserted is not None
+
+
+async def void(conn: asyncpg.Connection, order_id: str) -> None:
+    """A pending payment of a cancelled order, never sent to the provider, is never charged."""
+    await conn.execute(
+        "UPDATE payments SET status = 'voided', updated_at = now()"
+        " WHERE order_id = $1 AND status = 'pending' AND attempts = 0",
+        order_id,
+    )
+
+
+# -- the charge worker's side ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """A payment the worker has claimed: to charge, or to refund."""
+
+    kind: Literal["charge", "refund"]
+    payment_id: str
+    order_id: str
+    claim_id: uuid.UUID
+    amount_minor: int
+    currency: str
+    payment_token: str
+    attempts: int
+    charge_ref: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    traceparent: str | None
+    cancel_event_id: str | None
+
+
+CLAIM = """
+WITH due AS (
+    SELECT payment_id FROM payments
+    WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
+       OR (status = 'captured' AND cancel_requested
+           AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
+       OR (status IN ('charging', 'refunding') AND claimed_at < now() - make_interval(secs => $2))
+    ORDER BY updated_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE payments p
+   SET status = CASE p.status WHEN 'pending' THEN 'charging'
+                              WHEN 'captured' THEN 'refunding'
+                              ELSE p.status END,
+       attempts = p.attempts + CASE WHEN p.status IN ('pending', 'charging') THEN 1 ELSE 0 END,
+       claim_id = gen_random_uuid(), claimed_at = now(), updated_at = now()
+  FROM due
+ WHERE p.payment_id = due.payment_id
+RETURNING p.status, p.payment_id, p.order_id, p.claim_id, p.amount_minor, p.currency,
+          p.payment_token, p.attempts, p.charge_ref, p.correlation_id, p.causation_id,
+          p.traceparent, p.cancel_event_id
+"""
+
+
+async def claim_work(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[Job]:
+    """Lease up to `limit` payments with work to do: pending ones to charge, captured ones of
+    cancelled orders to refund, and those whose previous worker's lease ran out."""
+    rows = await conn.fetch(CLAIM, limit, lease_s)
+    return [
+        Job(
+            kind="refund" if r["status"] == Status.REFUNDING else "charge",
+            payment_id=r["payment_id"],
+            order_id=r["order_id"],
+            claim_id=r["claim_id"],
+            amount_minor=r["amount_minor"],
+            currency=r["currency"],
+            payment_token=r["payment_token"],
+            attempts=r["attempts"],
+            charge_ref=r["charge_ref"],
+            correlation_id=r["correlation_id"],
+            causation_id=r["causation_id"],
+            traceparent=r["traceparent"],
+            cancel_event_id=r["cancel_event_id"],
+        )
+        for r in rows
+    ]
+
+
+async def record_capture(conn: asyncpg.Connection, job: Job, charge_ref: str) -> Status | None:
+    """The charge was captured: captured, or straight to refunding if the order was cancelled
+    meanwhile (the same worker refunds it next, under the same claim).
+
+    None if the claim was lost.
+    """
+    status: str | None = await conn.fetchval(
+        """
+        UPDATE payments
+           SET status = CASE WHEN cancel_requested THEN 'refunding' ELSE 'captured' END,
+               charge_ref = $3, captured_at = now(), claimed_at = now(), updated_at = now(),
+               next_attempt_at = NULL
+         WHERE payment_id = $1 AND claim_id = $2 AND status = 'charging'
+        RETURNING status
+        """,
+        job.payment_id,
+        job.claim_id,
+        charge_ref,
+    )
+    return None if status is None else Status(status)
+
+
+async def record_failure(
+    conn: asyncpg.Connection,
+    job: Job,
+    reason: Literal["declined", "provider_error"],
+    detail: str,
+) -> bool:
+    """The charge will never be captured; False if the claim was lost."""
+    done = await conn.fetchval(
+        """
+        UPDATE payments
+           SET status = 'failed', failure_reason = $3, failure_detail = $4, claim_id = NULL,
+               updated_at = now()
+         WHERE payment_id = $1 AND claim_id = $2 AND status = 'charging'
+        RETURNING 1
+        """,
+        job.payment_id,
+        job.claim_id,
+        reason,
+        detail,
+    )
+    return done is not None
+
+
+async def retry_later(conn: asyncpg.Connection, job: Job, delay_s: float, error: str) -> None:
+    """The provider did not answer: give the row back, to be tried again after `delay_s`.
+
+    The charge is tried again even if the order was cancelled meanwhile: the call that got no
+    answer may have captured it, and asking again with the same idempotency key is how to
+    find out (and refund it if so).
+    """
+    await conn.execute(
+        """
+        UPDATE payments
+           SET status = CASE WHEN status = 'refunding' THEN 'captured' ELSE 'pending' END,
+               next_attempt_at = now() + make_interval(secs => $3), failure_detail = $4,
+               claim_id = NULL, updated_at = now()
+         WHERE payment_id = $1 AND claim_id = $2 AND status IN ('charging', 'refunding')
+        """,
+        job.payment_id,
+        job.claim_id,
+        delay_s,
+        error[:500],
+    )
+
+
+async def record_refund(conn: asyncpg.Connection, job: Job, refund_ref: str) -> bool:
+    """The captured charge was refunded; False if the claim was lost."""
+    done = await conn.fetchval(
+        """
+        UPDATE payments
+           SET status = 'refunded', refund_ref = $3, refunded_at = now(), claim_id = NULL,
+               updated_at = now()
+         WHERE payment_id = $1 AND claim_id = $2 AND status = 'refunding'
+        RETURNING 1
+        """,
+        job.payment_id,
+        job.claim_id,
+        refund_ref,
+    )
+    return done is not None
+
+
+# -- reading --------------------------------------------------------------------------------------
+PAYMENT_COLUMNS = (
+    "payment_id, order_id, user_id, status, amount_minor, currency, failure_reason,"
+    " failure_detail, requested_at, captured_at, refunded_at, updated_at"
+)
+
+
+async def get_payment(conn: asyncpg.Connection, payment_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {PAYMENT_COLUMNS} FROM payments"
+        " WHERE payment_id = $1 AND requested_at IS NOT NULL",
+        payment_id,
+    )
+    return row
+
+
+async def payments_of(conn: asyncpg.Connection, user_id: str, limit: int) -> list[asyncpg.Record]:
+    """The user's payments, newest first (tombstones are bookkeeping, not payments: left out)."""
+    return list(
+        await conn.fetch(
+            f"SELECT {PAYMENT_COLUMNS} FROM payments"
+            " WHERE user_id = $1 AND requested_at IS NOT NULL"
+            " ORDER BY requested_at DESC, payment_id LIMIT $2",
+            user_id,
+            limit,
+        )
+    )
