@@ -393,6 +393,16 @@ async def get_order(order_id: str, who: User, request: Request) -> Response:
     return await forward(request, "orders", "GET", f"/orders/{_segment(order_id)}", who=who)
 
 
+@router.get(
+    "/orders/{order_id}/history", tags=["orders"], responses=_answers(401, 404),
+    summary="An order's event stream, oldest first",
+)
+async def order_history(order_id: str, who: User, request: Request) -> Response:
+    return await forward(
+        request, "orders", "GET", f"/orders/{_segment(order_id)}/history", who=who
+    )
+
+
 # -- what other services keep about me --------------------------------------------------------
 @router.get("/payments", tags=["payments"], responses=_AUTHENTICATED, summary="My payments")
 async def my_payments(who: User, request: Request) -> Response:
