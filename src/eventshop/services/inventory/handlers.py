@@ -1,0 +1,107 @@
+"""inventory's event handlers: event -> domain decision -> stock moves and events, one transaction.
+
+Locks are always taken in one order, the order's reservation row first and then its stock rows
+in sku order, so handlers running concurrently for the same order or the same skus queue up
+rather than deadlock. A business "no" (not enough stock, an unknown sku) is an event, never an
+exception: exceptions are for faults a retry may fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from eventshop.contracts import Envelope
+from eventshop.contracts.catalog import ProductCreated
+from eventshop.contracts.common import Line
+from eventshop.contracts.inventory import InventoryRejected, InventoryReleased, InventoryReserved
+from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
+from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.uow import UnitOfWork
+from eventshop.services.inventory import domain, store
+from eventshop.services.inventory.domain import Effect, ReservationStatus
+
+log = get_logger(__name__)
+
+
+def _stored(lines: Iterable[Line]) -> list[dict[str, Any]]:
+    return [line.model_dump(mode="json") for line in lines]
+
+
+def _wanted(lines: Iterable[dict[str, Any]]) -> dict[str, int]:
+    return domain.quantities_by_sku((line["sku"], int(line["quantity"])) for line in lines)
+
+
+async def add_stock_item(uow: UnitOfWork, env: Envelope, event: ProductCreated) -> None:
+    """A new product: track its sku with nothing in stock (a restock adds units)."""
+    await store.add_stock_item(uow.conn, event.sku)
+
+
+async def reserve_stock(uow: UnitOfWork, env: Envelope, event: OrderCreated) -> None:
+    """Reserve every line of the order or none of them."""
+    lines = _stored(event.lines)
+    if not await store.claim_order(uow.conn, event.order_id, lines):
+        return  # already reserved, rejected or cancelled: a duplicate or a late order.created
+    wanted = _wanted(lines)
+    on_hand = await store.lock_stock(uow.conn, sorted(wanted))
+    decision = domain.decide_reservation(on_hand, wanted)
+    if isinstance(decision, domain.Reject):
+        # the claimed row already says `rejected`
+        uow.emit(
+            InventoryRejected(order_id=event.order_id, reason=decision.reason, skus=decision.skus),
+            aggregate_id=event.order_id,
+        )
+        return
+    await store.reserve(uow.conn, decision.quantities)
+    await store.set_reservation_status(uow.conn, event.order_id, ReservationStatus.RESERVED)
+    uow.emit(
+        InventoryReserved(order_id=event.order_id, lines=event.lines), aggregate_id=event.order_id
+    )
+
+
+async def release_stock(uow: UnitOfWork, env: Envelope, event: OrderCancelled) -> None:
+    """Give a cancelled order's units back; if its order.created is yet to come, make sure it
+    reserves nothing when it does."""
+    reservation = await store.reservation_for_update(uow.conn, event.order_id)
+    effect = domain.on_order_cancelled(reservation.status if reservation else None)
+    if effect is Effect.TOMBSTONE:
+        if await store.add_tombstone(uow.conn, event.order_id, _stored(event.lines)):
+            return
+        # an order.created committed its reservation while the insert waited: act on that
+        reservation = await store.reservation_for_update(uow.conn, event.order_id)
+        assert reservation is not None
+        effect = domain.on_order_cancelled(reservation.status)
+    if effect is not Effect.RELEASE:
+        return  # released, committed, rejected or a tombstone already: nothing held
+    assert reservation is not None
+    # release what this service reserved, whatever the cancel event says it holds
+    wanted = _wanted(reservation.lines)
+    await store.lock_stock(uow.conn, sorted(wanted))
+    await store.release(uow.conn, wanted)
+    await store.set_reservation_status(uow.conn, event.order_id, ReservationStatus.RELEASED)
+    uow.emit(
+        InventoryReleased(
+            order_id=event.order_id,
+            lines=tuple(Line.model_validate(line) for line in reservation.lines),
+        ),
+        aggregate_id=event.order_id,
+    )
+
+
+async def sell_reserved_stock(uow: UnitOfWork, env: Envelope, event: OrderConfirmed) -> None:
+    """A confirmed order's reserved units become sold."""
+    reservation = await store.reservation_for_update(uow.conn, event.order_id)
+    status = reservation.status if reservation else None
+    if domain.on_order_confirmed(status) is not Effect.COMMIT:
+        if status is not ReservationStatus.COMMITTED:  # a duplicate is normal; this is not
+            log.warning(
+                "inventory.confirmed_without_reservation",
+                order_id=event.order_id,
+                status=str(status),
+            )
+        return
+    assert reservation is not None
+    wanted = _wanted(reservation.lines)
+    await store.lock_stock(uow.conn, sorted(wanted))
+    await store.sell(uow.conn, wanted)
+    await store.set_reservation_status(uow.conn, event.order_id, ReservationStatus.COMMITTED)

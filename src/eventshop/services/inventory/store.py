@@ -1,0 +1,208 @@
+"""inventory's tables: stock (per sku) and reservations (per order).
+
+Whatever moves units locks the stock rows first, in sku order (`lock_stock`), so transactions
+touching overlapping skus wait for each other in one order and never deadlock; the moves
+themselves are single UPDATEs over all the skus of an order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from eventshop.services.inventory.domain import ReservationStatus
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    sku: str
+    on_hand: int
+    reserved: int
+    sold: int
+    restocked_total: int
+
+    @property
+    def available(self) -> int:
+        """What a new order can still reserve: reserved units are already spoken for."""
+        return self.on_hand
+
+
+@dataclass(frozen=True)
+class Reservation:
+    order_id: str
+    status: ReservationStatus
+    #: the order's lines as received: [{"sku": ..., "quantity": ..., ...}, ...]
+    lines: list[dict[str, Any]]
+
+
+_STOCK_COLUMNS = "sku, on_hand, reserved, sold, restocked_total"
+
+
+def _stock_level(row: asyncpg.Record) -> StockLevel:
+    return StockLevel(
+        sku=row["sku"],
+        on_hand=int(row["on_hand"]),
+        reserved=int(row["reserved"]),
+        sold=int(row["sold"]),
+        restocked_total=int(row["restocked_total"]),
+    )
+
+
+# -- stock ---------------------------------------------------------------------------------------
+async def add_stock_item(conn: asyncpg.Connection, sku: str) -> bool:
+    """Start tracking a sku with nothing in stock; False if it is already tracked."""
+    added = await conn.fetchval(
+        "INSERT INTO stock (sku) VALUES ($1) ON CONFLICT (sku) DO NOTHING RETURNING 1", sku
+    )
+    return added is not None
+
+
+async def lock_stock(conn: asyncpg.Connection, skus: Sequence[str]) -> dict[str, int]:
+    """Lock the stock rows of `skus` until the transaction ends; their on_hand by sku.
+
+    ORDER BY sku under FOR UPDATE locks the rows in sku order (the lock step runs on the
+    sorted rows), which is what keeps concurrent multi-sku orders from deadlocking. A sku
+    missing from the result is one inventory has never heard of.
+    """
+    rows = await conn.fetch(
+        "SELECT sku, on_hand FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE",
+        list(skus),
+    )
+    return {r["sku"]: int(r["on_hand"]) for r in rows}
+
+
+async def _move(conn: asyncpg.Connection, sql: str, quantities: Mapping[str, int]) -> None:
+    skus = sorted(quantities)
+    moved = await conn.fetchval(sql, skus, [quantities[s] for s in skus])
+    if moved != len(skus):  # rows are never deleted: this is a bug, not a business case
+        raise RuntimeError(f"stock rows missing for {skus}: moved {moved}")
+
+
+_MOVE = """
+WITH moved AS (
+    UPDATE stock AS s SET {assignments}, updated_at = now()
+    FROM unnest($1::text[], $2::bigint[]) AS m(sku, quantity)
+    WHERE s.sku = m.sku
+    RETURNING 1
+) SELECT count(*) FROM moved
+"""
+
+
+async def reserve(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
+    """on_hand -> reserved (the rows must be locked by `lock_stock` and hold enough)."""
+    sql = _MOVE.format(
+        assignments="on_hand = s.on_hand - m.quantity, reserved = s.reserved + m.quantity"
+    )
+    await _move(conn, sql, quantities)
+
+
+async def release(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
+    """reserved -> on_hand: a cancelled order gives its units back."""
+    sql = _MOVE.format(
+        assignments="reserved = s.reserved - m.quantity, on_hand = s.on_hand + m.quantity"
+    )
+    await _move(conn, sql, quantities)
+
+
+async def sell(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
+    """reserved -> sold: a confirmed order keeps its units for good."""
+    sql = _MOVE.format(assignments="reserved = s.reserved - m.quantity, sold = s.sold + m.quantity")
+    await _move(conn, sql, quantities)
+
+
+async def restock(conn: asyncpg.Connection, sku: str, quantity: int) -> StockLevel | None:
+    """Add `quantity` units on hand; None if the sku is not tracked."""
+    row = await conn.fetchrow(
+        "UPDATE stock SET on_hand = on_hand + $2, restocked_total = restocked_total + $2,"
+        f" updated_at = now() WHERE sku = $1 RETURNING {_STOCK_COLUMNS}",
+        sku,
+        quantity,
+    )
+    return _stock_level(row) if row is not None else None
+
+
+async def stock_level(conn: asyncpg.Connection, sku: str) -> StockLevel | None:
+    row = await conn.fetchrow(f"SELECT {_STOCK_COLUMNS} FROM stock WHERE sku = $1", sku)
+    return _stock_level(row) if row is not None else None
+
+
+async def stock_levels(
+    conn: asyncpg.Connection, *, limit: int, offset: int
+) -> tuple[list[StockLevel], int]:
+    """One page of stock levels in sku order, and how many skus there are."""
+    rows = await conn.fetch(
+        f"SELECT {_STOCK_COLUMNS}, count(*) OVER () AS total FROM stock"
+        " ORDER BY sku LIMIT $1 OFFSET $2",
+        limit,
+        offset,
+    )
+    if rows:
+        return [_stock_level(r) for r in rows], int(rows[0]["total"])
+    return [], int(await conn.fetchval("SELECT count(*) FROM stock"))
+
+
+# -- reservations --------------------------------------------------------------------------------
+def _lines_json(lines: Sequence[Mapping[str, Any]]) -> str:
+    return orjson.dumps(list(lines)).decode()
+
+
+async def claim_order(
+    conn: asyncpg.Connection, order_id: str, lines: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Make the order's reservation row, as `rejected` until the stock is proven to be there;
+    False if the order is already known.
+
+    The insert is the check: a concurrent event about the same order that inserted first
+    makes this one wait for its commit and then find the row, so only one of them acts.
+    """
+    claimed = await conn.fetchval(
+        "INSERT INTO reservations (order_id, status, lines) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (order_id) DO NOTHING RETURNING 1",
+        order_id,
+        ReservationStatus.REJECTED.value,
+        _lines_json(lines),
+    )
+    return claimed is not None
+
+
+async def add_tombstone(
+    conn: asyncpg.Connection, order_id: str, lines: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Mark an order cancelled before inventory heard of it, so a late order.created reserves
+    nothing; False if a row appeared meanwhile (its order.created won the race)."""
+    added = await conn.fetchval(
+        "INSERT INTO reservations (order_id, status, lines) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (order_id) DO NOTHING RETURNING 1",
+        order_id,
+        ReservationStatus.CANCELLED_BEFORE_RESERVE.value,
+        _lines_json(lines),
+    )
+    return added is not None
+
+
+async def reservation_for_update(conn: asyncpg.Connection, order_id: str) -> Reservation | None:
+    """The order's reservation, locked until the transaction ends."""
+    row = await conn.fetchrow(
+        "SELECT order_id, status, lines::text AS lines FROM reservations"
+        " WHERE order_id = $1 FOR UPDATE",
+        order_id,
+    )
+    if row is None:
+        return None
+    return Reservation(
+        row["order_id"], ReservationStatus(row["status"]), orjson.loads(row["lines"])
+    )
+
+
+async def set_reservation_status(
+    conn: asyncpg.Connection, order_id: str, status: ReservationStatus
+) -> None:
+    await conn.execute(
+        "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        order_id,
+        status.value,
+    )
