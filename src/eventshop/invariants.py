@@ -64,7 +64,8 @@ async def _orders(
         f"""
         SELECT o.order_id, o.status, o.reason, o.user_id,
                (SELECT count(*) FROM payments.payments p
-                 WHERE p.order_id = o.order_id AND p.status = 'captured') AS captured,
+                 WHERE p.order_id = o.order_id AND p.status IN ('captured', 'refunding'))
+                 AS captured,
                (SELECT count(*) FROM loyalty.awards a WHERE a.order_id = o.order_id) AS awards,
                (SELECT count(*) FROM notifications.notifications n
                  WHERE n.ref = o.order_id AND n.kind IN ('order_confirmed', 'order_cancelled'))

@@ -184,12 +184,17 @@ def start(layout: Layout, env_extra: dict[str, str] | None = None, say=print) ->
 
 
 def stop(layout: Layout) -> bool:
+    """Stop every process and supervisord itself; returns False if it was not running."""
+    pidfile = layout.var / "supervisord.pid"
+    pid = int(pidfile.read_text().strip()) if pidfile.exists() else None
     if not supervisor_running(layout):
         return False
     _supervisorctl(layout, "shutdown")
     deadline = time.monotonic() + 60
-    while layout.sock.exists() and time.monotonic() < deadline:
-        if _supervisorctl(layout, "pid").returncode != 0:
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
             break
         time.sleep(0.2)
     return True

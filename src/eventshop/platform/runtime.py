@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from eventshop.contracts import registry
 from eventshop.platform.bus.consumer import Handler, Subscription
 from eventshop.platform.bus.node import BusNode
+from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.observability.logging import configure_logging, get_logger
 from eventshop.platform.settings import PlatformSettings
@@ -97,7 +98,7 @@ async def readiness(ctx: ServiceContext) -> dict[str, bool]:
     conn_ = ctx.bus.connection
     checks["broker"] = bool(conn_ is not None and not conn_.is_closed and conn_.connected.is_set())
     if ctx.bus.consumer is not None:
-        checks["consumers"] = ctx.bus.consumer.attached
+        checks["consumers"] = ctx.bus.consumer.attached and await _consumers_on_queue(ctx)
     redis = ctx.extras.get("redis")
     if redis is not None:
         try:
@@ -105,6 +106,23 @@ async def readiness(ctx: ServiceContext) -> dict[str, bool]:
         except Exception:
             checks["cache"] = False
     return checks
+
+
+async def _consumers_on_queue(ctx: ServiceContext) -> bool:
+    """Ask the broker: does the service's queue have a consumer? (after a broker restart a
+    client may believe it consumes while the broker has none)."""
+    connection, consumer = ctx.bus.connection, ctx.bus.consumer
+    if connection is None or consumer is None or not connection.connected.is_set():
+        return False
+    try:
+        channel = await asyncio.wait_for(connection.channel(), 2)
+        try:
+            _, consumers = await asyncio.wait_for(queue_depth(channel, consumer.queues.main), 2)
+        finally:
+            await channel.close()
+    except Exception:
+        return False
+    return consumers > 0
 
 
 async def serve(definition: ServiceDefinition, settings: PlatformSettings, *, port: int | None = None) -> None:

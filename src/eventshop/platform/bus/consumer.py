@@ -7,7 +7,9 @@ the prefetch window, as one batch and handles it in ONE database transaction:
 1. record every event_id in the inbox (one multi-row INSERT .. ON CONFLICT DO NOTHING);
    ids already there are duplicates: acknowledged, no effect;
 2. run the handler of each new event (with a timeout) in that transaction; the events the
-   handlers emit go to the outbox in the same transaction;
+   handlers emit go to the outbox in the same transaction. A `BatchHandler` gets the
+   window's consecutive events of its type in one call (one multi-row INSERT instead of one
+   round trip per event);
 3. commit, and only then acknowledge the whole window with one `basic.ack(multiple=True)`.
 
 If a handler raises, the batch's transaction is rolled back and the batch runs again one
@@ -24,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +58,33 @@ from eventshop.platform.uow import UnitOfWork
 log = get_logger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+#: what a batch handler gets: for each event, the arguments a `Handler` would get
+Delivery = tuple[UnitOfWork, Envelope, Any]
+
+
+@dataclass(frozen=True)
+class BatchHandler:
+    """A handler that can take many events of its type at once, e.g. with one multi-row INSERT.
+
+        async def on_pings(events: Sequence[Delivery]) -> None:
+            conn = events[0][0].conn  # one connection, one transaction for all of them
+            await conn.execute("INSERT ... SELECT * FROM unnest($1::uuid[], ...)", ...)
+            for uow, env, ping in events:
+                uow.emit(Ponged(seq=ping.seq), aggregate_id=env.aggregate_id)
+
+        Subscription("svc", {"selfcheck.pinged": BatchHandler(on_pings)})
+
+    Each event keeps its own unit of work (its emits are caused by it). The consumer passes a
+    window's consecutive events of this handler in one call, under one timeout; if the call
+    fails, the window is handled again one event per savepoint, each through this same
+    function with a single event, so only the failing events go up the retry ladder. It is
+    also a plain `Handler` (one event).
+    """
+
+    many: Callable[[Sequence[Delivery]], Awaitable[None]]
+
+    async def __call__(self, uow: UnitOfWork, envelope: Envelope, payload: Any) -> None:
+        await self.many([(uow, envelope, payload)])
 
 #: errors that say the database (not the message) is the problem: hold the batch and retry
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
@@ -87,6 +117,10 @@ class Subscription:
     service: str
     handlers: Mapping[str, Handler]
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000)
+
+    def handler_for(self, event_type: str) -> Handler | None:
+        """The handler of `event_type`; a handler under "#" takes every type (the archive)."""
+        return self.handlers.get(event_type) or self.handlers.get("#")
 
     @property
     def queues(self) -> ServiceQueues:
@@ -158,7 +192,11 @@ class Consumer:
         await declare_service_queues(self._connection, self._exchange, self.queues)
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
-        self._queue = await self._channel.get_queue(self.queues.main, ensure=False)
+        # declared (not just looked up) on the robust channel, so that after a reconnect
+        # aio-pika re-declares it and re-attaches the consumer by itself
+        self._queue = await self._channel.declare_queue(
+            self.queues.main, durable=True, arguments=self.queues.main_arguments()  # type: ignore[arg-type]
+        )
         self._worker = asyncio.create_task(self._work(), name=f"consumer:{self.name}")
         self._tag = await self._queue.consume(self._on_message)
 
@@ -218,7 +256,7 @@ class Consumer:
             except ContractError as exc:
                 to_park.append((message, f"{type(exc).__name__}: {exc}"))
                 continue
-            if envelope.event_type not in self.subscription.handlers:
+            if self.subscription.handler_for(envelope.event_type) is None:
                 to_park.append((message, f"no handler in {self.name} for {envelope.event_type}"))
                 continue
             items.append(_Item(message, envelope, payload))
@@ -262,14 +300,25 @@ class Consumer:
                 )
             }
             uow = UnitOfWork(conn=conn, service=consumer, correlation_id="")
+            fresh: list[_Item] = []
             for item in items:
                 eid = item.envelope.event_id
                 if eid not in new:
                     self.stats.duplicates += 1
                     continue
                 new.discard(eid)  # the same event twice in one window runs once
+                fresh.append(item)
+            handler_for = self.subscription.handler_for
+            # in delivery order; consecutive events of one batch handler go in one call
+            for handler, run in itertools.groupby(
+                fresh, key=lambda i: handler_for(i.envelope.event_type)
+            ):
                 try:
-                    await self._run_handler(uow.caused_by(item.envelope), item)
+                    if isinstance(handler, BatchHandler):
+                        await self._run_batch_handler(uow, handler, list(run))
+                    else:
+                        for item in run:
+                            await self._run_handler(uow.caused_by(item.envelope), item)
                 except Exception as exc:
                     if _is_infrastructure(exc):
                         raise
@@ -306,14 +355,27 @@ class Consumer:
 
     async def _run_handler(self, uow: UnitOfWork, item: _Item) -> None:
         env = item.envelope
-        handler = self.subscription.handlers[env.event_type]
+        handler = self.subscription.handler_for(env.event_type)
+        assert handler is not None
         with structlog.contextvars.bound_contextvars(
             event_id=str(env.event_id),
             event_type=env.event_type,
             correlation_id=env.correlation_id,
             causation_id=env.causation_id,
         ):
-            await asyncio.wait_for(handler(uow, env, item.payload), self._timeout)
+            # a timeout in this task, not wait_for's extra task per event
+            async with asyncio.timeout(self._timeout):
+                await handler(uow, env, item.payload)
+
+    async def _run_batch_handler(
+        self, uow: UnitOfWork, handler: BatchHandler, run: list[_Item]
+    ) -> None:
+        deliveries = [(uow.caused_by(i.envelope), i.envelope, i.payload) for i in run]
+        with structlog.contextvars.bound_contextvars(
+            event_type=run[0].envelope.event_type, events=len(run)
+        ):
+            async with asyncio.timeout(self._timeout):
+                await handler.many(deliveries)
 
     # -- settling: retry ladder, parking lot, acks ---------------------------------------------
     async def _settle(

@@ -4,18 +4,38 @@
 (bounded by a timeout): a confirm awaited one at a time caps any client near 2,300 messages/s
 here. Each message gets its own result, so the outbox marks exactly the confirmed rows sent.
 An unroutable message (mandatory, returned by the broker) and a nack are failures.
+
+A batch goes to the socket as ONE write: its frames are marshalled together and handed to the
+connection's writer at once, on the underlying aiormq channel, each message registered for its
+confirm (and its possible return) exactly as `aiormq.Channel.basic_publish` registers one.
+Publishing through `Exchange.publish` one message at a time costs a write (a syscall, and a
+small read for the broker) and about 100 us of client CPU per message; this path about a
+fifth of that, and the broker reads the batch in a few large reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
+from functools import partial
+from struct import Struct
+from typing import Any, cast
 
 import aio_pika
+import aiormq
+import pamqp.frame
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq.abc import ChannelFrame
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
+from pamqp.constants import FRAME_BODY, FRAME_END
+from pamqp.header import ContentHeader
 
 from eventshop.platform.bus.topology import declare_exchange
+
+#: a message in wire form: routing key, body, AMQP properties
+Prepared = tuple[str, bytes, Basic.Properties]
 
 
 class PublishError(RuntimeError):
@@ -52,29 +72,207 @@ class Publisher:
         `to_queue=True` sends through the default exchange, the routing key naming a queue
         (the retry ladder, the parking lot, replays).
         """
+        return await self.publish_prepared(
+            [(key, msg.body, msg.properties) for key, msg in messages], to_queue=to_queue
+        )
+
+    async def publish_prepared(
+        self, messages: Sequence[Prepared], *, to_queue: bool = False
+    ) -> list[BaseException | None]:
+        """`publish_many` for messages already in wire form: (routing_key, body, properties).
+
+        What the relay sends: it builds the AMQP properties of a row directly
+        (`wire.properties_from_row`) rather than an `aio_pika.Message` per row.
+        """
         exchange = self._default if to_queue else self._exchange
-        if exchange is None:
+        if exchange is None or self._channel is None:
             raise RuntimeError("Publisher.start() was not awaited")
         if not messages:
             return []
-        results = await asyncio.gather(
-            *(
-                exchange.publish(msg, routing_key=key, mandatory=True, timeout=self._timeout)
-                for key, msg in messages
-            ),
-            return_exceptions=True,
-        )
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                batch = await _send_batch(channel, exchange.name, messages)
+        except Exception as exc:  # not sent, or not known to be: none of it counts as sent
+            return [exc] * len(messages)
+        await batch.settle(channel, deadline)
         out: list[BaseException | None] = []
-        for r in results:
-            if isinstance(r, BaseException):
-                out.append(r if isinstance(r, Exception) else PublishError(repr(r)))
-            elif isinstance(r, Basic.Ack):
+        for f in batch.futures:
+            if f.cancelled():  # no confirm before the deadline (a late one is ignored)
+                out.append(TimeoutError(f"no confirm within {self._timeout} s"))
+            elif (error := f.exception()) is not None:
+                out.append(error if isinstance(error, Exception) else PublishError(repr(error)))
+            elif isinstance(f.result(), Basic.Ack):
                 out.append(None)
             else:  # a returned message (when not raised) or an unexpected frame
-                out.append(PublishError(f"broker did not confirm the message: {r!r:.200}"))
+                out.append(PublishError(f"broker did not confirm the message: {f.result()!r:.200}"))
         return out
 
-    async def publish(self, routing_key: str, message: aio_pika.Message, *, to_queue: bool = False) -> None:
+    async def publish(
+        self, routing_key: str, message: aio_pika.Message, *, to_queue: bool = False
+    ) -> None:
         [err] = await self.publish_many([(routing_key, message)], to_queue=to_queue)
         if err is not None:
             raise PublishError(f"{routing_key}: {err!r}") from err
+
+
+# -- one write per batch ---------------------------------------------------------------------
+
+_FRAME_HEADER = Struct(">BHI")
+_publish_frames: dict[tuple[int, str, str], bytes] = {}
+
+
+def _publish_frame(channel: int, exchange: str, routing_key: str) -> bytes:
+    """The marshalled basic.publish method frame (mandatory), cached: it only names the route."""
+    key = (channel, exchange, routing_key)
+    frame = _publish_frames.get(key)
+    if frame is None:
+        if len(routing_key) > 255:
+            raise ValueError(f"routing key longer than 255 characters: {routing_key[:50]}...")
+        frame = pamqp.frame.marshal(
+            Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True), channel
+        )
+        if len(_publish_frames) > 10_000:
+            _publish_frames.clear()
+        _publish_frames[key] = frame
+    return frame
+
+
+def _marshal(
+    channel: aiormq.Channel, exchange: str, messages: Sequence[Prepared]
+) -> tuple[bytes, list[str]]:
+    """Every frame of the batch in one buffer, and each message's id (set when missing)."""
+    number = channel.number
+    max_body = channel.max_content_size
+    parts: list[bytes] = []
+    ids: list[str] = []
+    for routing_key, body, properties in messages:
+        if not properties.message_id:  # aiormq matches a returned message by its id
+            properties.message_id = uuid.uuid4().hex
+        ids.append(properties.message_id)
+        parts.append(_publish_frame(number, exchange, routing_key))
+        parts.append(pamqp.frame.marshal(ContentHeader(0, len(body), properties), number))
+        for start in range(0, len(body), max_body):
+            chunk = body[start : start + max_body]
+            parts.append(_FRAME_HEADER.pack(FRAME_BODY, number, len(chunk)))
+            parts.append(chunk)
+            parts.append(_FRAME_END)
+    return b"".join(parts), ids
+
+
+_FRAME_END = bytes((FRAME_END,))
+
+
+class _Batch:
+    """The confirms of one batch: a future per message, and one watch over all of them.
+
+    The futures are plain loop futures, not aiormq's (which it tracks in two sets with three
+    callbacks each, to reject them when the channel or connection closes): `settle` watches
+    the channel's closing once for the whole batch and fails what is left when it closes.
+    """
+
+    __slots__ = ("_all", "_by_id", "_left", "futures")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, by_id: dict[str, int]) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+        self._left = 0
+        self._all: asyncio.Future[None] = loop.create_future()
+        self._by_id = by_id
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, message_id: str, tag: int
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = loop.create_future()
+        future.add_done_callback(partial(self._done, message_id, tag))
+        self.futures.append(future)
+        self._left += 1
+        return future
+
+    def _done(self, message_id: str, tag: int, _: Any) -> None:
+        if self._by_id.get(message_id) == tag:  # as aiormq forgets a confirmed message's id
+            del self._by_id[message_id]
+        self._left -= 1
+        if self._left == 0 and not self._all.done():
+            self._all.set_result(None)
+
+    def abandon(self) -> None:
+        for future in self.futures:
+            future.cancel()
+
+    async def settle(self, channel: aiormq.Channel, deadline: float) -> None:
+        """Wait for every confirm, the channel closing, or the deadline; settle what is left."""
+        if self._left == 0:
+            return
+        loop = asyncio.get_running_loop()
+        closing = channel.closing
+        try:
+            await asyncio.wait(
+                (self._all, closing), timeout=max(0.0, deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if not closing.done():
+                closing.cancel()  # only stops this observer
+        if self._left == 0:
+            return
+        if closing.done():
+            reason = None if closing.cancelled() else closing.exception()
+            error = (
+                reason if isinstance(reason, Exception)
+                else ChannelInvalidStateError(f"the channel closed before the confirm: {reason!r}")
+            )
+            for future in self.futures:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # read here: no "exception never retrieved" warning
+        else:
+            for future in self.futures:
+                future.cancel()  # timed out; a late confirm is then ignored (logged at debug)
+
+
+async def _send_batch(
+    channel: aiormq.Channel, exchange: str, messages: Sequence[Prepared]
+) -> _Batch:
+    """Hand the batch to the connection's writer as one buffer; a confirm future per message.
+
+    The bookkeeping is aiormq's own (`Channel.basic_publish`): the next delivery tags under
+    the channel lock, each tag's future in `confirmations` (settled by aiormq's reader on
+    basic.ack / basic.nack, and by basic.return through the message id). If the batch does
+    not reach the writer's queue (cancelled, channel closed), all of it is undone.
+    """
+    if not channel.publisher_confirms:
+        raise RuntimeError("the channel has no publisher confirms")
+    payload, message_ids = _marshal(channel, exchange, messages)
+    loop = asyncio.get_running_loop()
+    async with channel.lock:
+        first = channel.delivery_tag + 1
+        confirmations = channel.confirmations
+        by_id = channel.message_id_delivery_tag
+        batch = _Batch(loop, by_id)
+        drain: asyncio.Future[Any] | None = None
+        try:
+            for tag, message_id in enumerate(message_ids, start=first):
+                confirmations[tag] = batch.add(loop, message_id, tag)
+                by_id[message_id] = tag
+            channel.delivery_tag = first + len(message_ids) - 1
+            drain = channel.create_future()  # aiormq's: failed if the connection goes
+            await channel.write_queue.put(
+                ChannelFrame(payload=payload, should_close=False, drain_future=drain)
+            )
+        except BaseException:
+            channel.delivery_tag = first - 1
+            for tag, message_id in enumerate(message_ids, start=first):
+                confirmations.pop(tag, None)
+                if by_id.get(message_id) == tag:
+                    del by_id[message_id]
+            batch.abandon()
+            if drain is not None:
+                drain.cancel()
+            raise
+    try:
+        await drain  # written to the socket
+    except BaseException:
+        batch.abandon()  # the frames may or may not have left: none counts as confirmed
+        raise
+    return batch
