@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from eventshop.cli.demo import ADMIN, ADMIN_PASSWORD
 from eventshop.services import PORTS
 
 API = f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
@@ -38,11 +39,13 @@ class Shop:
     admin: User | None = None
     order_ids: list[str] = field(default_factory=list)
 
-    async def register(self, email: str | None = None, *, domain: str = "example.com") -> User:
+    async def register(
+        self, email: str | None = None, *, domain: str = "example.com", password: str = PASSWORD
+    ) -> User:
         email = email or f"u{uuid.uuid4().hex[:10]}@{domain}"
-        r = await self.client.post(f"{API}/auth/register", json={"email": email, "password": PASSWORD, "name": "E2E"})
+        r = await self.client.post(f"{API}/auth/register", json={"email": email, "password": password, "name": "E2E"})
         assert r.status_code in (201, 409), r.text
-        r = await self.client.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+        r = await self.client.post(f"{API}/auth/login", json={"email": email, "password": password})
         assert r.status_code == 200, r.text
         user = User(email, r.json()["access_token"])
         me = await self.client.get(f"{API}/users/me", headers=user.auth)
@@ -52,7 +55,7 @@ class Shop:
 
     async def as_admin(self) -> User:
         if self.admin is None:
-            self.admin = await self.register("admin@eventshop.test")
+            self.admin = await self.register(ADMIN, password=ADMIN_PASSWORD)
         return self.admin
 
     async def product(self, *, stock: int, price_minor: int = 1_000, currency: str = "EUR") -> str:

@@ -12,6 +12,7 @@ summary, checks the invariants of DESIGN §3, and ends with one JSON line.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -30,7 +31,9 @@ from eventshop.services import PORTS
 
 API = f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
 PASSWORD = "demo-password-1"
+#: the development admin (users makes accounts with this e-mail admins); tests log in as it too
 ADMIN = "admin@eventshop.test"
+ADMIN_PASSWORD = os.environ.get("EVENTSHOP_ADMIN_PASSWORD", PASSWORD)
 
 
 @dataclass
@@ -73,12 +76,12 @@ async def _call(
     raise DemoError(f"{method} {path} kept failing")
 
 
-async def _register(client: httpx.AsyncClient, email: str, name: str) -> str:
+async def _register(client: httpx.AsyncClient, email: str, name: str, password: str = PASSWORD) -> str:
     await _call(
-        client, "POST", "/auth/register", json={"email": email, "password": PASSWORD, "name": name},
+        client, "POST", "/auth/register", json={"email": email, "password": password, "name": name},
         ok=(201, 409),
     )
-    r = await _call(client, "POST", "/auth/login", json={"email": email, "password": PASSWORD})
+    r = await _call(client, "POST", "/auth/login", json={"email": email, "password": password})
     return str(r.json()["access_token"])
 
 
@@ -130,7 +133,7 @@ async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str =
         request.headers["X-Correlation-ID"] = f"demo-{run}-{uuid.uuid4().hex[:12]}"
 
     async with httpx.AsyncClient(timeout=15.0, limits=limits, event_hooks={"request": [correlate]}) as client:
-        admin = await _register(client, ADMIN, "Admin")
+        admin = await _register(client, ADMIN, "Admin", ADMIN_PASSWORD)
         skus, rare = await _setup_catalog(client, admin, run, say)
         shoppers = [Shopper(f"shopper{i}.{run}@example.com") for i in range(20)]
         fraudsters = [Shopper(f"mallory{i}.{run}@fraud.test") for i in range(4)]
