@@ -10,7 +10,6 @@ import pytest
 
 from eventshop.asyncapi import build_asyncapi
 from eventshop.contracts import PRODUCERS, registry
-from tests.e2e.running_platform import platform, shop  # noqa: F401
 from tests.support.shop import Shop
 
 pytestmark = pytest.mark.e2e

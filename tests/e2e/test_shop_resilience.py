@@ -9,14 +9,13 @@ import pytest
 
 from eventshop.cli import supervise
 from eventshop.services import PORTS
-from tests.e2e.running_platform import platform, shop  # noqa: F401
 from tests.support.shop import Shop, eventually
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_an_order_placed_while_payments_is_stopped_completes_when_it_is_back(
-    shop: Shop, platform: supervise.Layout  # noqa: F811
+    shop: Shop, platform: supervise.Layout
 ) -> None:
     sku = await shop.product(stock=3)
     user = await shop.register()
@@ -32,12 +31,13 @@ async def test_an_order_placed_while_payments_is_stopped_completes_when_it_is_ba
 
 
 async def test_restarting_every_service_during_300_orders_changes_no_outcome(
-    shop: Shop, platform: supervise.Layout  # noqa: F811
+    shop: Shop, platform: supervise.Layout
 ) -> None:
     rng = random.Random(7)
     skus = [await shop.product(stock=10_000, price_minor=300) for _ in range(3)]
-    users = await asyncio.gather(*(shop.register() for _ in range(10)))
-    plans = [(users[i % 10], rng.choice(skus), "tok_decline" if i % 10 == 0 else "tok_visa") for i in range(300)]
+    # 30 shoppers, 10 orders each: under the fraud rules' velocity limit (20 a minute)
+    users = await asyncio.gather(*(shop.register() for _ in range(30)))
+    plans = [(users[i % 30], rng.choice(skus), "tok_decline" if i % 10 == 0 else "tok_visa") for i in range(300)]
 
     async def place_all() -> list[str]:
         sem = asyncio.Semaphore(8)

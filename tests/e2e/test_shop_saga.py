@@ -11,7 +11,6 @@ import pytest
 from eventshop.contracts import new_envelope
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform.bus.wire import message_from_envelope
-from tests.e2e.running_platform import assert_invariants, platform, shop  # noqa: F401
 from tests.support.shop import API, Shop, eventually
 
 pytestmark = pytest.mark.e2e
@@ -131,9 +130,9 @@ async def test_late_and_duplicate_events_after_the_final_state_change_nothing(sh
 
 async def test_two_hundred_orders_race_for_fifty_units(shop: Shop) -> None:
     sku = await shop.product(stock=50, price_minor=100)
-    users = await asyncio.gather(*(shop.register() for _ in range(10)))
-    placed = await asyncio.gather(*(shop.place(users[i % 10], [(sku, 1)]) for i in range(200)))
-    finals = await asyncio.gather(*(shop.final(users[i % 10], oid, timeout=60) for i, oid in enumerate(placed)))
+    users = await asyncio.gather(*(shop.register() for _ in range(20)))
+    placed = await asyncio.gather(*(shop.place(users[i % 20], [(sku, 1)]) for i in range(200)))
+    finals = await asyncio.gather(*(shop.final(users[i % 20], oid, timeout=60) for i, oid in enumerate(placed)))
     statuses = [o["status"] for o in finals]
     assert statuses.count("CONFIRMED") == 50
     assert all(o["reason"] == "out_of_stock" for o in finals if o["status"] == "CANCELLED")
