@@ -7,6 +7,7 @@ Unit tests (tests/unit) use none of this.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -18,7 +19,9 @@ import pytest
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.settings import PlatformSettings
 
-DATABASE_URL = os.environ.get("EVENTSHOP_TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/eventshop_test")
+DATABASE_URL = os.environ.get(
+    "EVENTSHOP_TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/eventshop_test"
+)
 
 
 def rabbitmqctl(*args: str) -> str:
@@ -33,10 +36,8 @@ def vhost() -> Iterator[str]:
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     yield name
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):
         rabbitmqctl("delete_vhost", name)
-    except subprocess.CalledProcessError:
-        pass
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +76,7 @@ async def make_schema(settings: PlatformSettings) -> AsyncIterator[SchemaFactory
         return schema, pool
 
     yield make
-    for schema, pool in made:
+    for _, pool in made:
         await pool.close()
     if made:
         conn = await asyncpg.connect(settings.database_url)

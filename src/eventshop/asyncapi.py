@@ -51,7 +51,10 @@ def build_asyncapi() -> dict[str, Any]:
                     "traceparent": {"type": "string"},
                 },
             },
-            "payload": {**envelope, "properties": {**envelope["properties"], "payload": versions[latest]}},
+            "payload": {
+                **envelope,
+                "properties": {**envelope["properties"], "payload": versions[latest]},
+            },
             "x-schema-versions": versions,
             "x-producer": producer,
             "x-consumers": sorted(set(consumers.get(event_type, []) + consumers.get("#", []))),
@@ -59,21 +62,34 @@ def build_asyncapi() -> dict[str, Any]:
         channels[name] = {
             "address": event_type,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-            "bindings": {"amqp": {"is": "routingKey", "exchange": {"name": "eventshop.events", "type": "topic", "durable": True}}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {"name": "eventshop.events", "type": "topic", "durable": True},
+                }
+            },
         }
         operations[f"{producer}_publishes_{name}"] = {
-            "action": "send", "channel": {"$ref": f"#/channels/{name}"},
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{name}"},
             "x-service": producer,
         }
         for consumer in messages[name]["x-consumers"]:
             operations[f"{consumer}_receives_{name}"] = {
-                "action": "receive", "channel": {"$ref": f"#/channels/{name}"},
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{name}"},
                 "x-service": consumer,
             }
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "eventshop events", "version": "1.0.0",
-                 "description": "Every integration event of eventshop: who publishes it, who consumes it, its schema."},
+        "info": {
+            "title": "eventshop events",
+            "version": "1.0.0",
+            "description": (
+                "Every integration event of eventshop: who publishes it, who consumes it,"
+                " its schema."
+            ),
+        },
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,

@@ -52,14 +52,24 @@ async def _stock(conn: asyncpg.Connection, report: InvariantReport) -> None:
                 f"stock of {r['sku']} not conserved: on_hand {r['on_hand']} + reserved "
                 f"{r['reserved']} + sold {r['sold']} != restocked {r['restocked_total']}"
             )
-        if r["reserved"] + r["sold"] > r["restocked_total"] or min(r["on_hand"], r["reserved"], r["sold"]) < 0:
+        if (
+            r["reserved"] + r["sold"] > r["restocked_total"]
+            or min(r["on_hand"], r["reserved"], r["sold"]) < 0
+        ):
             report.violations.append(f"{r['sku']} oversold: {dict(r)}")
 
 
 async def _orders(
-    conn: asyncpg.Connection, report: InvariantReport, order_ids: list[str] | None, require_final: bool
+    conn: asyncpg.Connection,
+    report: InvariantReport,
+    order_ids: list[str] | None,
+    require_final: bool,
 ) -> None:
-    scope = "WHERE o.order_id = ANY($1::text[])" if order_ids is not None else "WHERE $1::text[] IS NULL"
+    scope = (
+        "WHERE o.order_id = ANY($1::text[])"
+        if order_ids is not None
+        else "WHERE $1::text[] IS NULL"
+    )
     orders = await conn.fetch(
         f"""
         SELECT o.order_id, o.status, o.reason, o.user_id,
@@ -82,11 +92,15 @@ async def _orders(
         if status == "CONFIRMED":
             report.confirmed += 1
             if o["captured"] != 1:
-                report.violations.append(f"confirmed order {oid} has {o['captured']} captured payments")
+                report.violations.append(
+                    f"confirmed order {oid} has {o['captured']} captured payments"
+                )
             if o["awards"] != 1:
                 report.violations.append(f"confirmed order {oid} has {o['awards']} loyalty awards")
             if o["reservation"] != "committed":
-                report.violations.append(f"confirmed order {oid}: reservation is {o['reservation']}")
+                report.violations.append(
+                    f"confirmed order {oid}: reservation is {o['reservation']}"
+                )
         elif status == "CANCELLED":
             report.cancelled += 1
             if o["captured"] != 0:

@@ -192,7 +192,6 @@ STALL_S = 30
 RECOVERY_S = 120
 
 
-
 async def test_broker_killed_with_events_in_flight(
     services: ServiceFactory, settings: PlatformSettings, db: asyncpg.Connection, broker: Broker
 ) -> None:

@@ -40,10 +40,20 @@ async def test_every_published_event_matches_its_contract(shop: Shop) -> None:
             assert msg.app_id == PRODUCERS[envelope.event_type], envelope.event_type
             seen[envelope.event_type] = seen.get(envelope.event_type, 0) + 1
         for expected in (
-            "product.created", "stock.adjusted", "user.registered", "order.created",
-            "inventory.reserved", "inventory.rejected", "payment.requested", "payment.succeeded",
-            "payment.failed", "order.confirmed", "order.cancelled", "inventory.released",
-            "notification.sent", "loyalty.points_awarded",
+            "product.created",
+            "stock.adjusted",
+            "user.registered",
+            "order.created",
+            "inventory.reserved",
+            "inventory.rejected",
+            "payment.requested",
+            "payment.succeeded",
+            "payment.failed",
+            "order.confirmed",
+            "order.cancelled",
+            "inventory.released",
+            "notification.sent",
+            "loyalty.points_awarded",
         ):
             assert seen.get(expected), f"no {expected} seen: {seen}"
     finally:

@@ -37,7 +37,10 @@ async def test_restarting_every_service_during_300_orders_changes_no_outcome(
     skus = [await shop.product(stock=10_000, price_minor=300) for _ in range(3)]
     # 30 shoppers, 10 orders each: under the fraud rules' velocity limit (20 a minute)
     users = await asyncio.gather(*(shop.register() for _ in range(30)))
-    plans = [(users[i % 30], rng.choice(skus), "tok_decline" if i % 10 == 0 else "tok_visa") for i in range(300)]
+    plans = [
+        (users[i % 30], rng.choice(skus), "tok_decline" if i % 10 == 0 else "tok_visa")
+        for i in range(300)
+    ]
 
     async def place_all() -> list[str]:
         sem = asyncio.Semaphore(8)
@@ -59,5 +62,7 @@ async def test_restarting_every_service_during_300_orders_changes_no_outcome(
         *(shop.final(p[0], oid, timeout=90) for p, oid in zip(plans, placed, strict=True))
     )
     for (_, _, token), order in zip(plans, finals, strict=True):
-        expected = ("CANCELLED", "payment_declined") if token == "tok_decline" else ("CONFIRMED", None)
+        expected = (
+            ("CANCELLED", "payment_declined") if token == "tok_decline" else ("CONFIRMED", None)
+        )
         assert (order["status"], order.get("reason")) == expected, order

@@ -36,7 +36,9 @@ async def test_confirmed(shop: Shop) -> None:
     async def notices() -> list[str]:
         r = await shop.client.get(f"{API}/notifications", headers=user.auth)
         body = r.json()
-        return sorted(n["kind"] for n in (body["notifications"] if isinstance(body, dict) else body))
+        return sorted(
+            n["kind"] for n in (body["notifications"] if isinstance(body, dict) else body)
+        )
 
     await eventually(notices, lambda kinds: "order_confirmed" in kinds and "welcome" in kinds)
 
@@ -92,19 +94,29 @@ async def test_late_and_duplicate_events_after_the_final_state_change_nothing(sh
     before = history.json()
 
     late_failure = new_envelope(
-        "payment.failed", 1, oid,
-        PaymentFailed(payment_id=str(uuid.uuid4()), order_id=oid, reason="declined").model_dump(mode="json"),
+        "payment.failed",
+        1,
+        oid,
+        PaymentFailed(payment_id=str(uuid.uuid4()), order_id=oid, reason="declined").model_dump(
+            mode="json"
+        ),
     )
     duplicate_success = new_envelope(
-        "payment.succeeded", 1, oid,
-        PaymentSucceeded(payment_id=str(uuid.uuid4()), order_id=oid, amount_minor=1_000, currency="EUR").model_dump(mode="json"),
+        "payment.succeeded",
+        1,
+        oid,
+        PaymentSucceeded(
+            payment_id=str(uuid.uuid4()), order_id=oid, amount_minor=1_000, currency="EUR"
+        ).model_dump(mode="json"),
     )
     conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/eventshop")
     try:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("eventshop.events", ensure=False)
         for env in (late_failure, duplicate_success, duplicate_success):
-            await exchange.publish(message_from_envelope(env), routing_key=env.event_type, mandatory=True)
+            await exchange.publish(
+                message_from_envelope(env), routing_key=env.event_type, mandatory=True
+            )
     finally:
         await conn.close()
     # the events were handled (the inbox of orders has them) and changed nothing
@@ -132,7 +144,9 @@ async def test_two_hundred_orders_race_for_fifty_units(shop: Shop) -> None:
     sku = await shop.product(stock=50, price_minor=100)
     users = await asyncio.gather(*(shop.register() for _ in range(20)))
     placed = await asyncio.gather(*(shop.place(users[i % 20], [(sku, 1)]) for i in range(200)))
-    finals = await asyncio.gather(*(shop.final(users[i % 20], oid, timeout=60) for i, oid in enumerate(placed)))
+    finals = await asyncio.gather(
+        *(shop.final(users[i % 20], oid, timeout=60) for i, oid in enumerate(placed))
+    )
     statuses = [o["status"] for o in finals]
     assert statuses.count("CONFIRMED") == 50
     assert all(o["reason"] == "out_of_stock" for o in finals if o["status"] == "CANCELLED")

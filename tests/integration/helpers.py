@@ -40,7 +40,7 @@ Probe = Callable[[], Any]  # sync, or async (its awaitable is awaited)
 async def eventually(
     probe: Probe,
     expected: Any = True,
-    timeout: float = 10.0,  # noqa: ASYNC109 (a deadline for the polling, not a cancel)
+    timeout: float = 10.0,
     interval: float = 0.02,
 ) -> Any:
     """Poll `probe` until it returns `expected` (or, if `expected` is callable, a value it

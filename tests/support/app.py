@@ -1,4 +1,6 @@
-"""A test service for the bus tests that run real processes (`eventshop run tests.support.app:definition`).
+"""A test service for bus tests that run real processes.
+
+Run as `eventshop run tests.support.app:definition`.
 
 It consumes `selfcheck.pinged` and records one row in `effects` per handled event (no unique
 key, so a duplicate effect would show as a second row), then emits `selfcheck.ponged`.

@@ -43,7 +43,9 @@ class Shop:
         self, email: str | None = None, *, domain: str = "example.com", password: str = PASSWORD
     ) -> User:
         email = email or f"u{uuid.uuid4().hex[:10]}@{domain}"
-        r = await self.client.post(f"{API}/auth/register", json={"email": email, "password": password, "name": "E2E"})
+        r = await self.client.post(
+            f"{API}/auth/register", json={"email": email, "password": password, "name": "E2E"}
+        )
         assert r.status_code in (201, 409), r.text
         r = await self.client.post(f"{API}/auth/login", json={"email": email, "password": password})
         assert r.status_code == 200, r.text
@@ -63,8 +65,14 @@ class Shop:
         admin = await self.as_admin()
         sku = f"E2E-{uuid.uuid4().hex[:8]}"
         r = await self.client.post(
-            f"{API}/products", headers=admin.auth,
-            json={"sku": sku, "name": f"Product {sku}", "price_minor": price_minor, "currency": currency},
+            f"{API}/products",
+            headers=admin.auth,
+            json={
+                "sku": sku,
+                "name": f"Product {sku}",
+                "price_minor": price_minor,
+                "currency": currency,
+            },
         )
         assert r.status_code == 201, r.text
         if stock:
@@ -73,10 +81,19 @@ class Shop:
 
     async def _restock(self, sku: str, quantity: int) -> bool:
         admin = await self.as_admin()
-        r = await self.client.post(f"{API}/stock/{sku}/restock", headers=admin.auth, json={"quantity": quantity})
+        r = await self.client.post(
+            f"{API}/stock/{sku}/restock", headers=admin.auth, json={"quantity": quantity}
+        )
         return r.status_code == 200
 
-    async def place(self, user: User, lines: list[tuple[str, int]], *, token: str = "tok_visa", key: str | None = None) -> str:
+    async def place(
+        self,
+        user: User,
+        lines: list[tuple[str, int]],
+        *,
+        token: str = "tok_visa",
+        key: str | None = None,
+    ) -> str:
         """Place an order; retries while the orders service has not yet heard of a new product."""
         body = {"lines": [{"sku": s, "quantity": q} for s, q in lines], "payment_token": token}
         headers = {**user.auth, "Idempotency-Key": key or str(uuid.uuid4())}
@@ -117,8 +134,10 @@ class Shop:
         return list(body["payments"] if isinstance(body, dict) else body)
 
 
-async def eventually(probe: Any, expected: Any, *, timeout: float = 30, interval: float = 0.1) -> Any:
-    """Poll `probe()` until it returns `expected` (or satisfies it, if callable); no blind sleeps."""
+async def eventually(
+    probe: Any, expected: Any, *, timeout: float = 30, interval: float = 0.1
+) -> Any:
+    """Poll `probe()` until it returns `expected` (or satisfies it if callable): no blind sleeps."""
     deadline = time.monotonic() + timeout
     while True:
         value = await probe()

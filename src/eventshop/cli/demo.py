@@ -58,8 +58,15 @@ class DemoError(RuntimeError):
 
 
 async def _call(
-    client: httpx.AsyncClient, method: str, path: str, *, token: str = "", ok: tuple[int, ...] = (200, 201, 202),
-    retry_on: tuple[int, ...] = (429, 503), attempts: int = 60, **kwargs: Any,
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    token: str = "",
+    ok: tuple[int, ...] = (200, 201, 202),
+    retry_on: tuple[int, ...] = (429, 503),
+    attempts: int = 60,
+    **kwargs: Any,
 ) -> httpx.Response:
     headers = dict(kwargs.pop("headers", {}) or {})
     if token:
@@ -76,51 +83,116 @@ async def _call(
     raise DemoError(f"{method} {path} kept failing")
 
 
-async def _register(client: httpx.AsyncClient, email: str, name: str, password: str = PASSWORD) -> str:
+async def _register(
+    client: httpx.AsyncClient, email: str, name: str, password: str = PASSWORD
+) -> str:
     await _call(
-        client, "POST", "/auth/register", json={"email": email, "password": password, "name": name},
+        client,
+        "POST",
+        "/auth/register",
+        json={"email": email, "password": password, "name": name},
         ok=(201, 409),
     )
     r = await _call(client, "POST", "/auth/login", json={"email": email, "password": password})
     return str(r.json()["access_token"])
 
 
-async def _setup_catalog(client: httpx.AsyncClient, admin: str, run: str, say: Callable[[str], None]) -> tuple[list[str], str]:
+async def _setup_catalog(
+    client: httpx.AsyncClient, admin: str, run: str, say: Callable[[str], None]
+) -> tuple[list[str], str]:
     skus = [f"{run}-SKU-{i:03d}" for i in range(20)]
     rare = f"{run}-RARE"
     for i, sku in enumerate([*skus, rare]):
         await _call(
-            client, "POST", "/products", token=admin, ok=(201, 409),
-            json={"sku": sku, "name": f"Demo product {i}", "price_minor": 500 + 250 * i, "currency": "EUR"},
+            client,
+            "POST",
+            "/products",
+            token=admin,
+            ok=(201, 409),
+            json={
+                "sku": sku,
+                "name": f"Demo product {i}",
+                "price_minor": 500 + 250 * i,
+                "currency": "EUR",
+            },
         )
     # inventory learns of a product from product.created: restock answers 404 until it has
     for sku in skus:
-        await _call(client, "POST", f"/stock/{sku}/restock", token=admin, json={"quantity": 1000}, retry_on=(404, 429, 503))
-    await _call(client, "POST", f"/stock/{rare}/restock", token=admin, json={"quantity": 10}, retry_on=(404, 429, 503))
+        await _call(
+            client,
+            "POST",
+            f"/stock/{sku}/restock",
+            token=admin,
+            json={"quantity": 1000},
+            retry_on=(404, 429, 503),
+        )
+    await _call(
+        client,
+        "POST",
+        f"/stock/{rare}/restock",
+        token=admin,
+        json={"quantity": 10},
+        retry_on=(404, 429, 503),
+    )
     say(f"catalogue: {len(skus) + 1} products, {rare} with only 10 units")
     return skus, rare
 
 
-def _plans(shoppers: list[Shopper], fraudsters: list[Shopper], skus: list[str], rare: str, n: int, rng: random.Random) -> list[Plan]:
+def _plans(
+    shoppers: list[Shopper],
+    fraudsters: list[Shopper],
+    skus: list[str],
+    rare: str,
+    n: int,
+    rng: random.Random,
+) -> list[Plan]:
     plans: list[Plan] = []
     n_rare, n_decline, n_fraud, n_slow = n // 8, n // 10, n // 15, max(3, n // 30)
     for _ in range(n_rare):
         plans.append(Plan(rng.choice(shoppers), [{"sku": rare, "quantity": 1}], "tok_visa", "rare"))
     for _ in range(n_decline):
-        plans.append(Plan(rng.choice(shoppers), [{"sku": rng.choice(skus), "quantity": 1}], "tok_decline", "payment_declined"))
+        plans.append(
+            Plan(
+                rng.choice(shoppers),
+                [{"sku": rng.choice(skus), "quantity": 1}],
+                "tok_decline",
+                "payment_declined",
+            )
+        )
     for _ in range(n_fraud):
-        plans.append(Plan(rng.choice(fraudsters), [{"sku": rng.choice(skus), "quantity": 1}], "tok_visa", "fraud"))
+        plans.append(
+            Plan(
+                rng.choice(fraudsters),
+                [{"sku": rng.choice(skus), "quantity": 1}],
+                "tok_visa",
+                "fraud",
+            )
+        )
     for _ in range(n_slow):
-        plans.append(Plan(rng.choice(shoppers), [{"sku": rng.choice(skus), "quantity": 1}], "tok_slow", "timeout"))
+        plans.append(
+            Plan(
+                rng.choice(shoppers),
+                [{"sku": rng.choice(skus), "quantity": 1}],
+                "tok_slow",
+                "timeout",
+            )
+        )
     while len(plans) < n:
-        lines = [{"sku": s, "quantity": rng.randint(1, 3)} for s in rng.sample(skus, rng.randint(1, 3))]
+        lines = [
+            {"sku": s, "quantity": rng.randint(1, 3)} for s in rng.sample(skus, rng.randint(1, 3))
+        ]
         plans.append(Plan(rng.choice(shoppers), lines, "tok_visa", "CONFIRMED"))
     rng.shuffle(plans)
     return plans
 
 
-async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str = "postgresql://root@127.0.0.1:5432/eventshop",
-                   console: Console | None = None, seed: int | None = None) -> dict[str, Any]:
+async def run_demo(
+    orders: int = 300,
+    concurrency: int = 16,
+    database_url: str = "postgresql://root@127.0.0.1:5432/eventshop",
+    console: Console | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     console = console or Console(stderr=True)
     say = console.print
     rng = random.Random(seed)
@@ -132,20 +204,28 @@ async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str =
         # every request starts its own chain; the prefix lets the summary find this run's events
         request.headers["X-Correlation-ID"] = f"demo-{run}-{uuid.uuid4().hex[:12]}"
 
-    async with httpx.AsyncClient(timeout=15.0, limits=limits, event_hooks={"request": [correlate]}) as client:
+    async with httpx.AsyncClient(
+        timeout=15.0, limits=limits, event_hooks={"request": [correlate]}
+    ) as client:
         admin = await _register(client, ADMIN, "Admin", ADMIN_PASSWORD)
         skus, rare = await _setup_catalog(client, admin, run, say)
         shoppers = [Shopper(f"shopper{i}.{run}@example.com") for i in range(20)]
         fraudsters = [Shopper(f"mallory{i}.{run}@fraud.test") for i in range(4)]
-        tokens = await asyncio.gather(*(_register(client, s.email, s.email.split("@")[0]) for s in shoppers + fraudsters))
+        tokens = await asyncio.gather(
+            *(_register(client, s.email, s.email.split("@")[0]) for s in shoppers + fraudsters)
+        )
         for s, t in zip(shoppers + fraudsters, tokens, strict=True):
             s.token = t
         say(f"shoppers: {len(shoppers)} (and {len(fraudsters)} at a blocked domain)")
         plans = _plans(shoppers, fraudsters, skus, rare, orders, rng)
 
         progress = Progress(
-            TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
         placed_ids: dict[str, Plan] = {}
         with progress:
@@ -160,9 +240,13 @@ async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str =
                     plan = queue.get_nowait()
                     key = str(uuid.uuid4())
                     r = await _call(
-                        client, "POST", "/orders", token=plan.shopper.token,
+                        client,
+                        "POST",
+                        "/orders",
+                        token=plan.shopper.token,
                         json={"lines": plan.lines, "payment_token": plan.token},
-                        headers={"Idempotency-Key": key}, retry_on=(422, 429, 503),
+                        headers={"Idempotency-Key": key},
+                        retry_on=(422, 429, 503),
                     )
                     oid = r.json()["order_id"]
                     plan.shopper.orders.append(oid)
@@ -178,7 +262,10 @@ async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str =
                             continue
                         r = await _call(client, "GET", "/orders?limit=500", token=s.token)
                         for o in r.json()["orders"] if isinstance(r.json(), dict) else r.json():
-                            if o["order_id"] in placed_ids and o["status"] in ("CONFIRMED", "CANCELLED"):
+                            if o["order_id"] in placed_ids and o["status"] in (
+                                "CONFIRMED",
+                                "CANCELLED",
+                            ):
                                 finals[o["order_id"]] = o
                     progress.update(final_task, completed=len(finals))
                     await asyncio.sleep(0.3)
@@ -191,7 +278,8 @@ async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str =
                 say("[red]some orders did not reach a final state in 120 s[/]")
 
     outcomes = Counter(
-        o["status"] if o["status"] == "CONFIRMED" else f"CANCELLED:{o.get('reason')}" for o in finals.values()
+        o["status"] if o["status"] == "CONFIRMED" else f"CANCELLED:{o.get('reason')}"
+        for o in finals.values()
     )
     report = await _settled_invariants(database_url, list(placed_ids))
     summary = await _summary(database_url, run, list(placed_ids))
@@ -209,8 +297,10 @@ async def run_demo(orders: int = 300, concurrency: int = 16, database_url: str =
     return result
 
 
-async def _settled_invariants(database_url: str, order_ids: list[str], timeout_s: float = 40.0) -> InvariantReport:
-    """Compensations (refunds of late captures, releases) finish after the final state: wait for them."""
+async def _settled_invariants(
+    database_url: str, order_ids: list[str], timeout_s: float = 40.0
+) -> InvariantReport:
+    """Compensations (refunds of late captures, releases) end after the final state: wait."""
     deadline = time.monotonic() + timeout_s
     while True:
         report = await check_invariants(database_url, order_ids=order_ids)
@@ -223,18 +313,26 @@ async def _summary(database_url: str, run: str, order_ids: list[str]) -> dict[st
     conn = await asyncpg.connect(database_url)
     try:
         events = await conn.fetchval(
-            "SELECT count(*) FROM archive.archived_events WHERE correlation_id LIKE $1", f"demo-{run}%"
+            "SELECT count(*) FROM archive.archived_events WHERE correlation_id LIKE $1",
+            f"demo-{run}%",
         )
         notices = await conn.fetchval(
-            "SELECT count(*) FROM notifications.notifications WHERE ref = ANY($1::text[])", order_ids
+            "SELECT count(*) FROM notifications.notifications WHERE ref = ANY($1::text[])",
+            order_ids,
         )
         points = await conn.fetchval(
-            "SELECT coalesce(sum(points), 0) FROM loyalty.awards WHERE order_id = ANY($1::text[])", order_ids
+            "SELECT coalesce(sum(points), 0) FROM loyalty.awards WHERE order_id = ANY($1::text[])",
+            order_ids,
         )
     finally:
         await conn.close()
     parked = await _parked_total()
-    return {"events_published": int(events), "notifications_sent": int(notices), "points_awarded": int(points), "parked": parked}
+    return {
+        "events_published": int(events),
+        "notifications_sent": int(notices),
+        "points_awarded": int(points),
+        "parked": parked,
+    }
 
 
 async def _parked_total() -> int:

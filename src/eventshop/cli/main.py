@@ -25,7 +25,9 @@ def selfcheck(pings: int = typer.Option(200, help="how many events to send")) ->
     table.add_column("what")
     table.add_column("count", justify="right")
     for name, value in vars(report).items():
-        table.add_row(name.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else str(value))
+        table.add_row(
+            name.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else str(value)
+        )
     console.print(table)
     print(json.dumps({**vars(report), "ok": report.ok}))
     raise typer.Exit(0 if report.ok else 1)
@@ -33,7 +35,9 @@ def selfcheck(pings: int = typer.Option(200, help="how many events to send")) ->
 
 @app.command()
 def run(
-    service: str = typer.Argument(..., help="a service name, or module:attribute of a ServiceDefinition"),
+    service: str = typer.Argument(
+        ..., help="a service name, or module:attribute of a ServiceDefinition"
+    ),
     port: int | None = typer.Option(None, help="HTTP port (default: the service's own)"),
 ) -> None:
     """Run one service process: HTTP app, consumer, outbox relay; SIGTERM stops it gracefully."""
@@ -99,7 +103,9 @@ def demo(
     console.print(table)
     for v in result["violations"]:
         console.print(f"[red]{v}[/]")
-    console.print("the platform is still running: http://127.0.0.1:8000/docs ; stop it with `eventshop down`")
+    console.print(
+        "the platform is still running: http://127.0.0.1:8000/docs ; stop it with `eventshop down`"
+    )
     print(json.dumps(result))
     raise typer.Exit(0 if result["invariants_ok"] and result["final"] == result["orders"] else 1)
 
@@ -144,8 +150,13 @@ def bench_bus(
     from eventshop.bench.bus import BenchConfig, print_report, run_bench
 
     cfg = BenchConfig(
-        settings=PlatformSettings(), events=events, raw_messages=raw_messages or events,
-        write_batch=write_batch, prefetch=prefetch, batch_handler=batch_handler, raw=raw,
+        settings=PlatformSettings(),
+        events=events,
+        raw_messages=raw_messages or events,
+        write_batch=write_batch,
+        prefetch=prefetch,
+        batch_handler=batch_handler,
+        raw=raw,
     )
     report = asyncio.run(run_bench(cfg, say=console.print))
     print_report(report, console)

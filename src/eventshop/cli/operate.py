@@ -32,7 +32,9 @@ from eventshop.services import PORTS
 
 console = Console(stderr=True)
 out = Console()
-dlq = typer.Typer(help="dead-letter queues: list, show, replay, purge parked messages", no_args_is_help=True)
+dlq = typer.Typer(
+    help="dead-letter queues: list, show, replay, purge parked messages", no_args_is_help=True
+)
 CONSUMING = ["inventory", "orders", "payments", "notifications", "loyalty", "archive"]
 T = TypeVar("T")
 
@@ -42,14 +44,19 @@ def _queues(service: str) -> ServiceQueues:
 
 
 def _filter(
-    event_type: str | None, error: str | None, correlation_id: str | None, since: datetime | None,
+    event_type: str | None,
+    error: str | None,
+    correlation_id: str | None,
+    since: datetime | None,
     event_id: str | None = None,
 ) -> Callable[[ParkedMessage], bool]:
     def match(p: ParkedMessage) -> bool:
         if event_id and p.event_id != event_id:
             return False
-        if event_type and p.event_type != event_type and not (
-            event_type.endswith("*") and (p.event_type or "").startswith(event_type[:-1])
+        if (
+            event_type
+            and p.event_type != event_type
+            and not (event_type.endswith("*") and (p.event_type or "").startswith(event_type[:-1]))
         ):
             return False
         if error and error.lower() not in p.error.lower():
@@ -58,7 +65,9 @@ def _filter(
             return False
         if since and p.parked_at:
             try:
-                if datetime.fromisoformat(p.parked_at) < since.astimezone(datetime.fromisoformat(p.parked_at).tzinfo):
+                if datetime.fromisoformat(p.parked_at) < since.astimezone(
+                    datetime.fromisoformat(p.parked_at).tzinfo
+                ):
                     return False
             except ValueError:
                 pass
@@ -76,7 +85,9 @@ async def _with_connection(work: Callable[[aio_pika.abc.AbstractConnection], Awa
 
 
 async def _parked_of(
-    conn: aio_pika.abc.AbstractConnection, services: list[str], where: Callable[[ParkedMessage], bool]
+    conn: aio_pika.abc.AbstractConnection,
+    services: list[str],
+    where: Callable[[ParkedMessage], bool],
 ) -> list[tuple[str, ParkedMessage]]:
     found: list[tuple[str, ParkedMessage]] = []
     for s in services:
@@ -100,7 +111,14 @@ def _table(rows: list[tuple[str, ParkedMessage]]) -> Table:
     for col in ("service", "event id", "type", "attempts", "parked at", "error"):
         table.add_column(col, overflow="fold")
     for service, p in rows:
-        table.add_row(service, p.event_id or "-", p.event_type or "-", str(p.attempts), p.parked_at or "-", p.error[:120])
+        table.add_row(
+            service,
+            p.event_id or "-",
+            p.event_type or "-",
+            str(p.attempts),
+            p.parked_at or "-",
+            p.error[:120],
+        )
     return table
 
 
@@ -112,8 +130,13 @@ Since = typer.Option(None, "--since", help="parked at or after (ISO time)")
 
 
 @dlq.command("list")
-def dlq_list(service: str | None = Service, event_type: str | None = Type, error: str | None = Error,
-             correlation_id: str | None = Correlation, since: datetime | None = Since) -> None:
+def dlq_list(
+    service: str | None = Service,
+    event_type: str | None = Type,
+    error: str | None = Error,
+    correlation_id: str | None = Correlation,
+    since: datetime | None = Since,
+) -> None:
     """List parked messages (they stay parked)."""
     where = _filter(event_type, error, correlation_id, since)
 
@@ -142,14 +165,22 @@ def dlq_show(event_id: str, service: str | None = Service) -> None:
         out.print(p.body.decode(errors="replace"))
 
 
-def _act(action: str, service: str | None, where: Callable[[ParkedMessage], bool], dry_run: bool, yes: bool) -> None:
+def _act(
+    action: str,
+    service: str | None,
+    where: Callable[[ParkedMessage], bool],
+    dry_run: bool,
+    yes: bool,
+) -> None:
     async def preview(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
         return await _parked_of(conn, _services(service), where)
 
     matched = asyncio.run(_with_connection(preview))
     out.print(_table(matched))
     if dry_run or not matched:
-        console.print(f"{'dry run: ' if dry_run else ''}{len(matched)} message(s) would be {action}ed")
+        console.print(
+            f"{'dry run: ' if dry_run else ''}{len(matched)} message(s) would be {action}ed"
+        )
         return
     if not yes and not typer.confirm(f"{action} {len(matched)} parked message(s)?"):
         raise typer.Abort()
@@ -172,25 +203,45 @@ def _act(action: str, service: str | None, where: Callable[[ParkedMessage], bool
 
 
 @dlq.command("replay")
-def dlq_replay(service: str | None = Service, event_type: str | None = Type, error: str | None = Error,
-               correlation_id: str | None = Correlation, since: datetime | None = Since,
-               event_id: str | None = typer.Option(None, "--event-id"),
-               dry_run: bool = typer.Option(False, "--dry-run"), yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+def dlq_replay(
+    service: str | None = Service,
+    event_type: str | None = Type,
+    error: str | None = Error,
+    correlation_id: str | None = Correlation,
+    since: datetime | None = Since,
+    event_id: str | None = typer.Option(None, "--event-id"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    yes: bool = typer.Option(False, "--yes", "-y"),
+) -> None:
     """Re-publish matching parked messages to their service's queue (retry count reset)."""
-    _act("replay", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes)
+    _act(
+        "replay", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes
+    )
 
 
 @dlq.command("purge")
-def dlq_purge(service: str | None = Service, event_type: str | None = Type, error: str | None = Error,
-              correlation_id: str | None = Correlation, since: datetime | None = Since,
-              event_id: str | None = typer.Option(None, "--event-id"),
-              dry_run: bool = typer.Option(False, "--dry-run"), yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+def dlq_purge(
+    service: str | None = Service,
+    event_type: str | None = Type,
+    error: str | None = Error,
+    correlation_id: str | None = Correlation,
+    since: datetime | None = Since,
+    event_id: str | None = typer.Option(None, "--event-id"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    yes: bool = typer.Option(False, "--yes", "-y"),
+) -> None:
     """Delete matching parked messages for good (asks first unless --yes)."""
-    _act("purge", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes)
+    _act(
+        "purge", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes
+    )
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def status() -> None:
-    """Every service: up or down, ready or not, queue depth and consumers, outbox backlog, parked."""
+    """Every service: ready or not, queue depth and consumers, outbox backlog, parked."""
     from eventshop.cli.supervise import readiness
 
     async def gather() -> list[dict[str, Any]]:
@@ -206,7 +257,9 @@ def status() -> None:
             for s in PORTS:
                 row: dict[str, Any] = {"service": s, "ready": ready[s]}
                 try:
-                    row["outbox"] = await db.fetchval(f'SELECT count(*) FROM "{s}".outbox WHERE sent_at IS NULL')
+                    row["outbox"] = await db.fetchval(
+                        f'SELECT count(*) FROM "{s}".outbox WHERE sent_at IS NULL'
+                    )
                 except asyncpg.PostgresError:
                     row["outbox"] = None
                 if conn is not None and s in CONSUMING:
@@ -233,8 +286,13 @@ def status() -> None:
     table = Table(title="eventshop status")
     for col in ("service", "ready", "queue", "consumers", "outbox backlog", "parked"):
         table.add_column(col, justify="right" if col not in ("service", "ready") else "left")
-    dash = lambda v: "-" if v is None else str(v)  # noqa: E731
     for r in rows:
-        table.add_row(r["service"], "[green]ready[/]" if r["ready"] else "[red]down[/]", dash(r.get("queue")),
-                      dash(r.get("consumers")), dash(r.get("outbox")), dash(r.get("parked")))
+        table.add_row(
+            r["service"],
+            "[green]ready[/]" if r["ready"] else "[red]down[/]",
+            _dash(r.get("queue")),
+            _dash(r.get("consumers")),
+            _dash(r.get("outbox")),
+            _dash(r.get("parked")),
+        )
     out.print(table)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aio_pika
@@ -23,7 +24,7 @@ from eventshop.platform.bus.consumer import Subscription
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.parking import list_parked, purge_parked
 from eventshop.platform.bus.wire import message_from_envelope
-from eventshop.platform.db import create_pool, migrate, PLATFORM_MIGRATIONS
+from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
 
@@ -65,7 +66,9 @@ async def _reset(settings: PlatformSettings) -> None:
         await conn.close()
 
 
-async def run_selfcheck(settings: PlatformSettings, pings: int = 200, say=print) -> SelfCheckReport:
+async def run_selfcheck(
+    settings: PlatformSettings, pings: int = 200, say: Callable[[str], object] = print
+) -> SelfCheckReport:
     await _reset(settings)
     started = time.perf_counter()
     prod_pool = await create_pool(settings.database_url, PRODUCER)
@@ -83,24 +86,36 @@ async def run_selfcheck(settings: PlatformSettings, pings: int = 200, say=print)
         )
 
     async def on_ping(uow: UnitOfWork, env: Envelope, ping: Pinged) -> None:
-        await uow.conn.execute("INSERT INTO pongs (seq, event_id) VALUES ($1, $2)", ping.seq, env.event_id)
+        await uow.conn.execute(
+            "INSERT INTO pongs (seq, event_id) VALUES ($1, $2)", ping.seq, env.event_id
+        )
         uow.emit(Ponged(seq=ping.seq), aggregate_id=env.aggregate_id)
 
     retry = (200, 500)
     consumer = BusNode(
-        service=CONSUMER, schema=CONSUMER, pool=cons_pool, registry=registry, settings=settings,
+        service=CONSUMER,
+        schema=CONSUMER,
+        pool=cons_pool,
+        registry=registry,
+        settings=settings,
         subscription=Subscription(CONSUMER, {"selfcheck.pinged": on_ping}, retry),
     )
     producer = BusNode(
-        service=PRODUCER, schema=PRODUCER, pool=prod_pool, registry=registry, settings=settings,
+        service=PRODUCER,
+        schema=PRODUCER,
+        pool=prod_pool,
+        registry=registry,
+        settings=settings,
         subscription=Subscription(PRODUCER, {"selfcheck.ponged": on_pong}, retry),
     )
     await consumer.start()
     await producer.start()
-    assert consumer.connection is not None and producer.publisher is not None
-    await purge_parked(consumer.connection, consumer.consumer.queues)  # type: ignore[union-attr]
+    assert consumer.connection is not None and producer.connection is not None
+    assert consumer.consumer is not None and producer.consumer is not None
+    assert producer.publisher is not None
+    await purge_parked(consumer.connection, consumer.consumer.queues)
 
-    await purge_parked(producer.connection, producer.consumer.queues)  # type: ignore[union-attr]
+    await purge_parked(producer.connection, producer.consumer.queues)
     say(f"writing {pings} pings through the producer's outbox (and 1 in a rolled-back transaction)")
     correlation = str(uuid.uuid4())
     async with UnitOfWork.begin(prod_pool, service=PRODUCER, correlation_id=correlation) as uow:
@@ -117,16 +132,23 @@ async def run_selfcheck(settings: PlatformSettings, pings: int = 200, say=print)
     async with prod_pool.acquire() as c:
         first = await c.fetchrow("SELECT body FROM outbox ORDER BY id LIMIT 1")
     dup = registry.decode(first["body"])[0]
-    v1 = new_envelope("selfcheck.pinged", 1, "ping-v1", {"number": pings}, correlation_id=correlation)
-    await _wait(lambda: _count(prod_pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), pings)
+    v1 = new_envelope(
+        "selfcheck.pinged", 1, "ping-v1", {"number": pings}, correlation_id=correlation
+    )
+    await _wait(
+        lambda: _count(prod_pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), pings
+    )
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(dup))
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(v1))
     await producer.publisher.publish(
-        "selfcheck.pinged", aio_pika.Message(b"{not json", message_id=str(uuid.uuid4()), type="selfcheck.pinged")
+        "selfcheck.pinged",
+        aio_pika.Message(b"{not json", message_id=str(uuid.uuid4()), type="selfcheck.pinged"),
     )
 
     effects = await _wait(lambda: _count(cons_pool, "SELECT count(*) FROM pongs"), pings + 1)
-    await _wait(lambda: _count(cons_pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), effects)
+    await _wait(
+        lambda: _count(cons_pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), effects
+    )
     await _wait(lambda: _parked(consumer), 1)
     async with cons_pool.acquire() as c:
         distinct = await c.fetchval("SELECT count(DISTINCT seq) FROM pongs")
@@ -135,9 +157,15 @@ async def run_selfcheck(settings: PlatformSettings, pings: int = 200, say=print)
     receipts = await _wait(lambda: _count(prod_pool, "SELECT count(*) FROM pong_receipts"), pongs)
     parked = await _parked(consumer)
     report = SelfCheckReport(
-        pings_committed=pings, pings_rolled_back=1, effects=effects, distinct_effects=distinct,
+        pings_committed=pings,
+        pings_rolled_back=1,
+        effects=effects,
+        distinct_effects=distinct,
         duplicates_absorbed=consumer.consumer.stats.duplicates if consumer.consumer else 0,
-        upcast_handled=upcast == 1, parked=parked, pongs_published=pongs, pongs_received=receipts,
+        upcast_handled=upcast == 1,
+        parked=parked,
+        pongs_published=pongs,
+        pongs_received=receipts,
         seconds=time.perf_counter() - started,
     )
     await producer.stop()
@@ -157,7 +185,7 @@ async def _parked(node: BusNode) -> int:
     return len(await list_parked(node.connection, node.consumer.queues))
 
 
-async def _wait(probe, target: int, timeout_s: float = 30.0) -> int:
+async def _wait(probe: Callable[[], Awaitable[int]], target: int, timeout_s: float = 30.0) -> int:
     deadline = time.monotonic() + timeout_s
     value = await probe()
     while value < target and time.monotonic() < deadline:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +71,14 @@ def amqp_url(service: str) -> str:
 
 
 def _rabbitmqctl(*args: str, check: bool = True) -> str:
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
     if check and out.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr.strip()}")
     return out.stdout
+
+
+def _rows(out: str) -> list[tuple[str, ...]]:
+    return [tuple(line.split("\t")) for line in out.splitlines() if line]
 
 
 def provision_broker(services: list[str]) -> list[str]:
@@ -84,10 +87,11 @@ def provision_broker(services: list[str]) -> list[str]:
     Reads what exists first and changes only what differs (each rabbitmqctl call costs ~1 s).
     """
     done: list[str] = []
-    rows = lambda out: [tuple(line.split("\t")) for line in out.splitlines() if line]  # noqa: E731
-    users = {r[0] for r in rows(_rabbitmqctl("list_users"))}
-    perms = {r[0]: r[1:4] for r in rows(_rabbitmqctl("list_permissions", "-p", VHOST))}
-    topic = {(r[0], r[1]): r[2:4] for r in rows(_rabbitmqctl("list_topic_permissions", "-p", VHOST))}
+    users = {r[0] for r in _rows(_rabbitmqctl("list_users"))}
+    perms = {r[0]: r[1:4] for r in _rows(_rabbitmqctl("list_permissions", "-p", VHOST))}
+    topic = {
+        (r[0], r[1]): r[2:4] for r in _rows(_rabbitmqctl("list_topic_permissions", "-p", VHOST))
+    }
     for service in services:
         own = rf"{service}(\..*)?"
         if service not in users:
@@ -132,7 +136,7 @@ def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
         "",
         "[program:smtp-sink]",
         f"command={python} -m eventshop.smtp_sink",
-        f"environment=EVENTSHOP_SMTP_SINK_DIR=\"{layout.var / 'mail'}\"",
+        f'environment=EVENTSHOP_SMTP_SINK_DIR="{layout.var / "mail"}"',
         "autorestart=true",
         f"stdout_logfile={layout.logs / 'smtp-sink.log'}",
         "redirect_stderr=true",
@@ -170,7 +174,9 @@ def supervisor_running(layout: Layout) -> bool:
     return layout.sock.exists() and _supervisorctl(layout, "pid").returncode == 0
 
 
-def start(layout: Layout, env_extra: dict[str, str] | None = None, say=print) -> None:
+def start(
+    layout: Layout, env_extra: dict[str, str] | None = None, say: Callable[[str], object] = print
+) -> None:
     provisioned = provision_broker(SERVICES)
     if provisioned:
         say(f"broker: created {', '.join(provisioned)}")

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # Importing the package registers every producing service's events.
-from eventshop.contracts import (  # noqa: E402,F401
+from eventshop.contracts import (  # noqa: F401
     catalog,
     inventory,
     loyalty,
@@ -39,15 +39,23 @@ from eventshop.contracts import (  # noqa: E402,F401
     users,
 )
 
-#: who publishes what: the producing service of every event type (AsyncAPI, RabbitMQ topic permissions)
+#: the producing service of every event type (AsyncAPI, RabbitMQ topic permissions)
 PRODUCERS: dict[str, str] = {
     **{t: "users" for t in ("user.registered",)},
     **{t: "catalog" for t in ("product.created", "product.updated")},
     **{
         t: "inventory"
-        for t in ("inventory.reserved", "inventory.rejected", "inventory.released", "stock.adjusted")
+        for t in (
+            "inventory.reserved",
+            "inventory.rejected",
+            "inventory.released",
+            "stock.adjusted",
+        )
     },
-    **{t: "orders" for t in ("order.created", "payment.requested", "order.confirmed", "order.cancelled")},
+    **{
+        t: "orders"
+        for t in ("order.created", "payment.requested", "order.confirmed", "order.cancelled")
+    },
     **{t: "payments" for t in ("payment.succeeded", "payment.failed", "payment.refunded")},
     **{t: "notifications" for t in ("notification.sent",)},
     **{t: "loyalty" for t in ("loyalty.points_awarded",)},

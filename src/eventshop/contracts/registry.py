@@ -101,7 +101,9 @@ class Registry:
         return event_type in self._latest
 
     # -- decoding ------------------------------------------------------------------------------
-    def upcast(self, event_type: str, version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def upcast(
+        self, event_type: str, version: int, payload: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         """Lift `payload` from `version` to the latest version of `event_type`."""
         latest = self.latest_version(event_type)
         if version > latest or version < 1:

@@ -394,13 +394,13 @@ async def get_order(order_id: str, who: User, request: Request) -> Response:
 
 
 @router.get(
-    "/orders/{order_id}/history", tags=["orders"], responses=_answers(401, 404),
+    "/orders/{order_id}/history",
+    tags=["orders"],
+    responses=_answers(401, 404),
     summary="An order's event stream, oldest first",
 )
 async def order_history(order_id: str, who: User, request: Request) -> Response:
-    return await forward(
-        request, "orders", "GET", f"/orders/{_segment(order_id)}/history", who=who
-    )
+    return await forward(request, "orders", "GET", f"/orders/{_segment(order_id)}/history", who=who)
 
 
 # -- what other services keep about me --------------------------------------------------------

@@ -49,9 +49,7 @@ def sql_files(package: str) -> list[tuple[str, str]]:
     """(name, sql) of every `*.sql` in a package, in name order."""
     root = resources.files(package)
     return sorted(
-        (entry.name, entry.read_text())
-        for entry in root.iterdir()
-        if entry.name.endswith(".sql")
+        (entry.name, entry.read_text()) for entry in root.iterdir() if entry.name.endswith(".sql")
     )
 
 
@@ -60,7 +58,9 @@ async def migrate(pool: asyncpg.Pool, packages: Iterable[str]) -> list[str]:
     applied: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         schema = await conn.fetchval("SELECT current_schema()")
-        key = int.from_bytes(hashlib.sha1(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True)
+        key = int.from_bytes(
+            hashlib.sha1(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True
+        )
         await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -31,7 +31,11 @@ class ApiError(Exception):
     """An error with its HTTP status and a stable machine-readable code."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[Any] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -53,7 +57,9 @@ def correlation_id_of(request: Request) -> str:
     return request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
 
 
-def error_body(request: Request, code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
+def error_body(
+    request: Request, code: str, message: str, details: list[Any] | None = None
+) -> dict[str, Any]:
     return {
         "error": {"code": code, "message": message, "details": details or []},
         "correlation_id": correlation_id_of(request),
@@ -61,9 +67,16 @@ def error_body(request: Request, code: str, message: str, details: list[Any] | N
 
 
 _STATUS_CODES = {
-    400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 415: "unsupported_media_type",
-    422: "validation_error", 429: "rate_limited", 503: "unavailable",
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
 }
 
 
@@ -82,7 +95,8 @@ def install_conventions(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
             error_body(request, exc.code, exc.message, exc.details),
-            status_code=exc.status, headers=exc.headers,
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -101,7 +115,8 @@ def install_conventions(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return JSONResponse(
-            error_body(request, code, str(exc.detail)), status_code=exc.status_code,
+            error_body(request, code, str(exc.detail)),
+            status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
 

@@ -58,7 +58,9 @@ class ServiceDefinition:
     #: builds the service's HTTP routes
     http: Callable[[ServiceContext], FastAPI] | None = None
     #: extra start-up (clients, background tasks); returns a closer
-    on_start: Callable[[ServiceContext], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None
+    on_start: Callable[[ServiceContext], Awaitable[Callable[[], Awaitable[None]] | None]] | None = (
+        None
+    )
     #: the schema the service owns (defaults to its name)
     schema: str | None = None
 
@@ -125,7 +127,9 @@ async def _consumers_on_queue(ctx: ServiceContext) -> bool:
     return consumers > 0
 
 
-async def serve(definition: ServiceDefinition, settings: PlatformSettings, *, port: int | None = None) -> None:
+async def serve(
+    definition: ServiceDefinition, settings: PlatformSettings, *, port: int | None = None
+) -> None:
     schema = definition.schema or definition.name
     pool = await create_pool(settings.database_url, schema, max_size=10)
     applied = await migrate(pool, [PLATFORM_MIGRATIONS, *definition.migrations])
@@ -137,8 +141,12 @@ async def serve(definition: ServiceDefinition, settings: PlatformSettings, *, po
         else None
     )
     node = BusNode(
-        service=definition.name, schema=schema, pool=pool, registry=registry,
-        settings=settings, subscription=subscription,
+        service=definition.name,
+        schema=schema,
+        pool=pool,
+        registry=registry,
+        settings=settings,
+        subscription=subscription,
     )
     ctx = ServiceContext(name=definition.name, settings=settings, pool=pool, bus=node)
     closer = await definition.on_start(ctx) if definition.on_start else None
@@ -147,11 +155,17 @@ async def serve(definition: ServiceDefinition, settings: PlatformSettings, *, po
     app = definition.http(ctx) if definition.http else FastAPI(title=definition.name)
     health_routes(app, ctx)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port or definition.port, log_config=None,
-        access_log=False, lifespan="off", loop="none",
+        app,
+        host="127.0.0.1",
+        port=port or definition.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        loop="none",
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # uvicorn captures SIGTERM/SIGINT during serve() and re-raises them afterwards; the loop's
+    # handlers below see them too and ask the server to exit, then `finally` stops the bus
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))

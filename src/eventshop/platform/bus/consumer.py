@@ -51,6 +51,7 @@ from eventshop.platform.bus.wire import (
     H_PARKED_AT,
     H_PARKED_BY,
     H_ROUTING_KEY,
+    header_int,
 )
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.uow import UnitOfWork
@@ -201,7 +202,7 @@ class Consumer:
         self._tag = await self._queue.consume(self._on_message)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop taking messages, finish the batch in hand; what is buffered goes back to the queue."""
+        """Stop taking messages, finish the batch in hand; the rest is redelivered."""
         self._stopping = True
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
@@ -389,7 +390,7 @@ class Consumer:
         sources: list[AbstractIncomingMessage] = []
         for item, exc in failures:
             msg = item.message
-            attempt = int((msg.headers or {}).get(H_ATTEMPT, 0) or 0) + 1
+            attempt = header_int(msg.headers, H_ATTEMPT) + 1
             error = f"{type(exc).__name__}: {exc}"[:1_000]
             if attempt < self.queues.max_attempts:
                 outgoing.append((self.queues.retry(attempt), _redirected(msg, attempt, error, now)))
@@ -409,7 +410,7 @@ class Consumer:
                 )
             sources.append(msg)
         for msg, error in to_park:
-            attempt = int((msg.headers or {}).get(H_ATTEMPT, 0) or 0) + 1
+            attempt = header_int(msg.headers, H_ATTEMPT) + 1
             outgoing.append(
                 (self.queues.parked, _redirected(msg, attempt, error, now, park_by=self.name))
             )

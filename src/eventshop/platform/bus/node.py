@@ -48,7 +48,9 @@ class BusNode:
         self.connection = await aio_pika.connect_robust(
             s.amqp_url, client_properties={"connection_name": f"eventshop-{self.service}"}
         )
-        self.publisher = Publisher(self.connection, s.exchange, confirm_timeout_s=s.confirm_timeout_s)
+        self.publisher = Publisher(
+            self.connection, s.exchange, confirm_timeout_s=s.confirm_timeout_s
+        )
         await self.publisher.start()
         self.relay = OutboxRelay(
             self.pool,

@@ -24,6 +24,7 @@ from eventshop.platform.bus.wire import (
     H_FIRST_FAILURE,
     H_PARKED_AT,
     H_ROUTING_KEY,
+    header_int,
 )
 
 
@@ -48,7 +49,7 @@ class ParkedMessage:
             event_type=msg.type,
             correlation_id=msg.correlation_id,
             error=str(h.get(H_ERROR, "")),
-            attempts=int(h.get(H_ATTEMPT, 0) or 0),
+            attempts=header_int(h, H_ATTEMPT),
             original_routing_key=_s(h.get(H_ROUTING_KEY)),
             first_failure_at=_s(h.get(H_FIRST_FAILURE)),
             parked_at=_s(h.get(H_PARKED_AT)),

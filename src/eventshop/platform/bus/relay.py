@@ -19,7 +19,7 @@ import asyncpg
 
 from eventshop.platform import faults
 from eventshop.platform.bus.publisher import Publisher
-from eventshop.platform.bus.wire import message_from_row
+from eventshop.platform.bus.wire import properties_from_row
 from eventshop.platform.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -145,8 +145,8 @@ class OutboxRelay:
         messages = [
             (
                 r["event_type"],
-                message_from_row(
-                    body=r["body"],
+                r["body"],
+                properties_from_row(
                     event_id=str(r["event_id"]),
                     event_type=r["event_type"],
                     schema_version=r["schema_version"],
@@ -160,7 +160,7 @@ class OutboxRelay:
             for r in rows
         ]
         try:
-            results = await self._publisher.publish_many(messages)
+            results = await self._publisher.publish_prepared(messages)
         except Exception as exc:  # the channel is gone: every row stays unsent
             results = [exc] * len(rows)
         faults.point("relay.after_publish")

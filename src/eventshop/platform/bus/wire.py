@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import aio_pika
 import orjson
+from pamqp.commands import Basic
 
 from eventshop.contracts import Envelope
 
@@ -19,6 +21,15 @@ H_FIRST_FAILURE = "x-first-failure-at"
 H_ROUTING_KEY = "x-original-routing-key"
 H_PARKED_AT = "x-parked-at"
 H_PARKED_BY = "x-parked-by"
+
+
+def header_int(headers: Mapping[str, Any] | None, key: str) -> int:
+    """An integer header (the attempt count); 0 when absent or not a number."""
+    value = (headers or {}).get(key)
+    try:
+        return int(value) if isinstance(value, (int, str, float)) else 0
+    except ValueError:
+        return 0
 
 
 def encode_body(envelope: Envelope) -> bytes:
@@ -51,6 +62,41 @@ def message_from_row(
         correlation_id=correlation_id,
         timestamp=occurred_at,
         headers=headers,
+        app_id=app_id,
+    )
+
+
+def properties_from_row(
+    *,
+    event_id: str,
+    event_type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    correlation_id: str,
+    causation_id: str | None,
+    traceparent: str | None,
+    app_id: str | None = None,
+) -> Basic.Properties:
+    """The AMQP properties `message_from_row(...).properties` has, built directly.
+
+    The relay publishes thousands of rows a second; an `aio_pika.Message` per row (each field
+    set through its lock check, then copied into these properties) was a sixth of its CPU.
+    The frames on the wire are the same byte for byte.
+    """
+    headers: dict[str, Any] = {"schema_version": schema_version}
+    if causation_id:
+        headers["causation_id"] = causation_id
+    if traceparent:
+        headers["traceparent"] = traceparent
+    return Basic.Properties(
+        content_type=CONTENT_TYPE,
+        headers=headers,
+        delivery_mode=2,  # persistent
+        priority=0,  # as aio_pika.Message sets it
+        correlation_id=correlation_id,
+        message_id=event_id,
+        timestamp=occurred_at,
+        message_type=event_type,
         app_id=app_id,
     )
 

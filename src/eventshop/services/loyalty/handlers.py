@@ -15,6 +15,8 @@ async def award_points(uow: UnitOfWork, env: Envelope, event: OrderConfirmed) ->
     if balance is None:
         return  # already awarded (the inbox dedupes deliveries; this guards a re-published order)
     uow.emit(
-        PointsAwarded(user_id=event.user_id, order_id=event.order_id, points=points, balance=balance),
+        PointsAwarded(
+            user_id=event.user_id, order_id=event.order_id, points=points, balance=balance
+        ),
         aggregate_id=event.user_id,
     )

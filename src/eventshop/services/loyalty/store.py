@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncpg
 
 
-async def record_award(conn: asyncpg.Connection, order_id: str, user_id: str, points: int) -> int | None:
+async def record_award(
+    conn: asyncpg.Connection, order_id: str, user_id: str, points: int
+) -> int | None:
     """Record the award of an order and credit it; None if that order was already awarded."""
     inserted = await conn.fetchval(
         "INSERT INTO awards (order_id, user_id, points) VALUES ($1, $2, $3)"
         " ON CONFLICT (order_id) DO NOTHING RETURNING points",
-        order_id, user_id, points,
+        order_id,
+        user_id,
+        points,
     )
     if inserted is None:
         return None
@@ -18,7 +22,8 @@ async def record_award(conn: asyncpg.Connection, order_id: str, user_id: str, po
         "INSERT INTO balances (user_id, points) VALUES ($1, $2)"
         " ON CONFLICT (user_id) DO UPDATE SET points = balances.points + EXCLUDED.points"
         " RETURNING points",
-        user_id, points,
+        user_id,
+        points,
     )
     return balance
 
