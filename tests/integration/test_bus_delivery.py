@@ -195,11 +195,6 @@ async def test_the_same_event_delivered_many_times_has_exactly_one_effect(
     assert stats.parked == 0 and stats.retried == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG consumer.py _apply_batch: stats.handled (and stats.by_type) count every item of "
-    "the window, duplicates included, while the slow path counts only the handled ones",
-)
 async def test_stats_count_a_duplicate_as_a_duplicate_not_as_handled(bus: Bus) -> None:
     consumer, cpool = await bus.node({PINGED: record_effect})
     env = ping(1)

@@ -118,11 +118,6 @@ async def test_an_always_failing_handler_is_parked_after_the_last_attempt(bus: B
     assert await fetchval(pool, "SELECT count(*) FROM inbox") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG consumer.py _apply_until_done: a failed event is run again in the slow path at "
-    "once, so each attempt runs the handler twice (6 runs for max_attempts == 3)",
-)
 async def test_a_failing_handler_runs_once_per_attempt(bus: Bus) -> None:
     runs: list[str] = []
 
@@ -233,12 +228,6 @@ async def test_a_message_no_retry_can_fix_is_parked_at_once(bus: Bus, make_bad) 
     assert [c.event_id for c in calls] == [good.event_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG registry.py Registry.upcast: an upcaster's KeyError escapes decode() as a "
-    "non-ContractError, consumer.py _work swallows it and leaves the batch unacked; the next "
-    "batch's ack(multiple=True) then acks it: the message is lost, never parked",
-)
 async def test_a_v1_event_the_upcaster_cannot_lift_is_parked_not_lost(bus: Bus) -> None:
     node, pool = await bus.node({PINGED: record_effect})
     broken = new_envelope(PINGED, 1, "agg", {})  # v1 without its `number`
@@ -367,11 +356,6 @@ async def test_one_failing_event_in_a_batch_leaves_the_others_handled_once(bus: 
     assert (stats.batches, stats.retried, stats.parked) == (4, 2, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG consumer.py _apply_batch: duplicates of a window whose transaction rolls back "
-    "are counted there, then counted again by the slow path",
-)
 async def test_a_duplicate_in_a_failing_batch_is_counted_once(bus: Bus) -> None:
     gate, entered = asyncio.Event(), asyncio.Event()
 
@@ -395,12 +379,6 @@ async def test_a_duplicate_in_a_failing_batch_is_counted_once(bus: Bus) -> None:
     assert stats.duplicates == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG consumer.py _apply_batch/_apply_one_by_one: a handler that swallows a database "
-    "error leaves the transaction aborted; PostgreSQL turns the COMMIT into a ROLLBACK without "
-    "an error, and the consumer acks the window: its events are lost",
-)
 async def test_a_handler_swallowing_a_database_error_loses_no_event(bus: Bus) -> None:
     gate, entered = asyncio.Event(), asyncio.Event()
 

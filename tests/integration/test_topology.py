@@ -71,11 +71,6 @@ async def test_an_existing_classic_queue_is_a_mismatch_naming_the_argument_and_b
     assert await depth(bus, queues.main) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG topology.py _INEQUIVALENT: the lazy `current` group stops before the closing "
-    "quote, which `['\"]?` then eats: the message reads x-queue-type = 'classic, (unbalanced)",
-)
 async def test_the_mismatch_message_quotes_values_as_the_broker_gives_them(bus: Bus) -> None:
     queues = service_queues(bus)
     connection = await bus.connection()

@@ -124,11 +124,6 @@ def test_lookups_of_what_is_not_registered_are_contract_errors() -> None:
         registry.model(PINGED, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG registry.py Registry.model: with an explicit version, an unknown event type "
-    "raises SchemaVersionError (from the dict lookup), not UnknownEventTypeError",
-)
 def test_model_of_an_unknown_type_at_a_version_is_an_unknown_type() -> None:
     with pytest.raises(UnknownEventTypeError):
         registry.model("nobody.knows", 1)
@@ -263,11 +258,6 @@ def test_the_contract_errors_are_one_family() -> None:
     assert len({MalformedEventError, UnknownEventTypeError, SchemaVersionError}) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG registry.py Registry.upcast: an upcaster raising (here KeyError on a v1 ping "
-    "without `number`) escapes decode() as a non-ContractError, so the consumer does not park it",
-)
 def test_a_payload_the_upcaster_cannot_lift_is_malformed() -> None:
     with pytest.raises(MalformedEventError):
         registry.decode(body(envelope_dict(schema_version=1, payload={})))

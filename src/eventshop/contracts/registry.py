@@ -91,7 +91,8 @@ class Registry:
             raise UnknownEventTypeError(f"unknown event type {event_type!r}") from None
 
     def model(self, event_type: str, version: int | None = None) -> type[EventPayload]:
-        v = self.latest_version(event_type) if version is None else version
+        latest = self.latest_version(event_type)  # an unknown type is UnknownEventTypeError
+        v = latest if version is None else version
         try:
             return self._models[(event_type, v)]
         except KeyError:
@@ -116,7 +117,12 @@ class Registry:
                 raise SchemaVersionError(
                     f"{event_type} schema_version {version} has no upcaster to {version + 1}"
                 )
-            payload = step(payload)
+            try:
+                payload = step(payload)
+            except Exception as exc:  # an old payload its upcaster cannot lift breaks its contract
+                raise MalformedEventError(
+                    f"{event_type} v{version} payload cannot be upcast: {exc!r}"
+                ) from None
             version += 1
         return version, payload
 

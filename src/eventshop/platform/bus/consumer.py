@@ -139,7 +139,12 @@ class ConsumerStats:
 
 
 class _HandlerFailedError(Exception):
-    pass
+    """A handler failed in the fast path; `item` is the event it failed on, when known."""
+
+    def __init__(self, item: _Item | None, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.item = item
+        self.error = error
 
 
 @dataclass
@@ -234,6 +239,9 @@ class Consumer:
                 await self._handle_batch(batch)
             except Exception:  # never let one batch kill the consumer: it will be redelivered
                 log.exception("consumer.batch_crashed", consumer=self.name, size=len(batch))
+                for message in batch:  # or a later ack(multiple=True) acks them: lost
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
                 await asyncio.sleep(0.5)
 
     def _take_batch(self) -> list[AbstractIncomingMessage]:
@@ -254,7 +262,7 @@ class Consumer:
         for message in batch:
             try:
                 envelope, payload = self._registry.decode(message.body)
-            except ContractError as exc:
+            except Exception as exc:  # ContractError, or an upcaster's bug: no retry fixes it
                 to_park.append((message, f"{type(exc).__name__}: {exc}"))
                 continue
             if self.subscription.handler_for(envelope.event_type) is None:
@@ -279,8 +287,8 @@ class Consumer:
                 try:
                     await self._apply_batch(items)
                     return []
-                except _HandlerFailedError:
-                    return await self._apply_one_by_one(items)
+                except _HandlerFailedError as failed:
+                    return await self._apply_one_by_one(items, failed)
             except Exception as exc:
                 if not _is_infrastructure(exc):
                     raise
@@ -305,7 +313,6 @@ class Consumer:
             for item in items:
                 eid = item.envelope.event_id
                 if eid not in new:
-                    self.stats.duplicates += 1
                     continue
                 new.discard(eid)  # the same event twice in one window runs once
                 fresh.append(item)
@@ -319,39 +326,66 @@ class Consumer:
                         await self._run_batch_handler(uow, handler, list(run))
                     else:
                         for item in run:
-                            await self._run_handler(uow.caused_by(item.envelope), item)
+                            try:
+                                await self._run_handler(uow.caused_by(item.envelope), item)
+                            except Exception as exc:
+                                if _is_infrastructure(exc):
+                                    raise
+                                raise _HandlerFailedError(item, exc) from exc
+                except _HandlerFailedError:
+                    raise
                 except Exception as exc:
                     if _is_infrastructure(exc):
                         raise
-                    raise _HandlerFailedError from exc
+                    raise _HandlerFailedError(None, exc) from exc
+            try:  # a handler that swallowed a database error left the transaction aborted
+                await conn.execute("SELECT 1")
+            except asyncpg.InFailedSQLTransactionError as exc:
+                raise _HandlerFailedError(None, exc) from exc
             await uow.flush()
-        for item in items:
+        for item in fresh:
             self.stats.by_type[item.envelope.event_type] += 1
-        self.stats.handled += len(items)
+        self.stats.handled += len(fresh)
+        self.stats.duplicates += len(items) - len(fresh)
 
-    async def _apply_one_by_one(self, items: list[_Item]) -> list[tuple[_Item, BaseException]]:
-        """The slow path, after a handler failed: a savepoint per event isolates the failures."""
+    async def _apply_one_by_one(
+        self, items: list[_Item], failed: _HandlerFailedError
+    ) -> list[tuple[_Item, BaseException]]:
+        """The slow path, after a handler failed: a savepoint per event isolates the failures.
+
+        The event the fast path failed on (when known) is not run again: that was its attempt."""
         failures: list[tuple[_Item, BaseException]] = []
-        handled = 0
+        if failed.item is not None:
+            failures.append((failed.item, failed.error))
+        rest = [i for i in items if i is not failed.item]
+        handled = duplicates = 0
+        ran: list[_Item] = []
+        if not rest:
+            return failures
         async with self._pool.acquire() as conn, conn.transaction():
-            for item in items:
+            for item in rest:
                 try:
                     async with conn.transaction():
                         if not await conn.fetchval(
                             INSERT_INBOX_ONE, self.name, item.envelope.event_id
                         ):
-                            self.stats.duplicates += 1
+                            duplicates += 1
                             continue
                         uow = UnitOfWork(conn=conn, service=self.name, correlation_id="")
                         uow = uow.caused_by(item.envelope)
                         await self._run_handler(uow, item)
                         await uow.flush()
+                        await conn.execute("SELECT 1")  # raises if the handler left it aborted
                         handled += 1
+                        ran.append(item)
                 except Exception as exc:
                     if _is_infrastructure(exc):
                         raise
                     failures.append((item, exc))
         self.stats.handled += handled
+        self.stats.duplicates += duplicates
+        for item in ran:
+            self.stats.by_type[item.envelope.event_type] += 1
         return failures
 
     async def _run_handler(self, uow: UnitOfWork, item: _Item) -> None:

@@ -67,7 +67,7 @@ class ServiceQueues:
 
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for (?P<what>queue|exchange) '(?P<name>[^']+)'.*?"
-    r"received (?P<received>.+?) but current is (?P<current>.+?)['\"]?\)?$"
+    r"received (?P<received>.+?) but current is (?P<current>.+)$"
 )
 
 
