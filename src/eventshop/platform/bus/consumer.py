@@ -40,7 +40,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from eventshop.contracts import ContractError, Envelope, EventPayload, Registry
+from eventshop.contracts import Envelope, EventPayload, Registry
 from eventshop.platform import faults
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import ServiceQueues, declare_service_queues
