@@ -165,6 +165,9 @@ def dlq_show(event_id: str, service: str | None = Service) -> None:
         out.print(p.body.decode(errors="replace"))
 
 
+_PAST = {"replay": "replayed", "purge": "purged"}
+
+
 def _act(
     action: str,
     service: str | None,
@@ -179,7 +182,7 @@ def _act(
     out.print(_table(matched))
     if dry_run or not matched:
         console.print(
-            f"{'dry run: ' if dry_run else ''}{len(matched)} message(s) would be {action}ed"
+            f"{'dry run: ' if dry_run else ''}{len(matched)} message(s) would be {_PAST[action]}"
         )
         return
     if not yes and not typer.confirm(f"{action} {len(matched)} parked message(s)?"):
@@ -199,7 +202,7 @@ def _act(
             await publisher.close()
         return done
 
-    console.print(f"{action}ed {asyncio.run(_with_connection(apply))} message(s)")
+    console.print(f"{_PAST[action]} {asyncio.run(_with_connection(apply))} message(s)")
 
 
 @dlq.command("replay")

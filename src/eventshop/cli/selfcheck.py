@@ -140,9 +140,12 @@ async def run_selfcheck(
     )
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(dup))
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(v1))
+    # straight to the consumer's queue: on the exchange every "#" subscriber (the archive)
+    # would park it too
     await producer.publisher.publish(
-        "selfcheck.pinged",
+        CONSUMER,
         aio_pika.Message(b"{not json", message_id=str(uuid.uuid4()), type="selfcheck.pinged"),
+        to_queue=True,
     )
 
     effects = await _wait(lambda: _count(cons_pool, "SELECT count(*) FROM pongs"), pings + 1)
