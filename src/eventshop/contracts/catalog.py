@@ -14,21 +14,22 @@ from pydantic import Field
 from eventshop.contracts.registry import EventPayload, registry
 
 
-@registry.event("product.created", version=1)
-class ProductCreated(EventPayload):
+class ProductState(EventPayload):
+    """The whole product as it is after the change: both events carry it."""
+
     sku: str = Field(min_length=1, max_length=64)
     name: str = Field(max_length=200)
     price_minor: int = Field(ge=0)
     currency: str = Field(min_length=3, max_length=3)
     active: bool = True
     version: int = Field(default=1, ge=1)
+
+
+@registry.event("product.created", version=1)
+class ProductCreated(ProductState):
+    pass
 
 
 @registry.event("product.updated", version=1)
-class ProductUpdated(EventPayload):
-    sku: str = Field(min_length=1, max_length=64)
-    name: str = Field(max_length=200)
-    price_minor: int = Field(ge=0)
-    currency: str = Field(min_length=3, max_length=3)
-    active: bool = True
-    version: int = Field(default=1, ge=1)
+class ProductUpdated(ProductState):
+    pass
