@@ -53,7 +53,11 @@ def up(wait: bool = typer.Option(True, help="wait until every service is ready")
     from eventshop.services import PORTS
 
     layout = supervise.Layout(supervise.project_root())
-    supervise.start(layout, say=console.print)
+    try:
+        supervise.start(layout, say=console.print)
+    except supervise.PlatformConflictError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
     if not wait:
         return
     state = asyncio.run(supervise.wait_ready())

@@ -174,9 +174,29 @@ def supervisor_running(layout: Layout) -> bool:
     return layout.sock.exists() and _supervisorctl(layout, "pid").returncode == 0
 
 
+class PlatformConflictError(RuntimeError):
+    """The platform's ports are taken by processes this checkout did not start."""
+
+
+def _port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def start(
     layout: Layout, env_extra: dict[str, str] | None = None, say: Callable[[str], object] = print
 ) -> None:
+    if not supervisor_running(layout):
+        taken = [f"{name}:{port}" for name, port in PORTS.items() if _port_taken(port)]
+        if taken:
+            raise PlatformConflictError(
+                f"ports {', '.join(taken)} are in use by something this checkout ({layout.root})"
+                " did not start, perhaps eventshop from another directory: stop it there with"
+                " `eventshop down` first"
+            )
     provisioned = provision_broker(SERVICES)
     if provisioned:
         say(f"broker: created {', '.join(provisioned)}")
