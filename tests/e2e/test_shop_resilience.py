@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 
 import pytest
 
@@ -66,3 +68,20 @@ async def test_restarting_every_service_during_300_orders_changes_no_outcome(
             ("CANCELLED", "payment_declined") if token == "tok_decline" else ("CONFIRMED", None)
         )
         assert (order["status"], order.get("reason")) == expected, order
+
+
+async def test_a_crashed_service_is_restarted_by_the_supervisor(
+    shop: Shop, platform: supervise.Layout
+) -> None:
+    before = int(supervise.service_pid(platform, "inventory"))
+    os.kill(before, signal.SIGKILL)
+
+    async def new_pid() -> int:
+        return int(supervise.service_pid(platform, "inventory") or 0)
+
+    await eventually(new_pid, lambda pid: pid not in (0, before), timeout=30)
+    assert all((await supervise.wait_ready(["inventory"])).values())
+    # and it works: an order needs inventory
+    sku = await shop.product(stock=1)
+    user = await shop.register()
+    assert (await shop.final(user, await shop.place(user, [(sku, 1)])))["status"] == "CONFIRMED"

@@ -120,6 +120,14 @@ from eventshop.cli.operate import status as _status  # noqa: E402
 app.add_typer(_dlq, name="dlq")
 app.command("status")(_status)
 
+from eventshop.cli.trace import trace as _trace  # noqa: E402
+
+app.command("trace")(_trace)
+
+from eventshop.cli.events import events_app  # noqa: E402
+
+app.add_typer(events_app, name="events")
+
 
 @app.command()
 def asyncapi(output: str = typer.Option("-", help="file to write, - for stdout")) -> None:
@@ -166,6 +174,84 @@ def bench_bus(
     print_report(report, console)
     print(json.dumps(report))
     raise typer.Exit(0 if report["lost"] == 0 and report["duplicate_effects"] == 0 else 1)
+
+
+@bench_app.command("orders")
+def bench_orders(
+    orders: int = typer.Option(2_000, help="orders to place (in each run)"),
+    concurrency: int = typer.Option(16, help="closed loop: orders being placed at once"),
+    rate: float | None = typer.Option(
+        None, help="open loop instead: orders/s offered, whatever the platform does"
+    ),
+    half_rate: bool = typer.Option(
+        False, "--half-rate", help="then an open-loop run at half the final-state rate reached"
+    ),
+    arrivals: str = typer.Option("poisson", help="open loop: poisson or even arrivals"),
+    products: int = typer.Option(500, help="the catalogue the orders pick from"),
+    users: int = typer.Option(50, help="shoppers placing the orders (each logged in)"),
+    max_lines: int = typer.Option(3, help="lines per order: 1 to this many"),
+    configure: bool = typer.Option(
+        True,
+        "--configure/--as-is",
+        help="apply the benchmark profile to a running platform (restarts what changed)",
+    ),
+    keep_running: bool = typer.Option(False, help="leave the platform running at the end"),
+    seed: int | None = typer.Option(None, help="seed of the orders' contents and arrivals"),
+) -> None:
+    """Orders/s through the whole saga over HTTP, latencies, messages, commits and CPU per order."""
+    from eventshop.bench.orders import BenchError, OrdersBenchConfig, print_report
+    from eventshop.bench.orders import run as run_orders
+
+    if arrivals not in ("poisson", "even"):
+        raise typer.BadParameter("poisson or even", param_hint="--arrivals")
+    cfg = OrdersBenchConfig(
+        orders=orders,
+        concurrency=concurrency,
+        rate=rate,
+        arrivals="even" if arrivals == "even" else "poisson",
+        half_rate=half_rate,
+        products=products,
+        users=users,
+        max_lines=max_lines,
+        configure=configure,
+        keep_running=keep_running,
+        seed=seed,
+    )
+    try:
+        report = run_orders(cfg, console)
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    print_report(report, console)
+    print(json.dumps(report))
+    ok = report["invariants_ok"] and report["not_final"] == 0 and report["place_failed"] == 0
+    raise typer.Exit(0 if ok else 1)
+
+
+@bench_app.command("eventstore")
+def bench_eventstore(
+    rounds: int = typer.Option(3, min=1, help="repetitions of each figure (medians reported)"),
+    appends: int = typer.Option(2_000, min=1, help="appends per round and concurrency"),
+    concurrency: str = typer.Option("1,4,16", help="concurrent writers, comma separated"),
+    loads: int = typer.Option(200, min=1, help="stream loads per round"),
+    orders: int = typer.Option(20_000, min=1, help="orders in the log for the rebuild"),
+    rebuild_batch: int = typer.Option(5_000, min=1, help="events per rebuild transaction"),
+) -> None:
+    """Appends/s, stream load times with and without snapshots, projection rebuild events/s."""
+    from eventshop.bench.eventstore import BenchConfig, print_report, run_bench
+
+    cfg = BenchConfig(
+        settings=PlatformSettings(),
+        rounds=rounds,
+        appends=appends,
+        concurrency=tuple(int(c) for c in concurrency.split(",")),
+        loads=loads,
+        orders=orders,
+        rebuild_batch=rebuild_batch,
+    )
+    report = asyncio.run(run_bench(cfg, say=console.print))
+    print_report(report, console)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ EVENTSHOP_AMQP_URL to override) and to each service's /health/ready.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -37,6 +38,9 @@ dlq = typer.Typer(
 )
 CONSUMING = ["inventory", "orders", "payments", "notifications", "loyalty", "archive"]
 T = TypeVar("T")
+#: a service named with --service that is not one of PORTS (a new one, a test's): its name
+#: must look like a queue name, and its parking lot must exist on the broker
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 
 
 def _queues(service: str) -> ServiceQueues:
@@ -94,6 +98,8 @@ async def _parked_of(
         try:
             found += [(s, p) for p in await list_parked(conn, _queues(s), where=where)]
         except aiormq.exceptions.ChannelNotFoundEntity:
+            if s not in PORTS:  # named on purpose, yet unknown here: most likely a typo
+                raise typer.BadParameter(f"no parking lot {s}.parked on the broker") from None
             continue  # that service has not started yet: it has no parking lot
     return found
 
@@ -101,7 +107,7 @@ async def _parked_of(
 def _services(service: str | None) -> list[str]:
     if service is None:
         return CONSUMING
-    if service not in PORTS:
+    if service not in PORTS and not _SERVICE_NAME.fullmatch(service):
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(PORTS)}")
     return [service]
 

@@ -226,6 +226,11 @@ def stop(layout: Layout) -> bool:
     return True
 
 
+def service_pid(layout: Layout, service: str) -> str:
+    """The process id supervisord has for `service` ("0" when it is not running)."""
+    return _supervisorctl(layout, "pid", service).stdout.strip() or "0"
+
+
 def restart_service(layout: Layout, service: str) -> None:
     _supervisorctl(layout, "restart", service)
 

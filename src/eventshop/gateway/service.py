@@ -3,13 +3,21 @@
 It consumes and publishes nothing and owns no tables (the runtime still gives it a pool and a
 bus connection, which readiness reports on); at start it opens the Redis client (sessions, rate
 limits, and the readiness "cache" check) and the HTTP clients to the services.
+
+Its /health/ready reports the whole platform: its own checks (broker, database, cache) and
+each service's own readiness. The status code is the gateway's own (200 when it can serve:
+a probe must not take the public API out of rotation because loyalty is down), unless
+`?scope=platform` asks whether every service is ready too.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -20,7 +28,7 @@ from eventshop.gateway.ratelimit import RateLimiter
 from eventshop.gateway.settings import DEV_JWT_SECRET, GatewaySettings
 from eventshop.gateway.upstream import Upstreams
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.runtime import ServiceContext, ServiceDefinition
+from eventshop.platform.runtime import ServiceContext, ServiceDefinition, readiness
 from eventshop.services import PORTS
 
 log = get_logger(__name__)
@@ -71,7 +79,28 @@ async def start(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
 
 def build_app(ctx: ServiceContext) -> FastAPI:
     gateway: Gateway = ctx.extras["gateway"]
-    return create_app(gateway)
+    app = create_app(gateway)
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready(scope: Literal["gateway", "platform"] = "gateway") -> JSONResponse:
+        checks, services = await asyncio.gather(readiness(ctx), gateway.upstreams.readiness())
+        own = all(checks.values())
+        everything = own and all(s["ready"] for s in services.values())
+        ok = everything if scope == "platform" else own
+        return JSONResponse(
+            {
+                "status": "ready" if ok else "not ready",
+                "service": ctx.name,
+                "checks": checks,
+                "platform": {
+                    "status": "ready" if everything else "degraded",
+                    "services": {"gateway": {"ready": own, "checks": checks}, **services},
+                },
+            },
+            status_code=200 if ok else 503,
+        )
+
+    return app
 
 
 definition = ServiceDefinition(

@@ -6,24 +6,44 @@ a request that waits forever. Requests are not retried: most are not idempotent,
 client, who holds the Idempotency-Key, is the one to decide.
 
 What goes downstream is built from scratch, never copied from the client: the identity headers
-(X-User-*) the gateway vouches for, the correlation id, and the few headers a route forwards on
-purpose. A client cannot pass itself off as somebody else by sending X-User-Id.
+(X-User-*) the gateway vouches for, the correlation id, the trace context (`traceparent`, naming
+the gateway's CLIENT span of this call, so the service's spans and the events it emits join the
+request's trace), and the few headers a route forwards on purpose. A client cannot pass itself
+off as somebody else by sending X-User-Id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import Counter, Histogram
 from starlette.responses import Response
 
 from eventshop.gateway.auth import Principal
 from eventshop.gateway.settings import UPSTREAMS, GatewaySettings
 from eventshop.platform.http import CORRELATION_HEADER
+from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.observability.metrics import LATENCY_BUCKETS
 
 log = get_logger(__name__)
+
+UPSTREAM_REQUESTS = Counter(
+    "eventshop_gateway_upstream_requests_total",
+    "Requests the gateway sent to a service, by its answer (status, or unavailable)",
+    ["upstream", "method", "outcome"],
+)
+UPSTREAM_SECONDS = Histogram(
+    "eventshop_gateway_upstream_request_duration_seconds",
+    "Time a service took to answer the gateway",
+    ["upstream", "method"],
+    buckets=LATENCY_BUCKETS,
+)
 
 #: the headers of a service's answer that reach the client (the body's own, and hints for it)
 RELAYED_RESPONSE_HEADERS = (
@@ -88,16 +108,50 @@ class Upstreams:
         client = self._clients[service]
         sent_headers = identity_headers(who, correlation_id)
         sent_headers.update(headers or {})
-        try:
-            return await client.request(
-                method, path, json=json, params=query or None, headers=sent_headers
-            )
-        except httpx.TransportError as exc:  # refused, reset, timed out, ...
-            log.warning(
-                "upstream.unavailable", upstream=service, path=path, error=type(exc).__name__,
-                correlation_id=correlation_id,
-            )  # fmt: skip
-            raise UpstreamUnavailableError(service, type(exc).__name__) from exc
+        started = time.perf_counter()
+        with tracing.tracer().start_as_current_span(
+            f"{method} {service}",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": method, "server.address": service, "url.path": path},
+        ) as span:
+            if traceparent := tracing.traceparent_of(span):
+                sent_headers["traceparent"] = traceparent
+            try:
+                answer = await client.request(
+                    method, path, json=json, params=query or None, headers=sent_headers
+                )
+            except httpx.TransportError as exc:  # refused, reset, timed out, ...
+                UPSTREAM_REQUESTS.labels(service, method, "unavailable").inc()
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                log.warning(
+                    "upstream.unavailable", upstream=service, path=path, error=type(exc).__name__,
+                    correlation_id=correlation_id,
+                )  # fmt: skip
+                raise UpstreamUnavailableError(service, type(exc).__name__) from exc
+            finally:
+                UPSTREAM_SECONDS.labels(service, method).observe(time.perf_counter() - started)
+            span.set_attribute("http.response.status_code", answer.status_code)
+            UPSTREAM_REQUESTS.labels(service, method, str(answer.status_code)).inc()
+            return answer
+
+    async def readiness(self, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
+        """Each service's own /health/ready answer: {service: {"ready": bool, "checks": ...}}."""
+
+        async def probe(name: str, client: httpx.AsyncClient) -> dict[str, Any]:
+            try:
+                r = await client.get("/health/ready", timeout=timeout_s)
+                body = (
+                    r.json()
+                    if r.headers.get("content-type", "").startswith("application/json")
+                    else {}
+                )
+                return {"ready": r.status_code == 200, "checks": body.get("checks", {})}
+            except (httpx.HTTPError, ValueError) as exc:
+                return {"ready": False, "error": type(exc).__name__}
+
+        names = list(self._clients)
+        answers = await asyncio.gather(*(probe(n, self._clients[n]) for n in names))
+        return dict(zip(names, answers, strict=True))
 
     async def aclose(self) -> None:
         for client in self._clients.values():

@@ -4,8 +4,13 @@
 
 builds the service from its composition root (`eventshop.services.<name>.service.definition`,
 or any `module:attribute` naming a `ServiceDefinition`), applies its migrations, attaches it to
-the bus and serves its HTTP app with `/health/live` and `/health/ready`. SIGTERM (or SIGINT)
-stops it gracefully: stop consuming, finish the batch in hand, flush the relay, then exit.
+the bus and serves its HTTP app with `/health/live`, `/health/ready` and `/metrics`. SIGTERM (or
+SIGINT) stops it gracefully: stop consuming, finish the batch in hand, flush the relay, then exit.
+
+Observability is set up here for every service alike: JSON logs (observability.logging), the
+tracer provider and its exporter (observability.tracing), a span, metrics and log context per
+HTTP request (observability.http), spans of the database work (the pool's connection class)
+and Prometheus' /metrics, whose outbox and queue gauges are read when scraped.
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ import asyncpg
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.responses import Response
 
 from eventshop.contracts import registry
 from eventshop.platform.bus.consumer import Handler, Subscription
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
+from eventshop.platform.observability import metrics
+from eventshop.platform.observability.http import install_observability
 from eventshop.platform.observability.logging import configure_logging, get_logger
+from eventshop.platform.observability.tracing import (
+    TracedConnection,
+    setup_tracing,
+    shutdown_tracing,
+)
 from eventshop.platform.settings import PlatformSettings
 
 log = get_logger(__name__)
@@ -75,11 +88,13 @@ def load_definition(name: str) -> ServiceDefinition:
 
 
 def health_routes(app: FastAPI, ctx: ServiceContext) -> None:
-    @app.get("/health/live", include_in_schema=False)
+    """/health/live and /health/ready, unless the service's app has its own (the gateway's
+    ready reports the whole platform)."""
+    taken = {getattr(r, "path", None) for r in app.router.routes}
+
     async def live() -> dict[str, str]:
         return {"status": "live", "service": ctx.name}
 
-    @app.get("/health/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
         checks = await readiness(ctx)
         ok = all(checks.values())
@@ -87,6 +102,22 @@ def health_routes(app: FastAPI, ctx: ServiceContext) -> None:
             {"status": "ready" if ok else "not ready", "service": ctx.name, "checks": checks},
             status_code=200 if ok else 503,
         )
+
+    if "/health/live" not in taken:
+        app.get("/health/live", include_in_schema=False)(live)
+    if "/health/ready" not in taken:
+        app.get("/health/ready", include_in_schema=False)(ready)
+
+
+def metrics_route(app: FastAPI, ctx: ServiceContext) -> None:
+    """GET /metrics in Prometheus' text format; outbox and queue gauges are read first."""
+    queues = metrics.queue_names(ctx.bus.consumer.queues) if ctx.bus.consumer else []
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape() -> Response:
+        await metrics.refresh(ctx.name, pool=ctx.pool, connection=ctx.bus.connection, queues=queues)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
 
 async def readiness(ctx: ServiceContext) -> dict[str, bool]:
@@ -131,7 +162,9 @@ async def serve(
     definition: ServiceDefinition, settings: PlatformSettings, *, port: int | None = None
 ) -> None:
     schema = definition.schema or definition.name
-    pool = await create_pool(settings.database_url, schema, max_size=10)
+    pool = await create_pool(
+        settings.database_url, schema, max_size=10, connection_class=TracedConnection
+    )
     applied = await migrate(pool, [PLATFORM_MIGRATIONS, *definition.migrations])
     if applied:
         log.info("migrations.applied", names=applied)
@@ -154,6 +187,8 @@ async def serve(
 
     app = definition.http(ctx) if definition.http else FastAPI(title=definition.name)
     health_routes(app, ctx)
+    metrics_route(app, ctx)
+    install_observability(app, definition.name)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -186,6 +221,10 @@ def run(name: str, *, port: int | None = None) -> None:
     definition = load_definition(name)
     configure_logging(definition.name)
     settings = PlatformSettings()
+    setup_tracing(definition.name)
     import uvloop
 
-    uvloop.run(serve(definition, settings, port=port))
+    try:
+        uvloop.run(serve(definition, settings, port=port))
+    finally:
+        shutdown_tracing()

@@ -7,13 +7,18 @@
 Emitted events are written to the outbox by the same transaction when the block ends; if it
 raises, the transaction rolls back and nothing is published. Inside a consumer the unit of work
 is made by the bus with the handled event as cause: correlation id, causation id and trace
-context follow from it.
+context follow from it. Outside one (an HTTP route), the trace context is the current span's
+(the request's), unless given.
+
+`uow.after_commit(fn)` runs `fn` once the transaction has committed, never if it rolls back
+(metrics of what was decided: counted once, however often a batch is retried).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +28,7 @@ import asyncpg
 from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.envelope import new_envelope
 from eventshop.platform.bus.wire import encode_body
+from eventshop.platform.observability.tracing import current_traceparent
 
 
 @dataclass
@@ -33,6 +39,8 @@ class UnitOfWork:
     causation_id: str | None = None
     traceparent: str | None = None
     pending: list[Envelope] = field(default_factory=list)
+    #: run after the commit (shared by the units of work of one transaction)
+    committed_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     @asynccontextmanager
@@ -51,10 +59,11 @@ class UnitOfWork:
                 service=service,
                 correlation_id=correlation_id or str(uuid.uuid4()),
                 causation_id=causation_id,
-                traceparent=traceparent,
+                traceparent=traceparent or current_traceparent(),
             )
             yield uow
             await uow.flush()
+        uow.run_committed_hooks()
 
     def caused_by(self, cause: Envelope) -> UnitOfWork:
         """The same transaction, now emitting events caused by `cause`."""
@@ -65,7 +74,20 @@ class UnitOfWork:
             causation_id=str(cause.event_id),
             traceparent=cause.traceparent,
             pending=self.pending,
+            committed_hooks=self.committed_hooks,
         )
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run `hook` once this transaction has committed (not if it rolls back)."""
+        self.committed_hooks.append(hook)
+
+    def run_committed_hooks(self) -> None:
+        """Called by whoever committed the transaction; a failing hook is not the commit's."""
+        hooks = list(self.committed_hooks)
+        self.committed_hooks.clear()
+        for hook in hooks:
+            with contextlib.suppress(Exception):
+                hook()
 
     def emit(
         self, event: EventPayload, *, aggregate_id: str, occurred_at: datetime | None = None

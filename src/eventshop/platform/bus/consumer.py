@@ -39,6 +39,7 @@ import aiormq
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from eventshop.contracts import Envelope, EventPayload, Registry
 from eventshop.platform import faults
@@ -53,7 +54,9 @@ from eventshop.platform.bus.wire import (
     H_ROUTING_KEY,
     header_int,
 )
+from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.observability.metrics import EventMetrics
 from eventshop.platform.uow import UnitOfWork
 
 log = get_logger(__name__)
@@ -184,6 +187,7 @@ class Consumer:
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
         self.stats = ConsumerStats()
+        self.metrics = EventMetrics(subscription.service)
 
     @property
     def name(self) -> str:
@@ -343,10 +347,13 @@ class Consumer:
             except asyncpg.InFailedSQLTransactionError as exc:
                 raise _HandlerFailedError(None, exc) from exc
             await uow.flush()
+        uow.run_committed_hooks()
         for item in fresh:
             self.stats.by_type[item.envelope.event_type] += 1
+            self.metrics.handled(item.envelope.event_type)
         self.stats.handled += len(fresh)
         self.stats.duplicates += len(items) - len(fresh)
+        self.metrics.duplicates(len(items) - len(fresh))
 
     async def _apply_one_by_one(
         self, items: list[_Item], failed: _HandlerFailedError
@@ -360,6 +367,7 @@ class Consumer:
         rest = [i for i in items if i is not failed.item]
         handled = duplicates = 0
         ran: list[_Item] = []
+        committed: list[UnitOfWork] = []
         if not rest:
             return failures
         async with self._pool.acquire() as conn, conn.transaction():
@@ -378,39 +386,73 @@ class Consumer:
                         await conn.execute("SELECT 1")  # raises if the handler left it aborted
                         handled += 1
                         ran.append(item)
+                        committed.append(uow)
                 except Exception as exc:
                     if _is_infrastructure(exc):
                         raise
                     failures.append((item, exc))
         self.stats.handled += handled
         self.stats.duplicates += duplicates
+        self.metrics.duplicates(duplicates)
+        for uow in committed:
+            uow.run_committed_hooks()
         for item in ran:
             self.stats.by_type[item.envelope.event_type] += 1
+            self.metrics.handled(item.envelope.event_type)
         return failures
 
     async def _run_handler(self, uow: UnitOfWork, item: _Item) -> None:
         env = item.envelope
         handler = self.subscription.handler_for(env.event_type)
         assert handler is not None
-        with structlog.contextvars.bound_contextvars(
-            event_id=str(env.event_id),
-            event_type=env.event_type,
-            correlation_id=env.correlation_id,
-            causation_id=env.causation_id,
+        event_id = str(env.event_id)
+        with (
+            structlog.contextvars.bound_contextvars(
+                event_id=event_id,
+                event_type=env.event_type,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+            ),
+            tracing.handling_span(
+                self.name,
+                traceparent=_traceparent_of(item),
+                event_id=event_id,
+                event_type=env.event_type,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+            ) as span,
         ):
-            # a timeout in this task, not wait_for's extra task per event
-            async with asyncio.timeout(self._timeout):
-                await handler(uow, env, item.payload)
+            if span is not None:  # what the handler emits is caused by this span
+                uow.traceparent = tracing.traceparent_of(span)
+            started = time.perf_counter()
+            try:
+                # a timeout in this task, not wait_for's extra task per event
+                async with asyncio.timeout(self._timeout):
+                    await handler(uow, env, item.payload)
+            finally:
+                self.metrics.latency(env.event_type, time.perf_counter() - started)
 
     async def _run_batch_handler(
         self, uow: UnitOfWork, handler: BatchHandler, run: list[_Item]
     ) -> None:
         deliveries = [(uow.caused_by(i.envelope), i.envelope, i.payload) for i in run]
-        with structlog.contextvars.bound_contextvars(
-            event_type=run[0].envelope.event_type, events=len(run)
-        ):
-            async with asyncio.timeout(self._timeout):
-                await handler.many(deliveries)
+        spans = _batch_spans(self.name, run, deliveries)  # none unless an event is traced
+        started = time.perf_counter()
+        try:
+            with structlog.contextvars.bound_contextvars(
+                event_type=run[0].envelope.event_type, events=len(run)
+            ):
+                async with asyncio.timeout(self._timeout):
+                    await handler.many(deliveries)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR)
+            raise
+        finally:
+            for span in spans:
+                span.end()
+            self.metrics.latency(run[0].envelope.event_type, time.perf_counter() - started)
 
     # -- settling: retry ladder, parking lot, acks ---------------------------------------------
     async def _settle(
@@ -426,21 +468,39 @@ class Consumer:
             msg = item.message
             attempt = header_int(msg.headers, H_ATTEMPT) + 1
             error = f"{type(exc).__name__}: {exc}"[:1_000]
+            env = item.envelope
+            self.metrics.failed(env.event_type)
             if attempt < self.queues.max_attempts:
                 outgoing.append((self.queues.retry(attempt), _redirected(msg, attempt, error, now)))
                 self.stats.retried += 1
+                self.metrics.retried(env.event_type)
                 log.warning(
-                    "consumer.retry", consumer=self.name, event_type=item.envelope.event_type,
-                    event_id=str(item.envelope.event_id), attempt=attempt, error=error,
+                    "consumer.retry",
+                    consumer=self.name,
+                    event_type=env.event_type,
+                    event_id=str(env.event_id),
+                    correlation_id=env.correlation_id,
+                    causation_id=env.causation_id,
+                    trace_id=tracing.trace_id_of(env.traceparent),
+                    attempt=attempt,
+                    error=error,
                 )
             else:
                 outgoing.append(
                     (self.queues.parked, _redirected(msg, attempt, error, now, park_by=self.name))
                 )
                 self.stats.parked += 1
+                self.metrics.parked(env.event_type, "handler_failed")
                 log.error(
-                    "consumer.parked", consumer=self.name, event_type=item.envelope.event_type,
-                    event_id=str(item.envelope.event_id), attempts=attempt, error=error,
+                    "consumer.parked",
+                    consumer=self.name,
+                    event_type=env.event_type,
+                    event_id=str(env.event_id),
+                    correlation_id=env.correlation_id,
+                    causation_id=env.causation_id,
+                    trace_id=tracing.trace_id_of(env.traceparent),
+                    attempts=attempt,
+                    error=error,
                 )
             sources.append(msg)
         for msg, error in to_park:
@@ -450,7 +510,15 @@ class Consumer:
             )
             sources.append(msg)
             self.stats.parked += 1
-            log.error("consumer.parked_at_once", consumer=self.name, error=error[:300])
+            self.metrics.parked(msg.type, "rejected")
+            log.error(
+                "consumer.parked_at_once",
+                consumer=self.name,
+                event_type=msg.type,
+                event_id=msg.message_id,
+                correlation_id=msg.correlation_id,
+                error=error[:300],
+            )
 
         results = await self._publisher.publish_many(outgoing, to_queue=True) if outgoing else []
         unsettled = {id(m) for m, err in zip(sources, results, strict=True) if err is not None}
@@ -467,6 +535,40 @@ class Consumer:
         except (aiormq.exceptions.ChannelInvalidStateError, aiormq.exceptions.AMQPError) as exc:
             # the channel closed after the commit: the broker redelivers, the inbox absorbs
             log.warning("consumer.ack_lost", consumer=self.name, error=repr(exc))
+
+
+def _traceparent_of(item: _Item) -> str | None:
+    """The message's `traceparent` header (it names the publishing relay's span), else the
+    envelope's (a message published by other means)."""
+    value = item.message.headers.get("traceparent") if item.message.headers else None
+    return value if isinstance(value, str) else item.envelope.traceparent
+
+
+def _batch_spans(service: str, run: list[_Item], deliveries: list[Delivery]) -> list[Span]:
+    """A CONSUMER span per traced event of a batch handler's call, ended by the caller; each
+    event's unit of work then emits under its own span."""
+    spans: list[Span] = []
+    for item, (uow, env, _) in zip(run, deliveries, strict=True):
+        traceparent = _traceparent_of(item)
+        if traceparent is None:
+            continue
+        event_id = str(env.event_id)
+        span = tracing.start_span(
+            f"handle {env.event_type}",
+            parent_traceparent=traceparent,
+            kind=SpanKind.CONSUMER,
+            attributes=tracing.event_attributes(
+                service,
+                event_id=event_id,
+                event_type=env.event_type,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+            ),
+        )
+        if span is not None:
+            uow.traceparent = tracing.traceparent_of(span)
+            spans.append(span)
+    return spans
 
 
 def _channel_of(message: AbstractIncomingMessage) -> Any:

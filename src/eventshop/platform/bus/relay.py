@@ -13,14 +13,19 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from eventshop.platform import faults
-from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.publisher import Prepared, Publisher
 from eventshop.platform.bus.wire import properties_from_row
+from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.observability.metrics import OUTBOX_PUBLISH_FAILED, OUTBOX_PUBLISHED
 
 log = get_logger(__name__)
 
@@ -64,6 +69,8 @@ class OutboxRelay:
         self._stopping = False
         self.published = 0
         self.is_leader = False
+        self._published_metric = OUTBOX_PUBLISHED.labels(app_id)
+        self._failed_metric = OUTBOX_PUBLISH_FAILED.labels(app_id)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -159,10 +166,15 @@ class OutboxRelay:
             )
             for r in rows
         ]
+        spans = _publish_spans(self._app_id, rows, messages)  # none unless a row is traced
         try:
             results = await self._publisher.publish_prepared(messages)
         except Exception as exc:  # the channel is gone: every row stays unsent
             results = [exc] * len(rows)
+        for i, span in spans:
+            if results[i] is not None:
+                span.set_status(StatusCode.ERROR, repr(results[i])[:200])
+            span.end()
         faults.point("relay.after_publish")
         sent = [r["id"] for r, err in zip(rows, results, strict=True) if err is None]
         failed = [(r["id"], repr(err)[:500]) for r, err in zip(rows, results, strict=True) if err]
@@ -186,10 +198,12 @@ class OutboxRelay:
                     [e for _, e in failed],
                 )
         if failed:
+            self._failed_metric.inc(len(failed))
             log.warning("relay.publish_failed", failed=len(failed), first_error=failed[0][1])
             if not sent:
                 await asyncio.sleep(min(1.0, self._poll_s))
         self.published += len(sent)
+        self._published_metric.inc(len(sent))
         return len(sent)
 
     async def _cleanup(self) -> None:
@@ -198,3 +212,40 @@ class OutboxRelay:
                 "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
                 self._retention_s,
             )
+
+
+def _publish_spans(
+    service: str, rows: Sequence[asyncpg.Record], messages: list[Prepared]
+) -> list[tuple[int, Span]]:
+    """A PRODUCER span per traced row, from the publish to its confirm; the message's
+    traceparent header then names it, so the consumer's span is its child. The span starts
+    when the row leaves the outbox: the gap before it is the outbox lag."""
+    spans: list[tuple[int, Span]] = []
+    now: datetime | None = None
+    for i, r in enumerate(rows):
+        if r["traceparent"] is None:
+            continue
+        now = now or datetime.now(UTC)
+        attributes: dict[str, str | float] = {
+            **tracing.event_attributes(
+                service,
+                event_id=str(r["event_id"]),
+                event_type=r["event_type"],
+                correlation_id=r["correlation_id"],
+                causation_id=r["causation_id"],
+            ),
+            "eventshop.outbox_lag_ms": round((now - r["occurred_at"]).total_seconds() * 1e3, 1),
+        }
+        span = tracing.start_span(
+            f"publish {r['event_type']}",
+            parent_traceparent=r["traceparent"],
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+        if span is None:
+            continue
+        headers = messages[i][2].headers
+        if headers is not None and (traceparent := tracing.traceparent_of(span)):
+            headers["traceparent"] = traceparent
+        spans.append((i, span))
+    return spans

@@ -1,35 +1,138 @@
 """Structured logs: one JSON object a line (a console rendering when a terminal is attached).
 
 Context (service, event_id, event_type, correlation_id, causation_id) is bound with
-structlog's contextvars, so every line written while handling an event carries it.
+structlog's contextvars, so every line written while handling an event carries it; the ids
+of the current trace and span (trace_id, span_id) are added to every line written inside a
+span. Lines of the standard library's loggers (uvicorn, aio-pika, asyncpg) go through the same
+processors and renderer, so they are JSON too and carry the same context.
+
+Secrets never reach a line: values under keys that name them (password, password_hash,
+token, secret, authorization, ...) are replaced, and any text that looks like a password hash
+(argon2, bcrypt), a JWT or a bearer credential is masked wherever it appears (an exception's
+message included).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
+
+REDACTED = "[redacted]"
+
+#: keys whose values are never logged (compared lower-cased, "-" read as "_")
+SECRET_KEYS = frozenset(
+    {
+        "password", "new_password", "old_password", "password_hash", "passwd", "hash",
+        "secret", "jwt_secret", "client_secret", "token", "access_token", "refresh_token",
+        "id_token", "payment_token", "authorization", "cookie", "set_cookie", "api_key",
+        "apikey", "private_key", "credentials",
+    }
+)  # fmt: skip
+_SECRET_TEXT = re.compile(
+    r"\$argon2(?:id|i|d)\$[\w=,$+/.-]+"  # argon2 hashes (their parameters, salt and hash)
+    r"|\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}"  # bcrypt hashes
+    r"|\beyJ[\w-]+\.eyJ[\w-]+\.[\w-]+"  # JWTs
+    r"|(?i:bearer)\s+[\w.~+/-]+=*"  # bearer credentials
+)
 
 
-def configure_logging(service: str, level: str = "INFO", *, json: bool | None = None) -> None:
+def _is_secret_key(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return k in SECRET_KEYS or k.endswith(("_password", "_secret", "_token"))
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _SECRET_TEXT.sub(REDACTED, value)
+    if depth > 4:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else _scrub(v, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
+
+
+def redact_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: no secret or password hash leaves the process in a log line."""
+    for key, value in event_dict.items():
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, (str, Mapping, list, tuple)):
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def add_trace_context(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current trace and span ids, when inside a span."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", f"{ctx.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{ctx.span_id:016x}")
+    return event_dict
+
+
+def configure_logging(
+    service: str,
+    level: str = "INFO",
+    *,
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    cache: bool = True,
+) -> None:
+    """Log as `service`: JSON lines to stderr (or `stream`), console lines on a terminal."""
+    out = stream or sys.stderr
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not out.isatty()
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_context,
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=cache,
     )
+    # the standard library's loggers (uvicorn, asyncio, aio-pika) through the same pipeline
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.getLevelName(level), logging.WARNING))
     structlog.contextvars.bind_contextvars(service=service)
 
 

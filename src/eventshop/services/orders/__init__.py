@@ -7,5 +7,6 @@ consumes  product.created, product.updated           (its own price list: no cal
 publishes order.created, payment.requested, order.confirmed, order.cancelled
 HTTP      POST /orders (202 + id; Idempotency-Key), GET /orders, GET /orders/{id},
           GET /orders/{id}/history (the order's stream)
-background the timeout scanner: running orders past their deadline are cancelled (timeout)
+background the timeout scanner: running orders past their deadline are cancelled (timeout);
+          the projections orders_by_user and sales_per_sku, fed from the event log (projections.py)
 """

@@ -82,11 +82,16 @@ class OrderView(BaseModel):
 class HistoryEntry(BaseModel):
     version: int
     event_type: str
+    #: the version `data` is in (the current one: old events are upcast on read)
     schema_version: int
+    #: the version it was stored in, when it was upcast
+    stored_schema_version: int | None = None
     data: dict[str, Any]
     recorded_at: datetime
     correlation_id: str | None
     causation_id: str | None
+    #: the order's status right after this event
+    status_after: str
 
 
 def build_app(ctx: ServiceContext, settings: OrdersSettings | None = None) -> FastAPI:
@@ -165,17 +170,20 @@ def build_app(ctx: ServiceContext, settings: OrdersSettings | None = None) -> Fa
             if owner is None or not _may_see(who, owner):
                 raise not_found("order")
             recorded = await store.history_of(conn, order_id)
+        steps = domain.timeline(store.to_domain(r) for r in recorded)
         return [
             HistoryEntry(
                 version=r.version,
                 event_type=r.event_type,
                 schema_version=r.schema_version,
+                stored_schema_version=r.stored_schema_version,
                 data=r.payload,
                 recorded_at=r.recorded_at,
                 correlation_id=r.correlation_id,
                 causation_id=r.causation_id,
+                status_after=state.status.value,
             )
-            for r in recorded
+            for r, (_, state) in zip(recorded, steps, strict=True)
         ]
 
     return app

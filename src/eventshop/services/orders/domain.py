@@ -97,10 +97,17 @@ class PaymentRequested(DomainEvent):
 
 
 class PaymentSucceeded(DomainEvent):
-    """Payments captured the order's payment."""
+    """Payments captured the order's payment.
+
+    v2 records the captured amount as money (amount and currency); v1 had the amount only, and
+    reads as v2 with `currency` None, "not recorded" (eventshop.services.orders.upcasters).
+    """
+
+    schema_version: ClassVar[int] = 2
 
     payment_id: str
     amount_minor: int = Field(ge=0)
+    currency: str | None = None
 
 
 PaymentFailureReason = Literal["payment_declined", "fraud"]
@@ -227,6 +234,16 @@ def replay(events: Iterable[DomainEvent]) -> Order | None:
     for event in events:
         order = evolve(order, event)
     return order
+
+
+def timeline(events: Iterable[DomainEvent]) -> list[tuple[DomainEvent, Order]]:
+    """Each event of a stream with the order as it was right after it (its history)."""
+    steps: list[tuple[DomainEvent, Order]] = []
+    order: Order | None = None
+    for event in events:
+        order = evolve(order, event)
+        steps.append((event, order))
+    return steps
 
 
 def decide(order: Order, event: SagaEvent) -> Decision:

@@ -9,7 +9,7 @@ from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.uow import UnitOfWork
-from eventshop.services.orders import domain, store
+from eventshop.services.orders import domain, metrics, store
 
 log = get_logger(__name__)
 
@@ -44,7 +44,9 @@ async def stock_rejected(uow: UnitOfWork, env: Envelope, event: InventoryRejecte
 
 
 async def payment_succeeded(uow: UnitOfWork, env: Envelope, event: PaymentSucceeded) -> None:
-    fact = domain.PaymentSucceeded(payment_id=event.payment_id, amount_minor=event.amount_minor)
+    fact = domain.PaymentSucceeded(
+        payment_id=event.payment_id, amount_minor=event.amount_minor, currency=event.currency
+    )
     await advance(uow, event.order_id, fact)
 
 
@@ -85,6 +87,8 @@ async def advance(
     )
     for outgoing in decision.emit:
         uow.emit(outgoing, aggregate_id=order_id)
+    if (count_outcome := metrics.saga_finished(order, decision.state)) is not None:
+        uow.after_commit(count_outcome)
     log.info(
         "orders.advanced",
         order_id=order_id,

@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 
 from eventshop.platform import eventstore
+from eventshop.platform.eventstore.projections import start_projections
 from eventshop.platform.runtime import ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
-from eventshop.services.orders import api, handlers, timeouts
+from eventshop.services.orders import api, handlers, projections, store, timeouts
 from eventshop.services.orders.settings import OrdersSettings
 
 #: read from the environment when the service is loaded, so a bad value stops it at start
@@ -21,7 +22,21 @@ def build_http(ctx: ServiceContext) -> FastAPI:
 
 
 async def start_background(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
-    return timeouts.start_scanner(ctx.pool, settings, service=ctx.name)
+    """The timeout scanner and the projections' live subscriptions; returns what stops both."""
+    stop_scanner = timeouts.start_scanner(ctx.pool, settings, service=ctx.name)
+    stop_projections = start_projections(
+        ctx.pool,
+        store.events,
+        projections.PROJECTIONS,
+        batch=settings.projection_batch,
+        poll_s=settings.projection_poll_s,
+    )
+
+    async def stop() -> None:
+        await stop_projections()
+        await stop_scanner()
+
+    return stop
 
 
 definition = ServiceDefinition(

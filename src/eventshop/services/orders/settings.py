@@ -18,6 +18,15 @@ class OrdersSettings(BaseSettings):
     #: orders timed out per scanner transaction
     timeout_scan_batch: int = Field(default=100, ge=1, le=10_000)
 
+    #: snapshot an order's state every this many events of its stream (0: never). Orders'
+    #: streams end within 7 events, and loading 10 events costs about what loading a snapshot
+    #: does (`eventshop bench eventstore`), so snapshots are off unless streams grow long.
+    snapshot_every: int = Field(default=0, ge=0)
+    #: the projections' live subscriptions: events per transaction, and how often an idle one
+    #: looks for new events
+    projection_batch: int = Field(default=1_000, ge=1, le=100_000)
+    projection_poll_s: float = Field(default=0.2, gt=0)
+
     @property
     def timeout(self) -> timedelta:
         return timedelta(seconds=self.timeout_s)

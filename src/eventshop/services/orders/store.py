@@ -4,32 +4,82 @@ the idempotency keys of POST /orders.
 Every writer of an order first locks its read-model row (`lock_order`, or the timeout scan's
 FOR UPDATE SKIP LOCKED), so the consumers and the timeout scanners of several processes take
 turns on an order; the stream's unique version is the backstop if one ever does not.
+
+An append holds the event log's head lock until its transaction ends (docs/adr/0005), so each
+writer here appends last: read model and snapshot first, then the stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import orjson
 
-from eventshop.platform.eventstore import NewEvent, PostgresEventStore, RecordedEvent
+from eventshop.contracts.common import Line
+from eventshop.platform.eventstore import (
+    NewEvent,
+    PostgresEventStore,
+    RecordedEvent,
+    SnapshotPolicy,
+    load_state,
+    snapshot_if_due,
+)
 from eventshop.services.orders.domain import (
     DOMAIN_EVENTS,
     Decision,
     DomainEvent,
     Order,
     Price,
-    replay,
+    Status,
+    evolve,
 )
+from eventshop.services.orders.settings import OrdersSettings
+from eventshop.services.orders.upcasters import UPCASTERS
 
-events = PostgresEventStore()
+events = PostgresEventStore(UPCASTERS)
+
+#: when an order's state is snapshotted (EVENTSHOP_ORDERS_SNAPSHOT_EVERY; read at load, as
+#: service.py reads its settings, so a bad value stops the service at start)
+SNAPSHOTS = SnapshotPolicy(OrdersSettings().snapshot_every)
 
 
 def stream_of(order_id: str) -> str:
     return f"order-{order_id}"
+
+
+def order_id_of(stream_id: str) -> str:
+    return stream_id.removeprefix("order-")
+
+
+class OrderCodec:
+    """An order's state in a snapshot; bump `schema_version` when `Order` changes shape."""
+
+    schema_version = 1
+
+    def encode(self, order: Order) -> dict[str, Any]:
+        state = asdict(order)
+        state["lines"] = [line.model_dump(mode="json") for line in order.lines]
+        state["placed_at"] = order.placed_at.isoformat()
+        state["deadline"] = order.deadline.isoformat()
+        return state
+
+    def decode(self, data: dict[str, Any]) -> Order:
+        return Order(
+            **{
+                **data,
+                "lines": tuple(Line.model_validate(line) for line in data["lines"]),
+                "placed_at": datetime.fromisoformat(data["placed_at"]),
+                "deadline": datetime.fromisoformat(data["deadline"]),
+                "status": Status(data["status"]),
+            }
+        )
+
+
+CODEC = OrderCodec()
 
 
 # -- the price list -------------------------------------------------------------------------------
@@ -103,8 +153,29 @@ async def lock_order(conn: asyncpg.Connection, order_id: str) -> bool:
     return found is not None
 
 
+def fold(order: Order | None, recorded: RecordedEvent) -> Order:
+    return evolve(order, to_domain(recorded))
+
+
 async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
-    return replay(to_domain(r) for r in await events.load(conn, stream_of(order_id)))
+    """The order now: its snapshot (if snapshots are on) and the events after it."""
+    codec = CODEC if SNAPSHOTS.every else None
+    return (await load_state(events, conn, stream_of(order_id), fold, codec)).state
+
+
+async def order_as_of(
+    conn: asyncpg.Connection,
+    order_id: str,
+    *,
+    version: int | None = None,
+    at: datetime | None = None,
+) -> Order | None:
+    """Time travel: the order as it was after `version`, or at time `at` (None: not yet placed)."""
+    codec = CODEC if SNAPSHOTS.every else None
+    loaded = await load_state(
+        events, conn, stream_of(order_id), fold, codec, to_version=version, until=at
+    )
+    return loaded.state
 
 
 async def history_of(conn: asyncpg.Connection, order_id: str) -> list[RecordedEvent]:
@@ -112,11 +183,14 @@ async def history_of(conn: asyncpg.Connection, order_id: str) -> list[RecordedEv
 
 
 async def record_new_order(
-    conn: asyncpg.Connection, decision: Decision, *, correlation_id: str
+    conn: asyncpg.Connection,
+    decision: Decision,
+    *,
+    correlation_id: str,
+    snapshots: SnapshotPolicy | None = None,
 ) -> None:
     """Start an order's stream and its read-model row."""
     order = decision.state
-    await _append(conn, order.order_id, 0, decision.record, correlation_id, None)
     await conn.execute(
         """
         INSERT INTO orders (order_id, user_id, email, status, reason, lines, total_minor,
@@ -136,6 +210,8 @@ async def record_new_order(
         order.version,
         correlation_id,
     )
+    await _snapshot(conn, 0, order, snapshots)
+    await _append(conn, order.order_id, 0, decision.record, correlation_id, None)
 
 
 async def record_decision(
@@ -145,13 +221,11 @@ async def record_decision(
     *,
     correlation_id: str | None,
     causation_id: str | None,
+    snapshots: SnapshotPolicy | None = None,
 ) -> None:
     """Append a saga step's events and bring the read model to the new state."""
     if not decision.record:
         return
-    await _append(
-        conn, before.order_id, before.version, decision.record, correlation_id, causation_id
-    )
     order = decision.state
     await conn.execute(
         "UPDATE orders SET status = $2, reason = $3, version = $4, updated_at = now()"
@@ -160,6 +234,25 @@ async def record_decision(
         order.status.value,
         order.reason,
         order.version,
+    )
+    await _snapshot(conn, before.version, order, snapshots)
+    await _append(
+        conn, before.order_id, before.version, decision.record, correlation_id, causation_id
+    )
+
+
+async def _snapshot(
+    conn: asyncpg.Connection, before: int, order: Order, snapshots: SnapshotPolicy | None
+) -> None:
+    await snapshot_if_due(
+        events,
+        conn,
+        stream_of(order.order_id),
+        order,
+        before=before,
+        after=order.version,
+        policy=snapshots or SNAPSHOTS,
+        codec=CODEC,
     )
 
 
@@ -180,9 +273,68 @@ async def _append(
     )
 
 
+async def read_model_differences(
+    conn: asyncpg.Connection, order_ids: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Replay each order's stream (no snapshot) and compare it with its `orders` row.
+
+    Returns the orders that differ, each with what differs; {} when every read model is what
+    its stream says. `order_ids` None: every order.
+    """
+    if order_ids is None:
+        rows = await conn.fetch(f"SELECT {ORDER_COLUMNS} FROM orders")
+    else:
+        rows = await conn.fetch(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ANY($1::text[])",
+            list(order_ids),
+        )
+    found = {r["order_id"]: r for r in rows}
+    differences: dict[str, list[str]] = {}
+    for order_id in order_ids if order_ids is not None else list(found):
+        row = found.get(order_id)
+        replayed = (await load_state(events, conn, stream_of(order_id), fold)).state
+        if row is None or replayed is None:
+            if row is not None or replayed is not None:
+                differences[order_id] = ["a read model without a stream, or a stream without one"]
+            continue
+        wanted = {
+            "user_id": replayed.user_id,
+            "email": replayed.email,
+            "status": replayed.status.value,
+            "reason": replayed.reason,
+            "lines": [line.model_dump(mode="json") for line in replayed.lines],
+            "total_minor": replayed.total_minor,
+            "currency": replayed.currency,
+            "created_at": replayed.placed_at,
+            "deadline": replayed.deadline,
+            "version": replayed.version,
+        }
+        kept = {**dict(row), "lines": orjson.loads(row["lines"])}
+        diff = [
+            f"{k}: stream says {v!r}, read model {kept[k]!r}"
+            for k, v in wanted.items()
+            if kept[k] != v
+        ]
+        if diff:
+            differences[order_id] = diff
+    return differences
+
+
+class UnknownDomainEventError(Exception):
+    """A stored event this code can't read: an unknown type, or a version with no upcaster."""
+
+
 def to_domain(recorded: RecordedEvent) -> DomainEvent:
-    """A stored event as its domain event (the place to upcast old schema versions)."""
-    return DOMAIN_EVENTS[recorded.event_type].model_validate(recorded.payload)
+    """A stored event as its domain event (upcast to the current version by the store)."""
+    kind = DOMAIN_EVENTS.get(recorded.event_type)
+    if kind is None:
+        raise UnknownDomainEventError(f"unknown domain event type {recorded.event_type!r}")
+    if recorded.schema_version != kind.schema_version:
+        raise UnknownDomainEventError(
+            f"{recorded.event_type} v{recorded.schema_version} read, but this code knows"
+            f" v{kind.schema_version}: an upcaster is missing"
+        )
+    return kind.model_validate(recorded.payload)
 
 
 def _lines_json(order: Order) -> str:

@@ -46,6 +46,7 @@ class TimeoutScanner:
                     service=self._service,
                     correlation_id=order.correlation_id,
                     pending=batch.pending,
+                    committed_hooks=batch.committed_hooks,  # run once the batch commits
                 )
                 emitted = len(batch.pending)
                 try:

@@ -1,0 +1,405 @@
+"""Operator commands on the event store of an event-sourced service (orders).
+
+    eventshop events stream STREAM_ID [--from-version N] [--to-version N] [--json]
+    eventshop events tail [--last N | --from-position P] [--type T ...] [--follow] [--json]
+    eventshop events history ORDER_ID [--version N | --at TIME]     an order's timeline
+    eventshop events projections                                    positions and lag
+    eventshop events rebuild PROJECTION [--verify-only] [--batch N]  with a progress bar
+    eventshop events check [ORDER_ID ...]                 replay = read model, for every order
+
+They read the service's schema in PostgreSQL directly (EVENTSHOP_DATABASE_URL), as an operator
+would, through the service's own store (so old schema versions are shown upcast). A rebuild
+runs here, beside the running platform: the live projection keeps serving until the swap.
+Tables go to stderr; `--json` writes one JSON object per line to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from eventshop.platform.db import create_pool
+from eventshop.platform.eventstore import RecordedEvent
+from eventshop.platform.eventstore.projections import RebuildInProgressError, positions, rebuild
+from eventshop.platform.settings import PlatformSettings
+
+console = Console(stderr=True)
+events_app = typer.Typer(
+    help="the event store: streams, the global log, order timelines, projections",
+    no_args_is_help=True,
+)
+T = TypeVar("T")
+#: the schema of the event-sourced service (orders); --schema changes it
+where = {"schema": "orders"}
+
+
+@events_app.callback()
+def _options(
+    schema: str = typer.Option("orders", help="the event-sourced service's schema"),
+) -> None:
+    where["schema"] = schema
+
+
+@asynccontextmanager
+async def _pool() -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(
+        PlatformSettings().database_url, where["schema"], min_size=1, max_size=3
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _run(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with _pool() as pool:
+            return await work(pool)
+
+    try:
+        return asyncio.run(main())
+    except asyncpg.UndefinedTableError as exc:
+        console.print(
+            f"[red]schema {where['schema']!r} has no event store of this version ({exc}):"
+            " the service migrates its schema when it starts; start it once, then try again[/]"
+        )
+        raise typer.Exit(2) from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        console.print(f"[red]database: {exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _as_json(e: RecordedEvent) -> dict[str, Any]:
+    return {
+        "global_position": e.global_position,
+        "stream_id": e.stream_id,
+        "version": e.version,
+        "event_type": e.event_type,
+        "schema_version": e.schema_version,
+        "stored_schema_version": e.stored_schema_version,
+        "recorded_at": e.recorded_at.isoformat(),
+        "payload": e.payload,
+        "metadata": e.metadata,
+    }
+
+
+def _brief(payload: dict[str, Any], width: int = 70) -> str:
+    text = json.dumps(payload, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _events_table(title: str, events: list[RecordedEvent]) -> Table:
+    """One stream's events (its id is the title)."""
+    table = Table(title=title)
+    table.add_column("position", justify="right")
+    table.add_column("v", justify="right")
+    table.add_column("type", no_wrap=True)
+    table.add_column("schema", justify="right", no_wrap=True)
+    table.add_column("recorded at", no_wrap=True)
+    table.add_column("data", overflow="ellipsis")
+    for e in events:
+        schema = str(e.schema_version)
+        if e.was_upcast:
+            schema = f"{e.stored_schema_version}→{e.schema_version}"
+        table.add_row(
+            str(e.global_position),
+            str(e.version),
+            e.event_type,
+            schema,
+            f"{e.recorded_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+            _brief(e.payload),
+        )
+    return table
+
+
+@events_app.command("stream")
+def stream(
+    stream_id: str = typer.Argument(..., help="e.g. order-<order id>"),
+    from_version: int = typer.Option(0, help="show the events after this version"),
+    to_version: int | None = typer.Option(None, help="up to this version"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per event on stdout"),
+) -> None:
+    """Show one stream's events, in version order."""
+    from eventshop.services.orders.store import events as store
+
+    async def work(pool: asyncpg.Pool) -> list[RecordedEvent]:
+        async with pool.acquire() as conn:
+            return await store.load(conn, stream_id, from_version, to_version=to_version)
+
+    found = _run(work)
+    if as_json:
+        for e in found:
+            print(json.dumps(_as_json(e)))
+    elif found:
+        console.print(_events_table(stream_id, found))
+    if not found:
+        console.print(f"[yellow]no events in {stream_id!r} after version {from_version}[/]")
+        raise typer.Exit(1)
+
+
+@events_app.command("tail")
+def tail(
+    last: int = typer.Option(20, help="start this many events before the head"),
+    from_position: int | None = typer.Option(None, help="start after this global position"),
+    event_type: list[str] = typer.Option([], "--type", help="only these event types"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events"),
+    poll_s: float = typer.Option(0.5, help="how often to look for new events with --follow"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per event on stdout"),
+) -> None:
+    """The global log, in order: the last events, or from a position; --follow for more."""
+    from eventshop.services.orders.store import events as store
+
+    types = event_type or None
+
+    def show(batch: list[RecordedEvent]) -> None:
+        for e in batch:
+            if as_json:
+                print(json.dumps(_as_json(e)), flush=True)
+            else:
+                console.print(
+                    f"[dim]{e.global_position:>8}[/] {e.recorded_at:%H:%M:%S.%f}"[:-3]
+                    + f" [cyan]{e.stream_id}[/] v{e.version} [bold]{e.event_type}[/]"
+                    + f" {_brief(e.payload, 90)}",
+                    highlight=False,
+                )
+
+    async def work(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            position = from_position
+            if position is None:
+                position = max(0, await store.head(conn) - last)
+            while True:
+                page = await store.read_all(conn, position, limit=500, event_types=types)
+                show(page.events)
+                position = page.position
+                if page.caught_up:
+                    if not follow:
+                        return
+                    await asyncio.sleep(poll_s)
+
+    with suppress(KeyboardInterrupt):  # ^C ends --follow
+        _run(work)
+
+
+@events_app.command("history")
+def history(
+    order_id: str = typer.Argument(...),
+    version: int | None = typer.Option(None, help="the order as of this version of its stream"),
+    at: datetime | None = typer.Option(None, help="the order as of this time (ISO 8601)"),
+    as_json: bool = typer.Option(False, "--json", help="the timeline as JSON on stdout"),
+) -> None:
+    """An order's history as a timeline; with --version or --at, the order as it was then.
+
+    Each event of its stream, when it was recorded, seconds since the order was placed, and
+    the status the order was in right after it.
+    """
+    from eventshop.services.orders import domain
+    from eventshop.services.orders import store as orders
+
+    if at is not None and at.tzinfo is None:
+        at = at.astimezone()  # a local time, as the operator typed it
+
+    async def work(
+        pool: asyncpg.Pool,
+    ) -> tuple[list[RecordedEvent], domain.Order | None]:
+        async with pool.acquire() as conn:
+            recorded = await orders.history_of(conn, order_id)
+            then = None
+            if version is not None or at is not None:
+                then = await orders.order_as_of(conn, order_id, version=version, at=at)
+            return recorded, then
+
+    recorded, then = _run(work)
+    if not recorded:
+        console.print(f"[yellow]no order {order_id}[/]")
+        raise typer.Exit(1)
+    steps = domain.timeline(orders.to_domain(r) for r in recorded)
+    start = recorded[0].recorded_at
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "order_id": order_id,
+                    "timeline": [
+                        {**_as_json(r), "status_after": state.status.value}
+                        for r, (_, state) in zip(recorded, steps, strict=True)
+                    ],
+                    "as_of": None if then is None else orders.CODEC.encode(then),
+                },
+                default=str,
+            )
+        )
+        return
+    table = Table(title=f"order {order_id}")
+    for column in ("v", "at", "+s", "event", "status after", "data"):
+        table.add_column(column, justify="right" if column in ("v", "+s") else "left")
+    for r, (_, state) in zip(recorded, steps, strict=True):
+        marker = "" if not r.was_upcast else f" (stored v{r.stored_schema_version})"
+        status = state.status.value + (f" ({state.reason})" if state.reason else "")
+        table.add_row(
+            str(r.version),
+            r.recorded_at.isoformat(timespec="milliseconds"),
+            f"{(r.recorded_at - start).total_seconds():.3f}",
+            r.event_type + marker,
+            status,
+            _brief(r.payload, 60),
+        )
+    console.print(table)
+    if version is not None or at is not None:
+        when = f"version {version}" if version is not None else f"{at}"
+        if then is None:
+            console.print(f"as of {when}: [yellow]not placed yet[/]")
+        else:
+            console.print(
+                f"as of {when}: [bold]{then.status.value}[/]"
+                + (f" ({then.reason})" if then.reason else "")
+                + f", version {then.version}, total {then.total_minor} {then.currency}"
+            )
+
+
+@events_app.command("projections")
+def list_projections() -> None:
+    """Every projection's position in the global log, and how far behind the head it is."""
+    from eventshop.services.orders.projections import PROJECTIONS
+    from eventshop.services.orders.store import events as store
+
+    async def work(pool: asyncpg.Pool) -> tuple[dict[str, int], int]:
+        async with pool.acquire() as conn:
+            return await positions(conn), await store.head(conn)
+
+    where, head = _run(work)
+    table = Table(title=f"projections (head {head})")
+    table.add_column("projection")
+    table.add_column("position", justify="right")
+    table.add_column("behind", justify="right")
+    for name in sorted({p.name for p in PROJECTIONS} | set(where)):
+        position = where.get(name)
+        table.add_row(
+            name,
+            "-" if position is None else str(position),
+            "not set up" if position is None else str(head - position),
+        )
+    console.print(table)
+
+
+@events_app.command("rebuild")
+def rebuild_projection(
+    projection: str = typer.Argument(..., help="orders_by_user or sales_per_sku"),
+    verify_only: bool = typer.Option(
+        False, "--verify-only", help="build beside the live one and compare, don't swap"
+    ),
+    batch: int = typer.Option(5_000, min=1, help="events per transaction"),
+) -> None:
+    """Rebuild a projection from position zero while the platform runs, then swap it in.
+
+    The new tables are built beside the live ones, compared with them at one position, and
+    swapped in in one short transaction; differences are reported (0: the live one was right).
+    """
+    from eventshop.services.orders.projections import projection_named
+    from eventshop.services.orders.store import events as store
+
+    try:
+        target = projection_named(projection)
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"rebuild {projection}", total=None, rate="")
+        started = time.perf_counter()
+
+        def progress(position: int, head: int) -> None:
+            elapsed = max(time.perf_counter() - started, 1e-6)
+            bar.update(
+                task, completed=position, total=head, rate=f"{position / elapsed:,.0f} pos/s"
+            )
+
+        async def work(pool: asyncpg.Pool) -> Any:
+            return await rebuild(
+                pool, store, target, batch=batch, swap=not verify_only, progress=progress
+            )
+
+        try:
+            report = _run(work)
+        except RebuildInProgressError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    verdict = (
+        "[green]identical to the live one[/]"
+        if report.differences == 0
+        else f"[yellow]{report.differences} rows differed from the live one[/]"
+    )
+    console.print(
+        f"{projection}: {report.events:,} events in {report.seconds:.2f} s"
+        f" ({report.rate:,.0f} events/s) up to position {report.position};"
+        f" {'swapped in' if report.swapped else 'verified, not swapped'}; {verdict}"
+    )
+    print(
+        json.dumps(
+            {
+                "projection": projection,
+                "events": report.events,
+                "position": report.position,
+                "seconds": round(report.seconds, 3),
+                "events_per_s": round(report.rate),
+                "differences": report.differences,
+                "swapped": report.swapped,
+            }
+        )
+    )
+    raise typer.Exit(0 if report.differences == 0 or report.swapped else 1)
+
+
+@events_app.command("check")
+def check(
+    order_ids: list[str] = typer.Argument(None, help="these orders (default: every order)"),
+) -> None:
+    """Replay orders from their streams and compare each with its read model (`orders`)."""
+    from eventshop.services.orders.store import read_model_differences
+
+    async def work(pool: asyncpg.Pool) -> tuple[int, dict[str, list[str]]]:
+        async with pool.acquire() as conn:
+            count = (
+                len(order_ids) if order_ids else await conn.fetchval("SELECT count(*) FROM orders")
+            )
+            return count, await read_model_differences(conn, order_ids or None)
+
+    count, differences = _run(work)
+    for order_id, what in sorted(differences.items()):
+        console.print(f"[red]{order_id}[/]: " + "; ".join(what))
+    console.print(
+        f"{count} orders replayed: "
+        + (
+            "[green]every read model matches its stream[/]"
+            if not differences
+            else f"[red]{len(differences)} differ[/]"
+        )
+    )
+    print(json.dumps({"orders": count, "differing": sorted(differences)}))
+    raise typer.Exit(0 if not differences else 1)
