@@ -1,0 +1,1 @@
+"""Benchmarks run against the real broker and database (`eventshop bench ...`)."""
