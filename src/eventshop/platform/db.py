@@ -34,6 +34,9 @@ async def create_pool(
         pass
     finally:
         await conn.close()
+    # No statement may wait forever on a connection the server has dropped: a hung await is
+    # worse than an error, which the bus turns into a retry.
+    kwargs.setdefault("command_timeout", 30)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,

@@ -74,18 +74,30 @@ class OutboxRelay:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
+        """Relay until `stop()`: whatever goes wrong, log it, back off and start over."""
+        while not self._stopping:
+            try:
+                await self._run()
+            except Exception:
+                log.exception("relay.crashed")
+                await asyncio.sleep(1.0)
+
+    async def _run(self) -> None:
         """Relay until `stop()`; survives the database and the broker going away."""
         backoff = 0.1
         while not self._stopping:
             listener: asyncpg.Connection | None = None
             try:
                 listener = await asyncpg.connect(
-                    self._dsn, server_settings={"search_path": self._schema}
+                    self._dsn,
+                    server_settings={"search_path": self._schema},
+                    timeout=10,
+                    command_timeout=10,
                 )
                 await self._lead(listener)
                 await listener.add_listener(f"outbox_{self._schema}", self._on_notify)
                 backoff = 0.1
-                await self._relay_until_stopped()
+                await self._relay_until_stopped(listener)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("relay.database_unavailable", error=repr(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
@@ -125,9 +137,13 @@ class OutboxRelay:
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
-    async def _relay_until_stopped(self) -> None:
+    async def _relay_until_stopped(self, listener: asyncpg.Connection) -> None:
         last_cleanup = time.monotonic()
         while not self._stopping:
+            if listener.is_closed():
+                # the session holding the leader lock is gone (e.g. the server restarted):
+                # lead again before publishing, or two relays could publish at once
+                raise ConnectionError("the relay's listening connection closed")
             self._wake.clear()
             sent = await self.relay_once()
             if time.monotonic() - last_cleanup > 60:
@@ -144,7 +160,7 @@ class OutboxRelay:
             return await self._pass_once()
 
     async def _pass_once(self) -> int:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=10) as conn:
             rows = await conn.fetch(SELECT_UNSENT, self._batch)
         if not rows:
             return 0
@@ -178,7 +194,7 @@ class OutboxRelay:
         faults.point("relay.after_publish")
         sent = [r["id"] for r, err in zip(rows, results, strict=True) if err is None]
         failed = [(r["id"], repr(err)[:500]) for r, err in zip(rows, results, strict=True) if err]
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire(timeout=10) as conn, conn.transaction():
             if sent:
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
@@ -207,7 +223,7 @@ class OutboxRelay:
         return len(sent)
 
     async def _cleanup(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=10) as conn:
             await conn.execute(
                 "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
                 self._retention_s,

@@ -133,6 +133,7 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(logging.getLevelName(level), logging.WARNING))
+    logging.captureWarnings(True)  # warnings.warn(...) too: a JSON line, not raw text
     structlog.contextvars.bind_contextvars(service=service)
 
 
