@@ -82,8 +82,10 @@ BROKER_LIMIT_MSG_S = 37_000
 
 #: the benchmark profile, on top of supervise.DEMO_ENV: nothing but the platform's own work
 #: should bound the rate (a fast payment provider, no rate limit or fraud velocity rule that a
-#: benchmark's 50 shoppers would trip, an order timeout that a backlog does not reach)
+#: benchmark's 50 shoppers would trip, an order timeout that a backlog does not reach), and
+#: traces sampled as a production would (1%), not every request and SQL statement
 BENCH_ENV = {
+    "EVENTSHOP_TRACE_SAMPLE_RATIO": "0.01",
     "EVENTSHOP_PAYMENTS_PROVIDER_LATENCY_MS": "5",
     "EVENTSHOP_PAYMENTS_FRAUD_VELOCITY_MAX_REQUESTS": "1000000000",
     "EVENTSHOP_GATEWAY_RATE_PER_USER": "1000000",
@@ -159,10 +161,15 @@ def _service_of_cmdline(cmd: Sequence[str]) -> str | None:
 def _profile_differences() -> dict[str, dict[str, str]]:
     """Per service, the settings of the benchmark profile its process runs without.
 
-    Only a service's own settings count (EVENTSHOP_<SERVICE>_...): the others do not bind it."""
+    A service's own settings (EVENTSHOP_<SERVICE>_...) and the shared ones count; another
+    service's do not bind it."""
     diffs: dict[str, dict[str, str]] = {}
+    prefixes = tuple(f"EVENTSHOP_{s.upper()}_" for s in supervise.SERVICES)
     for service, proc in _service_processes().items():
-        own = {k: v for k, v in BENCH_ENV.items() if k.startswith(f"EVENTSHOP_{service.upper()}_")}
+        mine = f"EVENTSHOP_{service.upper()}_"
+        own = {
+            k: v for k, v in BENCH_ENV.items() if k.startswith(mine) or not k.startswith(prefixes)
+        }
         try:
             env = proc.environ()
         except psutil.Error:
