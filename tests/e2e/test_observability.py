@@ -98,8 +98,13 @@ async def test_an_order_is_one_trace_from_the_gateway_to_the_final_notification(
         return await asyncio.to_thread(load_spans, TRACES, correlation_id)
 
     def complete(spans: list[dict[str, Any]]) -> bool:
+        # every hop is there, and every span's parent too (services export in batches, so a
+        # child can reach its file before its parent does)
         names = {(s["service"], s["name"]) for s in spans}
-        return all(hop in names for hop in CONFIRMED_CHAIN)
+        ids = {s["span_id"] for s in spans}
+        return all(hop in names for hop in CONFIRMED_CHAIN) and all(
+            s["parent_span_id"] is None or s["parent_span_id"] in ids for s in spans
+        )
 
     spans = await eventually(
         spans_now, complete, within=30, what="every hop of the order in the span files"
