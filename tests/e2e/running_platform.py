@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def platform() -> Iterator[supervise.Layout]:
     layout = supervise.Layout(ROOT)
     was_running = supervise.supervisor_running(layout)
+    if not was_running:
+        # a platform another checkout left running would answer on the same ports with other code
+        supervise.stop_foreign(layout)
     supervise.start(layout)
     state = asyncio.run(supervise.wait_ready(timeout_s=120))
     if not all(state.values()):

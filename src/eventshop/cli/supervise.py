@@ -186,6 +186,31 @@ def _port_taken(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def stop_foreign(layout: Layout) -> list[str]:
+    """Shut down eventshop platforms that other checkouts started (their supervisord processes).
+
+    Used by the test suite, which must test this checkout's code, never a stale platform.
+    """
+    import psutil
+
+    stopped: list[str] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if not any(part.endswith("supervisord") for part in cmd[:2]) or "-c" not in cmd:
+            continue
+        conf = Path(cmd[cmd.index("-c") + 1])
+        if conf == layout.conf or conf.name != "supervisord.conf":
+            continue
+        other = Layout(conf.parent.parent)
+        _supervisorctl(other, "shutdown")
+        try:
+            proc.wait(timeout=60)
+        except psutil.TimeoutExpired:
+            proc.kill()
+        stopped.append(str(other.root))
+    return stopped
+
+
 def start(
     layout: Layout, env_extra: dict[str, str] | None = None, say: Callable[[str], object] = print
 ) -> None:
