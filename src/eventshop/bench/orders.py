@@ -28,17 +28,20 @@ What is measured, per run:
 - database work per order: write transactions (transaction ids assigned: exact, read at
   once), all transactions (pg_stat_database xact_commit, read-only ones included; PostgreSQL
   publishes these statistics late, so they are read after a wait and corrected for the
-  platform's idle rate), WAL bytes and WAL syncs;
+  platform's idle rate), rows written (and the tables that take most), WAL bytes and syncs,
+  and what the outboxes still hold unsent once the run has settled (a stalled relay shows);
 - CPU per order of every process (psutil, user + system): each service, the broker, Redis,
   PostgreSQL split by the service whose connection drives each backend, the benchmark client
   itself (reported apart), and the whole machine (what no process explains is "unattributed");
 - the invariants of DESIGN §3 over the run's orders, once they have settled.
 
-The platform: started if it is not running, with a benchmark profile (a 5 ms payment provider,
-rate limits and the fraud velocity rule out of the way, a 120 s order timeout) and stopped at
-the end. If it is running, the profile is applied with `supervisorctl update` (which restarts
-only the services whose environment changed) and the previous profile is put back at the end;
-`--as-is` uses it untouched. Shoppers, the 500-product catalogue and its stock are made once
+The platform: started if it is not running, with a benchmark profile (BENCH_ENV: a 5 ms payment
+provider, rate limits and the fraud velocity rule out of the way, a 120 s order timeout, 1% of
+requests traced) and stopped at the end. If it is running, the profile is applied with
+`supervisorctl update` (which restarts the programs whose environment changed: every service,
+the profile being in each one's environment) and the previous configuration is put back at the
+end the same way; `--as-is` uses it untouched, and the report says which settings of the
+profile it runs without. Shoppers, the 500-product catalogue and its stock are made once
 and reused by later runs (they are topped up when short).
 
 The command prints a table to stderr and one JSON object on the last line of stdout.
@@ -180,21 +183,28 @@ def _profile_differences() -> dict[str, dict[str, str]]:
     return diffs
 
 
-async def ensure_platform(cfg: OrdersBenchConfig, say: Say) -> PlatformState:
-    layout = supervise.Layout(supervise.project_root())
-    state = PlatformState(layout)
+async def _start(layout: supervise.Layout, say: Say) -> None:
+    try:
+        await asyncio.to_thread(supervise.start, layout, BENCH_ENV, say)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:  # PlatformConflictError too
+        raise BenchError(f"could not start the platform: {exc}") from None
+
+
+async def ensure_platform(state: PlatformState, cfg: OrdersBenchConfig, say: Say) -> None:
+    """Start the platform or apply the benchmark profile to it, as `cfg` says; `state` records
+    what was done, so that `release_platform` can undo it even if this fails half-way."""
+    layout = state.layout
     running = await asyncio.to_thread(supervise.supervisor_running, layout)
     if not running:
         say("starting the platform with the benchmark profile")
-        try:
-            await asyncio.to_thread(supervise.start, layout, BENCH_ENV, say)
-        except supervise.PlatformConflictError as exc:
-            raise BenchError(str(exc)) from None
+        await _start(layout, say)
         state.started = True
     elif cfg.configure:
         state.previous_conf = layout.conf.read_text() if layout.conf.exists() else None
-        await asyncio.to_thread(supervise.start, layout, BENCH_ENV, say)
-        state.reconfigured = layout.conf.read_text() != state.previous_conf
+        try:
+            await _start(layout, say)
+        finally:  # the configuration may have changed even if the start failed
+            state.reconfigured = layout.conf.read_text() != state.previous_conf
         if state.reconfigured:
             say("the platform was running: benchmark profile applied (changed services restarted)")
     else:
@@ -206,7 +216,6 @@ async def ensure_platform(cfg: OrdersBenchConfig, say: Say) -> PlatformState:
     for service, off in sorted(state.profile_differences.items()):
         found = ", ".join(f"{k.removeprefix('EVENTSHOP_')}={v}" for k, v in off.items())
         say(f"[yellow]benchmark profile not in effect: {service} runs with {found}[/]")
-    return state
 
 
 async def release_platform(state: PlatformState, cfg: OrdersBenchConfig, say: Say) -> None:
@@ -1059,8 +1068,9 @@ async def run_orders_bench(
     main = asyncio.current_task()
     if main is not None:  # SIGTERM cancels the run: the `finally` below still cleans up
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    platform = await ensure_platform(cfg, say)
+    platform = PlatformState(supervise.Layout(supervise.project_root()))
     try:
+        await ensure_platform(platform, cfg, say)
         return await _bench(cfg, platform, run, rng, console)
     finally:
         await release_platform(platform, cfg, say)
