@@ -395,12 +395,15 @@ class FinalWatcher:
         self.duplicates = 0
         self.conflicting = 0
         self.queue_name = ""
+        #: why the connection closed under the run (the broker restarted, say); None while open
+        self.lost: str | None = None
         self._connection: Any = None
 
     async def start(self) -> None:
         import aio_pika
 
         self._connection = await aio_pika.connect(self.amqp_url)
+        self._connection.close_callbacks.add(self._on_close)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=1_000)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)
@@ -426,8 +429,13 @@ class FinalWatcher:
             return
         self.finals[order_id] = Final(at, event_type, payload.get("reason"))
 
+    def _on_close(self, _sender: object, exc: BaseException | None = None) -> None:
+        if self.lost is None:
+            self.lost = repr(exc) if exc else "closed"
+
     async def close(self) -> None:
         if self._connection is not None:
+            self._connection.close_callbacks.discard(self._on_close)
             await self._connection.close()
 
 
@@ -841,6 +849,8 @@ async def run_phase(
                 ids = [r.order_id for r in records if r.order_id]
                 done = sum(1 for oid in ids if oid in watcher.finals)
                 progress.update(finishing, completed=done)
+                if watcher.lost is not None:
+                    raise BenchError(f"the broker connection was lost: {watcher.lost}")
                 if placing_done.done():
                     if done >= len(ids):
                         return
@@ -853,7 +863,11 @@ async def run_phase(
                         return
                 await asyncio.sleep(0.2)
 
-        await asyncio.gather(placing_done, follow())
+        try:
+            await asyncio.gather(placing_done, follow())
+        except BaseException:
+            placing_done.cancel()
+            raise
         placed_at = max((r.answered for r in records if r.order_id), default=t0)
 
     order_ids = [r.order_id for r in records if r.order_id]
