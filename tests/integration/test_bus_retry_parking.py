@@ -379,7 +379,11 @@ async def test_a_duplicate_in_a_failing_batch_is_counted_once(bus: Bus) -> None:
     assert stats.duplicates == 1
 
 
-async def test_a_handler_swallowing_a_database_error_loses_no_event(bus: Bus) -> None:
+@pytest.mark.parametrize("emits", [False, True], ids=["no-emits", "emits"])
+async def test_a_handler_swallowing_a_database_error_loses_no_event(
+    bus: Bus, emits: bool
+) -> None:
+    """With emits the outbox INSERT finds the aborted transaction out, without a SELECT 1 does."""
     gate, entered = asyncio.Event(), asyncio.Event()
 
     async def handler(uow: UnitOfWork, env: Envelope, payload: Pinged) -> None:
@@ -387,6 +391,8 @@ async def test_a_handler_swallowing_a_database_error_loses_no_event(bus: Bus) ->
             entered.set()
             await gate.wait()
         await record_effect(uow, env, payload)
+        if emits:
+            uow.emit(Ponged(seq=payload.seq), aggregate_id=env.aggregate_id)
         if payload.note == "swallow":
             # a handler bug: it carries on in the transaction its error aborted
             with contextlib.suppress(asyncpg.DataError):

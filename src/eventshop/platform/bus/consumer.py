@@ -342,11 +342,16 @@ class Consumer:
                     if _is_infrastructure(exc):
                         raise
                     raise _HandlerFailedError(None, exc) from exc
-            try:  # a handler that swallowed a database error left the transaction aborted
-                await conn.execute("SELECT 1")
+            # A handler that swallowed a database error left the transaction aborted, and
+            # COMMIT would then roll back without a word. The outbox INSERT finds it out; with
+            # nothing to write, a SELECT 1 does.
+            try:
+                if uow.pending:
+                    await uow.flush()
+                else:
+                    await conn.execute("SELECT 1")
             except asyncpg.InFailedSQLTransactionError as exc:
                 raise _HandlerFailedError(None, exc) from exc
-            await uow.flush()
         uow.run_committed_hooks()
         for item in fresh:
             self.stats.by_type[item.envelope.event_type] += 1

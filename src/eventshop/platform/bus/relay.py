@@ -194,25 +194,30 @@ class OutboxRelay:
         faults.point("relay.after_publish")
         sent = [r["id"] for r, err in zip(rows, results, strict=True) if err is None]
         failed = [(r["id"], repr(err)[:500]) for r, err in zip(rows, results, strict=True) if err]
-        async with self._pool.acquire(timeout=10) as conn, conn.transaction():
-            if sent:
-                await conn.execute(
-                    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
-                    " WHERE id = ANY($1::bigint[])",
-                    sent,
-                )
-            if failed:
-                # back off per row (capped), so a poison row does not spin the relay
-                await conn.execute(
-                    """
-                    UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.err,
-                        next_attempt_at = now() + least(interval '30 s',
-                                                        interval '100 ms' * power(2, o.attempts))
-                    FROM unnest($1::bigint[], $2::text[]) AS f(id, err) WHERE o.id = f.id
-                    """,
-                    [i for i, _ in failed],
-                    [e for _, e in failed],
-                )
+        async with self._pool.acquire(timeout=10) as conn:
+            # one statement is atomic by itself: a transaction only when there are two
+            both: contextlib.AbstractAsyncContextManager[Any] = (
+                conn.transaction() if sent and failed else contextlib.nullcontext()
+            )
+            async with both:
+                if sent:
+                    await conn.execute(
+                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
+                        " WHERE id = ANY($1::bigint[])",
+                        sent,
+                    )
+                if failed:
+                    # back off per row (capped), so a poison row does not spin the relay
+                    await conn.execute(
+                        """
+                        UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.err,
+                            next_attempt_at = now() + least(
+                            interval '30 s', interval '100 ms' * power(2, o.attempts))
+                        FROM unnest($1::bigint[], $2::text[]) AS f(id, err) WHERE o.id = f.id
+                        """,
+                        [i for i, _ in failed],
+                        [e for _, e in failed],
+                    )
         if failed:
             self._failed_metric.inc(len(failed))
             log.warning("relay.publish_failed", failed=len(failed), first_error=failed[0][1])
