@@ -3,9 +3,10 @@
 Real: PostgreSQL (a random schema per test, migrated), RabbitMQ (the test run's own vhost). The
 archive's bus node is started under a random service name, so its publisher is real; replays
 go to a queue the test declares itself (random name) and are read back with basic.get. The
-handler is called directly in a UnitOfWork as the bus would, except in the one test that
-archives events arriving through a real consumer bound with "#". Routes go through httpx's
-ASGI transport. Every queue a test declares is deleted when it ends.
+handler is called directly in a UnitOfWork as the bus would, except in the tests that archive
+events arriving through a real consumer bound with "#" (a window of them in one call, a
+duplicate, a poison event). Routes go through httpx's ASGI transport. Every queue a test
+declares is deleted when it ends.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,16 +30,17 @@ from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
 from eventshop.contracts.selfcheck import PingedV1
-from eventshop.platform.bus.consumer import Subscription
+from eventshop.platform.bus.consumer import BatchHandler, Delivery, Subscription
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import migrate
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
-from eventshop.services.archive import api, handlers
+from eventshop.services.archive import api, handlers, store
 from eventshop.services.archive.service import definition
 from tests.conftest import SchemaFactory
+from tests.integration.helpers import Bus, consumer_of, eventually, parked, ping
 
 pytestmark = pytest.mark.integration
 
@@ -116,11 +119,16 @@ def event(
     )
 
 
+#: what the bus runs for every event the archive receives
+ARCHIVE = definition.handlers["#"]
+
+
 async def archive(pool: asyncpg.Pool, *envelopes: Envelope) -> None:
-    """Hand each envelope to the archive's handler, in a transaction of its own, as the bus does."""
+    """Hand each envelope to the archive's handler, in a transaction of its own, as the bus does
+    when it retries a window one event at a time."""
     for env in envelopes:
         async with UnitOfWork.begin(pool, service="archive") as uow:
-            await handlers.archive_event(uow.caused_by(env), env, None)
+            await ARCHIVE(uow.caused_by(env), env, None)
 
 
 LINES = (Line(sku="SKU-1", quantity=1, unit_price_minor=500),)
@@ -229,6 +237,158 @@ async def test_archives_every_event_from_the_broker_as_received_after_upcasting(
         queues = subscription.queues
         for queue in (queues.main, queues.parked, *(queues.retry(i + 1) for i in range(2))):
             await channel.queue_delete(queue)
+
+
+# -- a window of events in one call -------------------------------------------------------------
+class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A real connection that also keeps the text of every statement it is asked to run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.statements: list[str] = []
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.statements.append(query)
+        return await super().execute(query, *args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.statements.append(query)
+        return await super().fetch(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.statements.append(query)
+        return await super().fetchval(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.statements.append(query)
+        return await super().fetchrow(query, *args, **kwargs)
+
+
+async def archived_ids(pool: asyncpg.Pool) -> list[uuid.UUID]:
+    """The archived event ids, in archive order."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT event_id FROM archived_events ORDER BY position")
+    return [r["event_id"] for r in rows]
+
+
+async def test_a_window_is_one_insert_keeping_each_event_once_in_delivery_order(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
+) -> None:
+    schema, pool = schema_pool
+    first, second = history("w1"), history("w2")
+    conn: CountingConnection = await asyncpg.connect(
+        settings.database_url,
+        connection_class=CountingConnection,
+        server_settings={"search_path": schema},
+    )
+    try:
+
+        async def window(*envelopes: Envelope) -> list[str]:
+            """The statements the handler ran for one window, handed over as the bus does."""
+            async with conn.transaction():
+                uow = UnitOfWork(conn=conn, service="archive", correlation_id="")
+                conn.statements.clear()
+                await handlers.archive_events([(uow.caused_by(e), e, None) for e in envelopes])
+                return list(conn.statements)
+
+        # twice the same event in one window (past the inbox, e.g. two archive consumers)
+        [insert] = await window(*first, first[2])
+        assert "unnest" in insert
+        # a window with events a previous one archived already
+        assert len(await window(*first[3:], *second)) == 1
+        assert await store.archive_events(conn, [*second, *first]) == 0
+        assert await store.archive_events(conn, []) == 0
+    finally:
+        await conn.close()
+    assert await archived_ids(pool) == [e.event_id for e in [*first, *second]]
+    async with pool.acquire() as c:
+        rows = await c.fetch("SELECT event_id, envelope FROM archived_events")
+    kept = {r["event_id"]: Envelope.model_validate_json(r["envelope"]) for r in rows}
+    assert kept == {e.event_id: e for e in [*first, *second]}
+
+
+@dataclass
+class SpyArchive:
+    """The archive's batch handler, recording the event ids of each call. A call holding the
+    `gate` ping waits until the gate opens: what is published meanwhile piles up in the
+    consumer's buffer, to be taken as one window."""
+
+    calls: list[list[uuid.UUID]] = field(default_factory=list)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def many(self, events: Sequence[Delivery]) -> None:
+        self.calls.append([env.event_id for _, env, _ in events])
+        if any(env.payload.get("note") == "gate" for _, env, _ in events):
+            self.entered.set()
+            await self.gate.wait()
+        await handlers.archive_events(events)
+
+
+@pytest.fixture
+async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
+    b = Bus(settings, make_schema)
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
+async def archive_node(bus: Bus) -> tuple[BusNode, asyncpg.Pool, SpyArchive]:
+    """An archive consumer bound with "#", its batch handler spied on."""
+    assert isinstance(ARCHIVE, BatchHandler) and ARCHIVE.many is handlers.archive_events
+    spy = SpyArchive()
+    node, pool = await bus.node({"#": BatchHandler(spy.many)}, start=False)
+    await migrate(pool, [MIGRATIONS])
+    await node.start()
+    return node, pool, spy
+
+
+async def hold_a_window(
+    bus: Bus, node: BusNode, spy: SpyArchive, envelopes: list[Envelope]
+) -> Envelope:
+    """Have `envelopes` delivered as one window, behind a gate ping (returned)."""
+    publisher = await bus.publisher()
+    gate = ping(0, note="gate")
+    await publisher.publish(gate.event_type, message_from_envelope(gate))
+    await asyncio.wait_for(spy.entered.wait(), 5)
+    await publisher.publish_many([(e.event_type, message_from_envelope(e)) for e in envelopes])
+    await eventually(lambda: len(consumer_of(node)._buffer), len(envelopes))
+    spy.gate.set()
+    return gate
+
+
+async def test_a_burst_of_events_is_archived_by_one_call_each_once(bus: Bus) -> None:
+    node, pool, spy = await archive_node(bus)
+    burst = [*history(uuid.uuid4().hex[:6]), ping(1), ping(2)]
+    # the same event twice in the window: the inbox hands it over once
+    gate = await hold_a_window(bus, node, spy, [*burst, burst[1]])
+    wanted = [gate.event_id, *(e.event_id for e in burst)]
+    await eventually(lambda: archived_ids(pool), wanted)  # in delivery order
+    assert spy.calls == [[gate.event_id], wanted[1:]]
+
+    # delivered again in a later window (a redelivery, a replay): no second row
+    await (await bus.publisher()).publish(burst[0].event_type, message_from_envelope(burst[0]))
+    await eventually(lambda: consumer_of(node).stats.duplicates, 2)
+    assert await archived_ids(pool) == wanted
+
+
+async def test_a_poison_event_in_a_window_leaves_the_others_archived(bus: Bus) -> None:
+    node, pool, spy = await archive_node(bus)
+    ok = [ping(i) for i in (1, 2, 4, 5)]
+    # PostgreSQL stores no NUL character in text or jsonb: this one can never be archived
+    poison = ping(3, note="a NUL \x00 character")
+    window = [ok[0], ok[1], poison, ok[2], ok[3]]
+    gate = await hold_a_window(bus, node, spy, window)
+
+    [p] = await eventually(lambda: parked(node), lambda ps: len(ps) == 1)
+    assert p.event_id == str(poison.event_id) and p.attempts == 3
+    assert "UntranslatableCharacterError" in p.error
+    assert await archived_ids(pool) == [gate.event_id, *(e.event_id for e in ok)]
+    in_window = [e.event_id for e in window]
+    # the window in one call (rolled back), then again one event per savepoint
+    assert spy.calls[:7] == [[gate.event_id], in_window, *([i] for i in in_window)]
+    assert all(call == [poison.event_id] for call in spy.calls[7:])  # its retries
 
 
 # -- GET /events ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,25 +24,42 @@ class ArchivedEvent:
     envelope: Envelope
 
 
-async def archive_event(conn: asyncpg.Connection, envelope: Envelope) -> bool:
-    """Keep `envelope`; False if that event id is archived already (nothing changes)."""
-    inserted = await conn.fetchval(
-        """
-        INSERT INTO archived_events (event_id, event_type, schema_version, aggregate_id,
-                                     correlation_id, causation_id, occurred_at, envelope)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-        ON CONFLICT (event_id) DO NOTHING RETURNING true
-        """,
-        envelope.event_id,
-        envelope.event_type,
-        envelope.schema_version,
-        envelope.aggregate_id,
-        envelope.correlation_id,
-        envelope.causation_id,
-        envelope.occurred_at,
-        orjson.dumps(envelope.model_dump(mode="json")).decode(),
+#: one row per element of the arrays, in array order (WITH ORDINALITY and ORDER BY make the
+#: `position`s, drawn from the sequence row by row, follow that order)
+INSERT_EVENTS = """
+INSERT INTO archived_events (event_id, event_type, schema_version, aggregate_id, correlation_id,
+                             causation_id, occurred_at, envelope)
+SELECT event_id, event_type, schema_version, aggregate_id, correlation_id,
+       causation_id, occurred_at, envelope
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
+            $6::text[], $7::timestamptz[], $8::jsonb[])
+     WITH ORDINALITY AS e (event_id, event_type, schema_version, aggregate_id, correlation_id,
+                           causation_id, occurred_at, envelope, nth)
+ORDER BY nth
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+async def archive_events(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
+    """Keep `envelopes` with one INSERT, their `position`s in the order given; how many were new.
+
+    An event id archived already, or given twice, is kept once (nothing changes for it)."""
+    if not envelopes:
+        return 0
+    status: str = await conn.execute(
+        INSERT_EVENTS,
+        [e.event_id for e in envelopes],
+        [e.event_type for e in envelopes],
+        [e.schema_version for e in envelopes],
+        [e.aggregate_id for e in envelopes],
+        [e.correlation_id for e in envelopes],
+        [e.causation_id for e in envelopes],
+        [e.occurred_at for e in envelopes],
+        # pydantic's own JSON encoder: the same document as orjson.dumps(model_dump(mode="json")),
+        # without building the intermediate dicts
+        [e.model_dump_json() for e in envelopes],
     )
-    return bool(inserted)
+    return int(status.rpartition(" ")[2])  # "INSERT 0 <rows>"
 
 
 def _where(flt: EventFilter, after: int) -> tuple[str, list[Any]]:

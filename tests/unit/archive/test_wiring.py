@@ -1,0 +1,25 @@
+"""The archive's subscription: every event type reaches its batch handler. No I/O, no fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventshop.contracts import registry
+from eventshop.platform.bus.consumer import BatchHandler, Subscription
+from eventshop.services.archive import handlers
+from eventshop.services.archive.service import definition
+
+SUBSCRIPTION = Subscription(definition.name, definition.handlers)
+
+
+def test_the_queue_is_bound_with_the_wildcard_only() -> None:
+    assert SUBSCRIPTION.queues.routing_keys == ("#",)
+
+
+@pytest.mark.parametrize("event_type", registry.event_types())
+def test_every_event_type_goes_to_the_one_batch_handler(event_type: str) -> None:
+    handler = SUBSCRIPTION.handler_for(event_type)
+    assert isinstance(handler, BatchHandler)
+    assert handler.many is handlers.archive_events
+    # one and the same handler for every type: the consumer groups a window's events by it
+    assert handler is SUBSCRIPTION.handler_for("order.created")
