@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import aio_pika
@@ -20,6 +20,7 @@ import pytest
 
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
+from eventshop.platform.bus.consumer import BatchHandler, Delivery
 from eventshop.platform.bus.parking import purge_parked, replay_parked
 from eventshop.platform.bus.wire import encode_body, message_from_envelope
 from eventshop.platform.settings import PlatformSettings
@@ -118,14 +119,19 @@ async def test_an_always_failing_handler_is_parked_after_the_last_attempt(bus: B
     assert await fetchval(pool, "SELECT count(*) FROM inbox") == 0
 
 
-async def test_a_failing_handler_runs_once_per_attempt(bus: Bus) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["handler", "batch-handler"])
+async def test_a_failing_handler_runs_once_per_attempt(bus: Bus, batch: bool) -> None:
     runs: list[str] = []
 
     async def broken(uow: UnitOfWork, env: Envelope, payload: Pinged) -> None:
         runs.append(str(env.event_id))
         raise RuntimeError("always")
 
-    node, _ = await bus.node({PINGED: broken})
+    async def broken_many(events: Sequence[Delivery]) -> None:
+        for uow, env, payload in events:
+            await broken(uow, env, payload)
+
+    node, _ = await bus.node({PINGED: BatchHandler(broken_many) if batch else broken})
     await publish(bus, ping(1))
     await eventually(lambda: parked_count(node), 1)
     assert len(runs) == consumer_of(node).queues.max_attempts == 3

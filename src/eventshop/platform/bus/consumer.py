@@ -327,7 +327,14 @@ class Consumer:
             ):
                 try:
                     if isinstance(handler, BatchHandler):
-                        await self._run_batch_handler(uow, handler, list(run))
+                        events = list(run)
+                        try:
+                            await self._run_batch_handler(uow, handler, events)
+                        except Exception as exc:
+                            if len(events) == 1 and not _is_infrastructure(exc):
+                                # that was the event's attempt: the slow path won't rerun it
+                                raise _HandlerFailedError(events[0], exc) from exc
+                            raise
                     else:
                         for item in run:
                             try:
