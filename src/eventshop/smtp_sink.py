@@ -27,12 +27,13 @@ import os
 import re
 import signal
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,6 +48,10 @@ H_MAIL_FROM = "X-Sink-Mail-From"
 H_RCPT_TO = "X-Sink-Rcpt-To"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+#: where a message's header section ends (the first empty line)
+_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+#: a Message-ID header and its continuation lines, if folded
+_MESSAGE_ID = re.compile(rb"^message-id:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
 class SmtpSinkSettings(BaseSettings):
@@ -64,7 +69,7 @@ class MailDirectory:
 
     def file_for(self, message_id: str) -> Path:
         """The file of a Message-ID: readable prefix, hash for uniqueness and safety."""
-        digest = hashlib.sha256(message_id.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
         readable = _UNSAFE.sub("_", message_id.strip("<> "))[:80]
         return self.path / f"{readable}-{digest}.eml"
 
@@ -75,13 +80,17 @@ class MailDirectory:
         final name: a link fails if the name exists, so two sessions racing with the same
         Message-ID store it once, and a reader never sees a half-written file.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
         final = self.file_for(message_id)
         if final.exists():
             return False
         tmp = self.path / f".{uuid.uuid4().hex}.tmp"
         try:
-            with tmp.open("wb") as f:
+            try:
+                f = tmp.open("xb")
+            except FileNotFoundError:  # the directory is gone (removed while running): again
+                self.path.mkdir(parents=True, exist_ok=True)
+                f = tmp.open("xb")
+            with f:
                 f.write(raw)
                 f.flush()
                 os.fsync(f.fileno())
@@ -101,13 +110,6 @@ class StoringHandler:
         self.directory = directory
         self.stored = 0
         self.duplicates = 0
-        self._executor: ThreadPoolExecutor | None = None
-
-    def close(self) -> None:
-        """Wait for the writes in progress and release the writer threads."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
@@ -118,27 +120,30 @@ class StoringHandler:
             f"{H_MAIL_FROM}: {envelope.mail_from or ''}\r\n"
             f"{H_RCPT_TO}: {', '.join(envelope.rcpt_tos)}\r\n"
         ).encode()
-        # File I/O (with an fsync) off the event loop, on threads of its own: in a test the
-        # SMTP clients may be threads of this process filling the loop's default executor.
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smtp-sink")
-        stored = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self.directory.put, message_id, header + content
-        )
-        if not stored:
+        # Written (and synced) right here, blocking the loop meanwhile: a hop to a writer thread
+        # and back cost ~45 us of CPU per mail, and the client waits for this reply anyway.
+        if not self.directory.put(message_id, header + content):
             self.duplicates += 1
             log.info("smtp_sink.duplicate", message_id=message_id)
             return "250 OK: already stored, not stored again"
         self.stored += 1
-        log.info("smtp_sink.stored", message_id=message_id, rcpt_to=envelope.rcpt_tos)
+        log.debug("smtp_sink.stored", message_id=message_id, rcpt_to=envelope.rcpt_tos)
         return "250 OK: stored"
 
 
 def _message_id_of(content: bytes) -> str:
-    """The message's Message-ID; a message without one is keyed by the hash of its bytes."""
-    headers = email.message_from_bytes(content, policy=email.policy.compat32)
-    message_id = (headers.get("Message-ID") or "").strip()
-    return message_id or f"<sha256.{hashlib.sha256(content).hexdigest()}@smtp-sink>"
+    """The message's Message-ID (its first, unfolded); a message without one is keyed by the
+    hash of its bytes.
+
+    A scan of the header section, not a parse of the message: as the email package's compat32
+    parser reads it, for a fraction of the cost.
+    """
+    end = _END_OF_HEADERS.search(content)
+    found = _MESSAGE_ID.search(content if end is None else content[: end.start()])
+    message_id = b"".join(found.group(1).splitlines()).strip() if found else b""
+    if message_id:
+        return message_id.decode("ascii", "surrogateescape")
+    return f"<sha256.{hashlib.sha256(content).hexdigest()}@smtp-sink>"
 
 
 class SmtpSink:
@@ -155,32 +160,40 @@ class SmtpSink:
         self.handler = StoringHandler(self.directory)
         self.host = host
         self.port = port
+        #: connections accepted so far (tests see whether a client reuses its session)
+        self.connections = 0
         self._server: asyncio.Server | None = None
+        self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     async def start(self) -> None:
         self.directory.path.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            # a fixed hostname: aiosmtpd would otherwise look up the machine's FQDN (slow DNS)
-            lambda: SMTP(
-                self.handler,
-                hostname="eventshop-smtp-sink",
-                ident="eventshop smtp sink",
-                enable_SMTPUTF8=True,
-                data_size_limit=10 * 1024 * 1024,
-            ),
-            host=self.host,
-            port=self.port,
-        )
+        self._server = await loop.create_server(self._session, host=self.host, port=self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("smtp_sink.started", host=self.host, port=self.port, dir=str(self.directory.path))
 
+    def _session(self) -> SMTP:
+        self.connections += 1
+        session = SMTP(
+            self.handler,
+            # a fixed hostname: aiosmtpd would otherwise look up the machine's FQDN (slow DNS)
+            hostname="eventshop-smtp-sink",
+            ident="eventshop smtp sink",
+            enable_SMTPUTF8=True,
+            data_size_limit=10 * 1024 * 1024,
+        )
+        self._sessions.add(session)
+        return session
+
     async def stop(self) -> None:
+        """Stop listening and close the sessions still open, as a stopped process would."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        self.handler.close()
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transport.close()
 
     async def __aenter__(self) -> SmtpSink:
         await self.start()
@@ -258,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging("smtp_sink")
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))  # less CPU per SMTP command than asyncio's own loop
 
 
 if __name__ == "__main__":

@@ -92,6 +92,49 @@ async def test_a_message_without_message_id_is_kept_once_per_content(sink: SmtpS
     assert sorted(m.body for m in stored_messages(sink.directory.path)) == ["a\n", "b\n"]
 
 
+async def send_raw(port: int, *messages: bytes) -> None:
+    """Send messages given as bytes, as they are, in one SMTP session."""
+
+    def session() -> None:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="test", timeout=5) as smtp:
+            for raw in messages:
+                smtp.sendmail("shop@example.com", ["ann@example.com"], raw)
+
+    await asyncio.to_thread(session)
+
+
+async def test_the_message_id_is_found_however_its_header_is_written(sink: SmtpSink) -> None:
+    await send_raw(
+        sink.port,
+        b"From: a@test\r\nMessage-ID: <spelled@test>\r\nSubject: first\r\n\r\nbody\r\n",
+        b"message-id:   <spelled@test>\r\n\r\nlower case\r\n",
+        b"Subject: folded\r\nMessage-Id:\r\n <spelled@test>\r\n\r\nfolded\r\n",
+        # only the header section counts: this one has no Message-ID
+        b"Subject: x\r\n\r\nMessage-ID: <spelled@test>\r\n",
+    )
+    stored = stored_messages(sink.directory.path)
+    assert [m.subject for m in stored] == ["first", "x"]
+    assert stored[1].message_id == ""
+    assert (sink.handler.stored, sink.handler.duplicates) == (2, 2)
+
+
+async def test_counts_connections_and_stop_closes_the_sessions_still_open(
+    sink: SmtpSink,
+) -> None:
+    def open_session() -> smtplib.SMTP:
+        smtp = smtplib.SMTP("127.0.0.1", sink.port, local_hostname="test", timeout=5)
+        assert smtp.noop()[0] == 250
+        return smtp
+
+    sessions = [await asyncio.to_thread(open_session) for _ in range(2)]
+    assert sink.connections == 2
+    await sink.stop()
+    for smtp in sessions:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            await asyncio.to_thread(smtp.noop)
+        smtp.close()
+
+
 def test_listing_a_missing_directory_is_empty(tmp_path: Path) -> None:
     assert stored_messages(tmp_path / "nothing-here") == []
 

@@ -34,7 +34,7 @@ from eventshop.platform.db import create_pool, migrate
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
-from eventshop.services.notifications import api, service
+from eventshop.services.notifications import api, domain, service
 from eventshop.services.notifications.handlers import Notifier
 from eventshop.services.notifications.mailer import SmtpMailer
 from eventshop.smtp_sink import SmtpSink, StoredMail, stored_messages
@@ -66,8 +66,15 @@ async def sink(tmp_path: Path) -> AsyncIterator[SmtpSink]:
 
 
 @pytest.fixture
-def notifier(sink: SmtpSink) -> Notifier:
-    return Notifier(SmtpMailer(host="127.0.0.1", port=sink.port, sender=SENDER, timeout_s=5))
+async def mailer(sink: SmtpSink) -> AsyncIterator[SmtpMailer]:
+    mailer = SmtpMailer(host="127.0.0.1", port=sink.port, sender=SENDER, timeout_s=5)
+    yield mailer
+    await mailer.close()
+
+
+@pytest.fixture
+def notifier(mailer: SmtpMailer) -> Notifier:
+    return Notifier(mailer)
 
 
 def mails(sink: SmtpSink) -> list[StoredMail]:
@@ -263,6 +270,82 @@ async def test_concurrent_deliveries_of_one_fact_send_once(
     assert len(mails(sink)) == 1
     assert sink.handler.duplicates == 0
     assert len(await notification_rows(schema_pool[1])) == 1
+
+
+# -- the SMTP session ----------------------------------------------------------------------------
+def welcome_mail(n: int) -> domain.Email:
+    return domain.welcome(user_id=f"u-{n}", email=f"user{n}@example.com", name=f"Zoë {n}")
+
+
+async def test_mails_go_over_one_smtp_session(sink: SmtpSink, mailer: SmtpMailer) -> None:
+    for n in range(3):
+        await mailer.send(welcome_mail(n))
+    await asyncio.gather(*(mailer.send(welcome_mail(n)) for n in range(3, 10)))
+    assert sorted(m.message_id for m in mails(sink)) == sorted(
+        welcome_mail(n).message_id for n in range(10)
+    )
+    assert (sink.connections, mailer.sessions_opened) == (1, 1)
+    assert sink.handler.duplicates == 0
+    [stored] = [m for m in mails(sink) if m.message_id == welcome_mail(7).message_id]
+    assert stored.subject == "Welcome to eventshop, Zoë 7"
+    assert "Hello Zoë 7," in stored.body
+
+
+async def test_after_the_sink_restarts_the_next_send_opens_a_new_session(
+    sink: SmtpSink, mailer: SmtpMailer
+) -> None:
+    await mailer.send(welcome_mail(1))
+    await sink.stop()  # closes the session the mailer keeps
+    async with SmtpSink(sink.directory.path, port=sink.port) as restarted:
+        await mailer.send(welcome_mail(2))  # finds its session closed: sends on a new one
+        await mailer.send(welcome_mail(3))
+        assert restarted.connections == 1
+    # down: the send raises (the bus retries it) ...
+    with pytest.raises(ConnectionRefusedError):
+        await mailer.send(welcome_mail(4))
+    # ... and once the sink is back, the retry goes through
+    async with SmtpSink(sink.directory.path, port=sink.port) as back:
+        await mailer.send(welcome_mail(4))
+        assert back.connections == 1
+    assert mailer.sessions_opened == 3
+    assert sorted(m.message_id for m in mails(sink)) == sorted(
+        welcome_mail(n).message_id for n in (1, 2, 3, 4)
+    )
+
+
+async def test_a_session_idle_too_long_is_not_reused(sink: SmtpSink) -> None:
+    mailer = SmtpMailer(host="127.0.0.1", port=sink.port, sender=SENDER, max_idle_s=0)
+    try:
+        await mailer.send(welcome_mail(1))
+        await mailer.send(welcome_mail(2))
+    finally:
+        await mailer.close()
+    assert (sink.connections, len(mails(sink))) == (2, 2)
+
+
+async def test_close_ends_the_session_and_a_later_send_opens_another(
+    sink: SmtpSink, mailer: SmtpMailer
+) -> None:
+    await mailer.send(welcome_mail(1))
+    await mailer.close()
+    await mailer.close()  # twice is harmless
+    await mailer.send(welcome_mail(2))
+    assert (sink.connections, len(mails(sink))) == (2, 2)
+
+
+async def test_the_service_closes_its_mailer_when_it_stops(
+    sink: SmtpSink, mailer: SmtpMailer, settings: PlatformSettings
+) -> None:
+    definition = service.build(mailer)
+    assert definition.on_start is not None
+    # its start-up uses neither a pool nor a bus
+    ctx = ServiceContext("notifications", settings, pool=None, bus=None)  # type: ignore[arg-type]
+    closer = await definition.on_start(ctx)
+    await mailer.send(welcome_mail(1))
+    assert closer is not None
+    await closer()
+    await mailer.send(welcome_mail(2))
+    assert sink.connections == 2
 
 
 # -- through the real bus ------------------------------------------------------------------------

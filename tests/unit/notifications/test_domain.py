@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import email
+import email.policy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from eventshop.services.notifications import domain
-from eventshop.services.notifications.mailer import to_message
+from eventshop.services.notifications.mailer import render
 
 # RFC 5322 msg-id with a dot-atom left part
 ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -48,11 +50,9 @@ class TestMessageId:
 
     def test_is_the_message_id_header_of_the_mail_sent(self) -> None:
         mail = domain.welcome(user_id="u-7", email="ann@example.com", name="Ann")
-        msg = to_message(mail, sender="shop <no-reply@example.com>")
+        raw = render(mail, sender="shop <no-reply@example.com>")
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
         assert msg["Message-ID"] == "<welcome.u-7@eventshop>"
-        assert msg["To"] == "ann@example.com"
-        assert msg["Subject"] == mail.subject
-        assert msg.get_content() == mail.body
 
 
 class TestWelcome:
@@ -69,7 +69,8 @@ class TestWelcome:
     def test_a_name_never_breaks_the_subject_line(self, name: str, shown: str) -> None:
         mail = domain.welcome(user_id="u-1", email="a@example.com", name=name)
         assert mail.subject == f"Welcome to eventshop, {shown}"
-        to_message(mail, sender="s@example.com")  # the email package accepts the header
+        raw = render(mail, sender="s@example.com")  # refuses a line break in a header
+        assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == mail.subject
 
 
 class TestOrderConfirmed:

@@ -18,6 +18,9 @@ class Mailer(Protocol):
 
     async def send(self, mail: domain.Email) -> None: ...
 
+    async def close(self) -> None:
+        """Let go of any connection kept between sends (the service is stopping)."""
+
 
 class Notifier:
     """The handlers, bound to the mailer they send through (the composition root picks it)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from eventshop.platform.runtime import ServiceDefinition
+from collections.abc import Awaitable, Callable
+
+from eventshop.platform.runtime import ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.notifications import api
 from eventshop.services.notifications.handlers import Mailer, Notifier
@@ -13,9 +15,15 @@ from eventshop.services.notifications.settings import NotificationsSettings
 def build(mailer: Mailer | None = None) -> ServiceDefinition:
     """The service, sending through `mailer` (by default SMTP, as its settings say).
 
-    Building opens no connection: the mailer connects per send.
+    Building opens no connection: the mailer opens its session at the first send, and the
+    service closes it when it stops.
     """
-    notifier = Notifier(mailer or SmtpMailer.from_settings(NotificationsSettings()))
+    mailer = mailer or SmtpMailer.from_settings(NotificationsSettings())
+    notifier = Notifier(mailer)
+
+    async def start(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
+        return mailer.close
+
     return ServiceDefinition(
         name="notifications",
         port=PORTS["notifications"],
@@ -27,6 +35,7 @@ def build(mailer: Mailer | None = None) -> ServiceDefinition:
         publishes=["notification.sent"],
         migrations=["eventshop.services.notifications.migrations"],
         http=api.build_app,
+        on_start=start,
     )
 
 
