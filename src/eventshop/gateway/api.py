@@ -9,6 +9,7 @@ and body relayed as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -19,10 +20,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt, ValidationError
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventshop.gateway.auth import (
     Authenticator,
     InvalidTokenError,
+    KnownSession,
     Principal,
     SessionEndedError,
     SessionStoreUnavailableError,
@@ -53,6 +56,9 @@ class Gateway:
     auth: Authenticator
     limiter: RateLimiter
     upstreams: Upstreams
+    #: the Redis key of a token's session (by its jti), when sessions live in the Redis the
+    #: limiter counts in: the rate limit then reads it in its own round trip
+    session_key: Callable[[str], str] | None = None
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -87,7 +93,8 @@ async def optional_caller(request: Request, credentials: Credentials) -> Princip
     """The caller if a token is sent (it must then be valid and its session open), else None."""
     if credentials is None:
         return None
-    return await gateway_of(request).auth.authenticate(credentials.credentials)
+    known: KnownSession | None = getattr(request.state, "known_session", None)
+    return await gateway_of(request).auth.authenticate(credentials.credentials, known=known)
 
 
 async def authenticated(who: Annotated[Principal | None, Depends(optional_caller)]) -> Principal:
@@ -113,31 +120,61 @@ def _exempt(path: str) -> bool:
     return path in EXEMPT_PATHS or path.startswith("/health/")
 
 
-def _user_of(request: Request, gateway: Gateway) -> str | None:
-    """The user a request's token names, for counting only (its session is checked later)."""
+def _bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    try:
-        return gateway.auth.tokens.verify(token.strip()).user_id
-    except InvalidTokenError:
-        return None  # counted per IP only; the route answers 401
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
-async def rate_limit(request: Request, call_next: Any) -> Any:
-    if _exempt(request.url.path):
-        return await call_next(request)
-    gateway = gateway_of(request)
-    ip = request.client.host if request.client else "unknown"
-    verdict = await gateway.limiter.hit(ip, _user_of(request, gateway))
-    if verdict.allowed:
-        return await call_next(request)
-    scope = verdict.refused_by.scope if verdict.refused_by else "client"
-    return JSONResponse(
-        error_body(request, "rate_limited", f"too many requests for this {scope}: slow down"),
-        status_code=429,
-        headers={"Retry-After": str(verdict.retry_after_s)},
-    )
+class RateLimit:
+    """Counts every request (but probes and docs) against its client IP's limit, and its user's
+    when it sends a valid token, and answers 429 itself once one is exhausted.
+
+    The token is checked here for counting only; its session is read in the same round trip to
+    Redis, and both are left in `request.state.known_session` for the route's authentication.
+    A pure ASGI middleware, for the reason given in eventshop.platform.http.
+    """
+
+    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        token = _bearer_token(request)
+        who = self._named_by(token)
+        read_along = None
+        if who is not None and self.gateway.session_key is not None:
+            read_along = self.gateway.session_key(who.jti)
+        ip = request.client.host if request.client else "unknown"
+        counted = await self.gateway.limiter.hit(
+            ip, who.user_id if who else None, read_along=read_along
+        )
+        if token is not None and who is not None and counted.was_read:
+            request.state.known_session = KnownSession(token, who, counted.value)
+        verdict = counted.verdict
+        if verdict.allowed:
+            await self.app(scope, receive, send)
+            return
+        limit = verdict.refused_by.scope if verdict.refused_by else "client"
+        refusal = JSONResponse(
+            error_body(request, "rate_limited", f"too many requests for this {limit}: slow down"),
+            status_code=429,
+            headers={"Retry-After": str(verdict.retry_after_s)},
+        )
+        await refusal(scope, receive, send)
+
+    def _named_by(self, token: str | None) -> Principal | None:
+        """Who a token names, for counting (its session is checked by the route)."""
+        if token is None:
+            return None
+        try:
+            return self.gateway.auth.tokens.verify(token)
+        except InvalidTokenError:
+            return None  # counted per IP only; the route answers 401
 
 
 # -- forwarding -------------------------------------------------------------------------------
@@ -442,10 +479,10 @@ def create_app(gateway: Gateway) -> FastAPI:
     for kind in ERRORS:
         app.add_exception_handler(kind, _answer_error)
     # Middleware added later wraps what was added before. Gzip goes innermost, next to the
-    # routes: the function middlewares outside it stream bodies in chunks, and gzip, seeing a
-    # streamed body, would compress even a 40-byte answer (its minimum_size is then ignored).
+    # routes, so it sees their answers whole (a streamed body would be compressed whatever its
+    # size) and a 429 is never worth compressing.
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=6)
-    app.middleware("http")(rate_limit)
+    app.add_middleware(RateLimit, gateway=gateway)
     install_conventions(app)  # outermost: every answer, a 429 included, has the correlation id
     app.include_router(router)
     return app

@@ -9,17 +9,25 @@ one counter per caller and one round trip, which is what a gateway in front of e
 Each counter is bumped by a Lua script (INCR, and EXPIRE when it is new) so the key never
 outlives its window even if the gateway dies between the two; one script per key so each
 touches one key (Redis Cluster safe), all of a request's scripts sent in one pipeline.
+
+A request costs one round trip to Redis: the scripts are called by their SHA (EVALSHA; the
+script is loaded the first time Redis answers that it does not know it, after a restart too),
+not through redis-py's pipeline scripts, which ask SCRIPT EXISTS before every pipeline; and the
+caller may have one key read in the same pipeline (`read_along`: the gateway's session of the
+request's token), which then needs no round trip of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from eventshop.platform.observability.logging import get_logger
 
@@ -30,6 +38,8 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
+#: what Redis knows the script by (EVALSHA)
+_HIT_SHA = hashlib.sha1(_HIT.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,17 @@ def judge(limits: list[Limit], counts: list[int], window: Window) -> Verdict:
     return ALLOWED
 
 
+@dataclass(frozen=True)
+class Counted:
+    """One request counted, and the key read along with it."""
+
+    verdict: Verdict
+    #: whether `read_along` was read (False when not asked, or when Redis could not be reached)
+    was_read: bool = False
+    #: its value, None if the key does not exist
+    value: str | None = None
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -94,7 +115,6 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
-        self._hit = redis.register_script(_HIT)
         self.per_ip = per_ip
         self.per_user = per_user
         self.window_s = window_s
@@ -107,22 +127,41 @@ class RateLimiter:
             limits.append(Limit("user", user_id, self.per_user))
         return limits
 
-    async def hit(self, ip: str, user_id: str | None) -> Verdict:
-        """Count one request of this client (and user); whether it may proceed.
+    async def hit(self, ip: str, user_id: str | None, *, read_along: str | None = None) -> Counted:
+        """Count one request of this client (and user), reading `read_along` in the same round
+        trip; whether the request may proceed, and what was read.
 
         If Redis cannot be reached the request is let through (and logged): a cache outage
-        should not take the public catalog down with it. Authenticated routes still fail,
-        closed, on their session check.
+        should not take the public catalog down with it. Nothing is read then, and
+        authenticated routes still fail, closed, on their own session check.
         """
         window = window_at(self._clock(), self.window_s)
         limits = self.limits_for(ip, user_id)
+        keys = [counter_key(self._prefix, limit.scope, limit.who, window) for limit in limits]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for limit in limits:
-                    key = counter_key(self._prefix, limit.scope, limit.who, window)
-                    await self._hit(keys=[key], args=[self.window_s], client=pipe)
-                counts = [int(c) for c in await pipe.execute()]
+            try:
+                answers = await self._run(keys, read_along)
+            except NoScriptError:  # first use, or Redis restarted: the script ran nowhere
+                await self._redis.script_load(_HIT)
+                answers = await self._run(keys, read_along)
         except (RedisError, OSError) as exc:
             log.warning("ratelimit.unavailable", error=str(exc))
-            return ALLOWED
-        return judge(limits, counts, window)
+            return Counted(ALLOWED)
+        verdict = judge(limits, [int(c) for c in answers[: len(keys)]], window)
+        if read_along is None:
+            return Counted(verdict)
+        value = answers[-1]
+        return Counted(verdict, was_read=True, value=_text(value))
+
+    async def _run(self, keys: list[str], read_along: str | None) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.evalsha(_HIT_SHA, 1, key, self.window_s)
+            if read_along is not None:
+                pipe.get(read_along)
+            answers: list[Any] = await pipe.execute()
+        return answers
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

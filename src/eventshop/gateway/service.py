@@ -37,8 +37,9 @@ log = get_logger(__name__)
 def assemble(settings: GatewaySettings, redis: Redis, upstreams: Upstreams) -> Gateway:
     """The gateway's parts from its settings and clients (tests pass their own clients)."""
     tokens = Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_ttl_s)
+    sessions = RedisSessionStore(redis, prefix=settings.redis_prefix)
     return Gateway(
-        auth=Authenticator(tokens, RedisSessionStore(redis, prefix=settings.redis_prefix)),
+        auth=Authenticator(tokens, sessions),
         limiter=RateLimiter(
             redis,
             per_ip=settings.rate_per_ip,
@@ -47,6 +48,7 @@ def assemble(settings: GatewaySettings, redis: Redis, upstreams: Upstreams) -> G
             prefix=settings.redis_prefix,
         ),
         upstreams=upstreams,
+        session_key=sessions.key,  # the same Redis: a request's session is read with its counters
     )
 
 

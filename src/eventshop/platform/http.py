@@ -6,6 +6,10 @@
 - Identity: the gateway authenticates the caller and forwards who it is in headers
   (X-User-Id, X-User-Role, X-User-Email); services listen on loopback only and trust them.
 - X-Correlation-ID is taken from the request (or made) and returned on the response.
+
+The correlation id is handled by a pure ASGI middleware, not a `@app.middleware("http")`
+function: starlette runs those (`BaseHTTPMiddleware`) in a task of their own and streams every
+answer through memory streams, a cost paid on every request.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -80,16 +86,36 @@ _STATUS_CODES = {
 }
 
 
-def install_conventions(app: FastAPI) -> None:
-    """Correlation ids in and out, and every error in the one JSON shape."""
+class CorrelationMiddleware:
+    """Takes the request's X-Correlation-ID (or makes one), puts it on `request.state` for
+    `correlation_id_of`, and sets it on the answer, whichever middleware or handler made it."""
 
-    @app.middleware("http")
-    async def correlation(request: Request, call_next: Any) -> Any:
-        cid = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
-        request.state.correlation_id = cid
-        response = await call_next(request)
-        response.headers[CORRELATION_HEADER] = cid
-        return response
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = Headers(scope=scope).get(CORRELATION_HEADER) or str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = cid
+
+        async def send_with_correlation_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                MutableHeaders(scope=message)[CORRELATION_HEADER] = cid
+            await send(message)
+
+        await self.app(scope, receive, send_with_correlation_id)
+
+
+def install_conventions(app: FastAPI) -> None:
+    """Correlation ids in and out, and every error in the one JSON shape.
+
+    Call it after the app's own middleware: the correlation id then wraps them all, and every
+    answer (a 429 of the gateway's rate limit included) carries it.
+    """
+    app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import socket
 import time
 import uuid
@@ -29,8 +30,10 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from eventshop.contracts import registry
+from eventshop.gateway import ratelimit
 from eventshop.gateway.api import create_app
 from eventshop.gateway.auth import Tokens
+from eventshop.gateway.ratelimit import RateLimiter
 from eventshop.gateway.service import assemble, connect_redis
 from eventshop.gateway.settings import UPSTREAMS, GatewaySettings
 from eventshop.gateway.upstream import Upstreams
@@ -484,6 +487,64 @@ async def test_a_burst_from_one_user_is_429_while_others_go_on(make_shop: MakeSh
     assert (await shop.api.get("/api/v1/users/me", headers=other_auth)).status_code == 200
 
 
+async def test_the_gateways_own_refusals_carry_the_correlation_id_in_the_one_shape(
+    make_shop: MakeShop,
+) -> None:
+    """A 404 (no such route) and a 429 (answered by the rate limit, before any route) echo the
+    client's X-Correlation-ID, or make one, in the header and in the body."""
+    shop = await make_shop(rate_per_ip=1, rate_window_s=60)
+    r = await shop.api.get("/api/v1/no-such-route", headers={"X-Correlation-ID": "cid-404"})
+    assert assert_error_shape(r, 404, "not_found")["correlation_id"] == "cid-404"
+
+    # a limit of 1 a window: of the next two, at least one is refused (two windows at most)
+    answers = [
+        await shop.api.get("/api/v1/no-such-route", headers={"X-Correlation-ID": "cid-429"})
+        for _ in range(2)
+    ]
+    refused = next(r for r in answers if r.status_code == 429)
+    assert assert_error_shape(refused, 429, "rate_limited")["correlation_id"] == "cid-429"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+    unlimited = await make_shop()
+    made = await unlimited.api.get("/api/v1/no-such-route", headers={"Accept-Encoding": "gzip"})
+    body = assert_error_shape(made, 404, "not_found")
+    assert uuid.UUID(body["correlation_id"])
+    assert made.headers.get_list("X-Correlation-ID") == [body["correlation_id"]]
+
+
+async def test_the_rate_limit_loads_its_script_and_reads_a_key_along(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One round trip a request: the counters by EVALSHA, the session read in the same pipeline.
+    A script Redis does not know (first use, a restart) is loaded, and the request counted."""
+    unknown = f"{ratelimit._HIT}-- {uuid.uuid4()}\n"  # a text, and so a SHA, never loaded before
+    monkeypatch.setattr(ratelimit, "_HIT", unknown)
+    monkeypatch.setattr(ratelimit, "_HIT_SHA", hashlib.sha1(unknown.encode()).hexdigest())
+    redis = connect_redis(REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    limiter = RateLimiter(  # one window throughout
+        redis, per_ip=10, per_user=1, window_s=60, prefix=prefix, clock=lambda: 1_800_000_000.0
+    )
+    session = f"{prefix}session:j1"
+    try:
+        await redis.set(session, "u1", ex=60)
+        first = await limiter.hit(CLIENT_IP, "u1", read_along=session)
+        assert first.verdict.allowed
+        assert (first.was_read, first.value) == (True, "u1")
+        second = await limiter.hit(CLIENT_IP, "u1", read_along=f"{prefix}session:gone")
+        assert (second.was_read, second.value) == (True, None)
+        assert second.verdict.refused_by is not None and second.verdict.refused_by.scope == "user"
+        unread = await limiter.hit(CLIENT_IP, None)
+        assert unread.verdict.allowed and not unread.was_read
+        counters = [k async for k in redis.scan_iter(match=f"{prefix}ratelimit:*")]
+        assert len(counters) == 2
+        assert all(0 < ttl <= 60 for ttl in [await redis.ttl(k) for k in counters])
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        await redis.delete(*keys)
+        await redis.aclose()
+
+
 async def test_without_redis_public_routes_go_on_and_sessions_are_503(make_shop: MakeShop) -> None:
     """Redis down: the rate limit lets requests through; nobody can be authenticated."""
     shop = await make_shop(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
@@ -507,6 +568,7 @@ async def test_large_answers_are_gzipped_when_the_client_accepts_it(shop: Shop) 
     )
     assert r.status_code == 200
     assert r.headers["Content-Encoding"] == "gzip"
+    assert uuid.UUID(r.headers["X-Correlation-ID"])
     assert len(r.json()["padding"]) == 5_000  # httpx inflated it
     on_the_wire = await _raw_body(shop, "/api/v1/notifications?pad=5000", auth)
     assert len(on_the_wire) < 1_000

@@ -10,6 +10,7 @@ import pytest
 from eventshop.gateway.auth import (
     Authenticator,
     InvalidTokenError,
+    KnownSession,
     SessionEndedError,
     Tokens,
 )
@@ -158,6 +159,23 @@ async def test_a_session_of_another_user_does_not_count(tokens: Tokens, clock: F
     await sessions.open(issued.principal.jti, "someone-else", 60)
     with pytest.raises(SessionEndedError):
         await auth.authenticate(issued.access_token)
+
+
+async def test_a_session_known_from_earlier_in_the_request_is_not_looked_up_again(
+    tokens: Tokens, clock: FakeClock
+) -> None:
+    """The rate limit read the session in its own round trip: the store is not asked again
+    (it is empty here, so asking it would refuse the token)."""
+    auth = Authenticator(tokens, FakeSessionStore(clock))
+    issued = tokens.issue(user_id="u1", email="a@x.io", role="customer")
+    principal, token = issued.principal, issued.access_token
+    known = KnownSession(token, principal, holder="u1")
+    assert await auth.authenticate(token, known=known) == principal
+    with pytest.raises(SessionEndedError):  # read as ended: ended
+        await auth.authenticate(token, known=KnownSession(token, principal, holder=None))
+    with pytest.raises(SessionEndedError):  # known of another token: this one is checked itself
+        other = tokens.issue(user_id="u1", email="a@x.io", role="customer").access_token
+        await auth.authenticate(other, known=known)
 
 
 def test_the_real_clock_is_the_default() -> None:
