@@ -158,7 +158,9 @@ class Identity:
         return self.role == "admin"
 
 
-def caller(
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def`
+# dependency on a worker thread, a hop per request that cost the orders service a fifth of its CPU.
+async def caller(
     x_user_id: Annotated[str | None, Header()] = None,
     x_user_role: Annotated[str | None, Header()] = None,
     x_user_email: Annotated[str | None, Header()] = None,
@@ -169,7 +171,7 @@ def caller(
     return Identity(user_id=x_user_id, role=x_user_role or "customer", email=x_user_email or "")
 
 
-def admin(who: Annotated[Identity, Depends(caller)]) -> Identity:
+async def admin(who: Annotated[Identity, Depends(caller)]) -> Identity:
     if not who.is_admin:
         raise ApiError(403, "forbidden", "admin role required")
     return who
