@@ -11,6 +11,7 @@ each test looks only at the trace it started. Log lines go to a string buffer.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -68,6 +69,7 @@ from tests.integration.helpers import (
     ping,
     record_effect,
 )
+from tests.support.loopback import serving
 
 pytestmark = pytest.mark.integration
 
@@ -485,41 +487,38 @@ async def test_the_gateways_ready_reports_every_service_of_the_platform(
     orders_app = service_app(
         ServiceContext(name="orders", settings=settings, pool=orders_pool, bus=orders_node)
     )
-    upstreams = Upstreams(
-        {
-            "orders": httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=orders_app), base_url="http://orders"
-            ),
-            "loyalty": httpx.AsyncClient(base_url=f"http://127.0.0.1:{closed_port()}"),
-        }
-    )
-    redis = Redis.from_url(REDIS_URL)
-    ctx = ServiceContext(name="gateway", settings=settings, pool=gateway_pool, bus=gateway_node)
-    ctx.extras["redis"] = redis
-    gw_settings = GatewaySettings(redis_prefix=f"obs-{uuid.uuid4().hex[:8]}:")
-    ctx.extras["gateway"] = gateway_service.assemble(gw_settings, redis, upstreams)
-    app = gateway_service.build_app(ctx)
-    health_routes(app, ctx)  # as the runtime does: the gateway's own ready is kept
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
-        ) as c:
-            r = await c.get("/health/ready")
-            body = r.json()
-            assert r.status_code == 200, body  # the gateway itself can serve
-            assert body["checks"] == {"database": True, "broker": True, "cache": True}
-            services = body["platform"]["services"]
-            assert body["platform"]["status"] == "degraded"
-            assert services["gateway"]["ready"] is True
-            assert services["orders"]["ready"] is True
-            assert services["orders"]["checks"]["consumers"] is True
-            assert services["loyalty"] == {"ready": False, "error": "ConnectError"}
-            whole = await c.get("/health/ready", params={"scope": "platform"})
-            assert whole.status_code == 503
-            assert (await c.get("/health/live")).status_code == 200
-    finally:
-        await upstreams.aclose()
-        await redis.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        [orders_url] = await stack.enter_async_context(serving(orders_app))
+        upstreams = Upstreams.at(
+            {"orders": orders_url, "loyalty": f"http://127.0.0.1:{closed_port()}"},
+            timeout_s=5.0,
+            connect_timeout_s=1.0,
+        )
+        stack.push_async_callback(upstreams.aclose)  # before the orders server stops
+        redis = Redis.from_url(REDIS_URL)
+        stack.push_async_callback(redis.aclose)
+        ctx = ServiceContext(name="gateway", settings=settings, pool=gateway_pool, bus=gateway_node)
+        ctx.extras["redis"] = redis
+        gw_settings = GatewaySettings(redis_prefix=f"obs-{uuid.uuid4().hex[:8]}:")
+        ctx.extras["gateway"] = gateway_service.assemble(gw_settings, redis, upstreams)
+        app = gateway_service.build_app(ctx)
+        health_routes(app, ctx)  # as the runtime does: the gateway's own ready is kept
+        c = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+        )
+        r = await c.get("/health/ready")
+        body = r.json()
+        assert r.status_code == 200, body  # the gateway itself can serve
+        assert body["checks"] == {"database": True, "broker": True, "cache": True}
+        services = body["platform"]["services"]
+        assert body["platform"]["status"] == "degraded"
+        assert services["gateway"]["ready"] is True
+        assert services["orders"]["ready"] is True
+        assert services["orders"]["checks"]["consumers"] is True
+        assert services["loyalty"] == {"ready": False, "error": "ClientConnectorError"}
+        whole = await c.get("/health/ready", params={"scope": "platform"})
+        assert whole.status_code == 503
+        assert (await c.get("/health/live")).status_code == 200
 
 
 async def test_a_service_is_not_ready_while_its_consumer_is_detached(

@@ -330,10 +330,10 @@ async def login(body: Login, request: Request) -> Response | AccessToken:
         correlation_id=correlation_id_of(request),
         json={"email": body.email, "password": body.password.get_secret_value()},
     )
-    if answer.status_code != 200:
+    if answer.status != 200:
         return relay(answer)  # 401 invalid credentials, 422, ... in the service's words
     try:
-        account = VerifiedAccount.model_validate_json(answer.content)
+        account = VerifiedAccount.model_validate_json(answer.body)
     except ValidationError:
         log.error("upstream.unexpected_body", upstream="users", route="verify-password")
         raise ApiError(502, "bad_gateway", "users answered something unexpected") from None

@@ -2,7 +2,8 @@
 
 It consumes and publishes nothing and owns no tables (the runtime still gives it a pool and a
 bus connection, which readiness reports on); at start it opens the Redis client (sessions, rate
-limits, and the readiness "cache" check) and the HTTP clients to the services.
+limits, and the readiness "cache" check) and sets up the services' HTTP sessions (each opened on
+the service's first request, inside the running loop; all closed at shutdown).
 
 Its /health/ready reports the whole platform: its own checks (broker, database, cache) and
 each service's own readiness. The status code is the gateway's own (200 when it can serve:

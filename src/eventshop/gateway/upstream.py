@@ -1,18 +1,23 @@
 """The services behind the gateway, reached over HTTP only, and relaying their answers.
 
-Each service gets its own `httpx.AsyncClient` (a connection pool to it) with bounded timeouts:
-a service that is down or hangs becomes `UpstreamUnavailableError` (503) within seconds, never
-a request that waits forever. Requests are not retried: most are not idempotent, and the
-client, who holds the Idempotency-Key, is the one to decide.
+Each service gets its own `aiohttp.ClientSession` (a connection pool to it) with bounded
+timeouts: a service that is down or hangs becomes `UpstreamUnavailableError` (503) within
+seconds, never a request that waits forever. Requests are not retried: most are not idempotent,
+and the client, who holds the Idempotency-Key, is the one to decide. Redirects are relayed to
+the client, not followed.
 
-Connections are kept open and reused (`POOL_LIMITS`): as many are kept alive as may be open, so
-a burst does not end in connections closed only to be opened again for the next one.
+aiohttp, not httpx: httpcore's pool looks at every pooled connection (a poll syscall each) for
+every request, so its cost grew with the requests in flight, to nearly half the gateway's CPU at
+64. Connections are kept open and reused, up to `CONNECTIONS_PER_SERVICE` a service, so a burst
+does not end in connections closed only to be opened again for the next one. A session is made
+on a service's first request, inside the running loop, as aiohttp requires.
 
 What goes downstream is built from scratch, never copied from the client: the identity headers
 (X-User-*) the gateway vouches for, the correlation id, the trace context (`traceparent`, naming
 the gateway's CLIENT span of this call, so the service's spans and the events it emits join the
 request's trace), and the few headers a route forwards on purpose. A client cannot pass itself
-off as somebody else by sending X-User-Id.
+off as somebody else by sending X-User-Id. No cookie a service sets is kept, so none can reach
+another user's request.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.responses import Response
@@ -53,14 +60,15 @@ RELAYED_RESPONSE_HEADERS = (
     "content-type", "location", "retry-after", "cache-control", "etag", "last-modified",
 )  # fmt: skip
 
+#: connections open to one service at most, every one of them kept alive between requests
+CONNECTIONS_PER_SERVICE = 100
+#: under uvicorn's 5 s keep-alive: the gateway drops an idle connection before the service
+#: does, never sending a request on one the service is closing at that very moment
+KEEPALIVE_S = 4.0
 
-POOL_LIMITS = httpx.Limits(
-    max_connections=100,
-    max_keepalive_connections=100,
-    # under uvicorn's 5 s keep-alive: the gateway drops an idle connection before the service
-    # does, never sending a request on one the service is closing at that very moment
-    keepalive_expiry=4.0,
-)
+#: what a service failed with, when it could not be reached or did not answer in time
+#: (refused, reset, timed out, a broken answer, ...)
+_UNAVAILABLE = (aiohttp.ClientError, TimeoutError)
 
 
 class UpstreamUnavailableError(Exception):
@@ -72,6 +80,19 @@ class UpstreamUnavailableError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamAnswer:
+    """A service's answer, read whole."""
+
+    status: int
+    #: looked up whatever the case of the name
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
 def identity_headers(who: Principal | None, correlation_id: str) -> dict[str, str]:
     headers = {CORRELATION_HEADER: correlation_id}
     if who is not None:
@@ -81,30 +102,75 @@ def identity_headers(who: Principal | None, correlation_id: str) -> dict[str, st
     return headers
 
 
-def relay(answer: httpx.Response) -> Response:
+def relay(answer: UpstreamAnswer) -> Response:
     """The service's answer as the gateway's: same status, same body, its content headers."""
     headers = {k: v for k in RELAYED_RESPONSE_HEADERS if (v := answer.headers.get(k)) is not None}
-    return Response(content=answer.content, status_code=answer.status_code, headers=headers)
+    return Response(content=answer.body, status_code=answer.status, headers=headers)
 
 
 class Upstreams:
-    def __init__(self, clients: Mapping[str, httpx.AsyncClient]) -> None:
-        self._clients = dict(clients)
+    """The services by name, each at its base URL (scheme, host, port, and an optional path)."""
+
+    def __init__(self, urls: Mapping[str, str], timeout: aiohttp.ClientTimeout) -> None:
+        self._urls = {name: url.rstrip("/") for name, url in urls.items()}
+        self._timeout = timeout
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._closed = False
+
+    @classmethod
+    def at(
+        cls, urls: Mapping[str, str], *, timeout_s: float, connect_timeout_s: float
+    ) -> Upstreams:
+        """The services at these URLs; a call that takes longer than `timeout_s` in all (or
+        `connect_timeout_s` to connect) is given up."""
+        return cls(urls, aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s))
 
     @classmethod
     def over_http(cls, settings: GatewaySettings) -> Upstreams:
-        """One client per service at its configured URL (loopback by default)."""
-        timeout = httpx.Timeout(
-            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+        """Every service at its configured URL (loopback by default)."""
+        return cls.at(
+            {name: settings.upstream_url(name) for name in UPSTREAMS},
+            timeout_s=settings.upstream_timeout_s,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
         )
-        return cls(
-            {
-                name: httpx.AsyncClient(
-                    base_url=settings.upstream_url(name), timeout=timeout, limits=POOL_LIMITS
-                )
-                for name in UPSTREAMS
-            }
-        )
+
+    def _session(self, service: str) -> aiohttp.ClientSession:
+        session = self._sessions.get(service)
+        if session is None:
+            if self._closed:
+                raise RuntimeError("the upstreams are closed")
+            session = self._sessions[service] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=CONNECTIONS_PER_SERVICE, keepalive_timeout=KEEPALIVE_S
+                ),
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                json_serialize_bytes=orjson.dumps,
+            )
+        return session
+
+    async def _send(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> UpstreamAnswer:
+        # the query as the client sent it; yarl only quotes what is not valid in a URL
+        url = self._urls[service] + (f"{path}?{query}" if query else path)
+        async with self._session(service).request(
+            method,
+            url,
+            json=json,
+            headers=headers,
+            allow_redirects=False,
+            timeout=timeout or self._timeout,
+        ) as response:
+            return UpstreamAnswer(response.status, response.headers, await response.read())
 
     async def call(
         self,
@@ -117,9 +183,8 @@ class Upstreams:
         json: Any = None,
         query: str = "",
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         """Send one request to a service as `who`; its answer, whatever the status."""
-        client = self._clients[service]
         sent_headers = identity_headers(who, correlation_id)
         sent_headers.update(headers or {})
         started = time.perf_counter()
@@ -131,10 +196,10 @@ class Upstreams:
             if traceparent := tracing.traceparent_of(span):
                 sent_headers["traceparent"] = traceparent
             try:
-                answer = await client.request(
-                    method, path, json=json, params=query or None, headers=sent_headers
+                answer = await self._send(
+                    service, method, path, json=json, query=query, headers=sent_headers
                 )
-            except httpx.TransportError as exc:  # refused, reset, timed out, ...
+            except _UNAVAILABLE as exc:
                 UPSTREAM_REQUESTS.labels(service, method, "unavailable").inc()
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
                 log.warning(
@@ -144,29 +209,32 @@ class Upstreams:
                 raise UpstreamUnavailableError(service, type(exc).__name__) from exc
             finally:
                 UPSTREAM_SECONDS.labels(service, method).observe(time.perf_counter() - started)
-            span.set_attribute("http.response.status_code", answer.status_code)
-            UPSTREAM_REQUESTS.labels(service, method, str(answer.status_code)).inc()
+            span.set_attribute("http.response.status_code", answer.status)
+            UPSTREAM_REQUESTS.labels(service, method, str(answer.status)).inc()
             return answer
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
         """Each service's own /health/ready answer: {service: {"ready": bool, "checks": ...}}."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._timeout.sock_connect)
 
-        async def probe(name: str, client: httpx.AsyncClient) -> dict[str, Any]:
+        async def probe(name: str) -> dict[str, Any]:
             try:
-                r = await client.get("/health/ready", timeout=timeout_s)
+                r = await self._send(name, "GET", "/health/ready", timeout=timeout)
                 body = (
                     r.json()
                     if r.headers.get("content-type", "").startswith("application/json")
                     else {}
                 )
-                return {"ready": r.status_code == 200, "checks": body.get("checks", {})}
-            except (httpx.HTTPError, ValueError) as exc:
+                return {"ready": r.status == 200, "checks": body.get("checks", {})}
+            except (*_UNAVAILABLE, ValueError) as exc:
                 return {"ready": False, "error": type(exc).__name__}
 
-        names = list(self._clients)
-        answers = await asyncio.gather(*(probe(n, self._clients[n]) for n in names))
+        names = list(self._urls)
+        answers = await asyncio.gather(*(probe(n) for n in names))
         return dict(zip(names, answers, strict=True))
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()

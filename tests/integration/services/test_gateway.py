@@ -1,19 +1,22 @@
 """The gateway's public API against a real users service, real PostgreSQL and real Redis.
 
 What is real: the users app (its routes, a random PostgreSQL schema, argon2 with cheap
-parameters), reached by the gateway's own HTTP client through an ASGI transport; Redis (db 15,
-every key under a random prefix, deleted after each test) for sessions and rate limits; real
-sockets for the services that are down (a closed port) or hang (a server that never answers).
+parameters), served by uvicorn on a loopback port and reached by the gateway's own HTTP client;
+Redis (db 15, every key under a random prefix, deleted after each test) for sessions and rate
+limits; real sockets for the services that are down (a closed port) or hang (a server that never
+answers). The test client drives the gateway's app in process (httpx's ASGI transport).
 
-What stands in for other services: `RecordingService`, a tiny app that answers what it was sent,
-in place of orders, archive, notifications and loyalty, so a test can see exactly what the
-gateway forwards (path, query, identity headers, correlation id, Idempotency-Key). Those
-services are not this module's subject; the gateway knows them only over HTTP anyway.
+What stands in for other services: `RecordingService`, a tiny app that answers what it was sent
+(on loopback too), in place of orders, archive, notifications and loyalty, so a test can see
+exactly what the gateway forwards (path, query, identity headers, correlation id,
+Idempotency-Key). Those services are not this module's subject; the gateway knows them only
+over HTTP anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import socket
@@ -44,6 +47,7 @@ from eventshop.platform.settings import PlatformSettings
 from eventshop.services.users.api import build_app as build_users_app
 from eventshop.services.users.settings import UsersSettings
 from tests.conftest import SchemaFactory
+from tests.support.loopback import serving
 
 pytestmark = pytest.mark.integration
 
@@ -74,11 +78,17 @@ class RecordingService:
                 "json": await request.json() if body else None,
             }
             self.seen.append(seen)
-            pad = int(request.query_params.get("pad", "0"))
-            return JSONResponse(
+            asked = request.query_params
+            pad = int(asked.get("pad", "0"))
+            answer = JSONResponse(
                 {"echo": seen, "padding": "x" * pad},
-                status_code=202 if request.method == "POST" else 200,
+                status_code=int(asked.get("status", 202 if request.method == "POST" else 200)),
             )
+            if "location" in asked:
+                answer.headers["Location"] = asked["location"]
+            if "cookie" in asked:
+                answer.set_cookie("session", asked["cookie"])
+            return answer
 
         return app
 
@@ -159,22 +169,20 @@ async def make_shop(
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     recorder = RecordingService()
     clients: list[httpx.AsyncClient] = []
+    gateways_upstreams: list[Upstreams] = []
     other_redises: list[Redis] = []
+    servers = contextlib.AsyncExitStack()
+    users_url, recorder_url = await servers.enter_async_context(serving(users_app, recorder.app()))
 
-    def client_of(service: str, gateway_settings: GatewaySettings) -> httpx.AsyncClient:
-        timeout = httpx.Timeout(
-            gateway_settings.upstream_timeout_s, connect=gateway_settings.upstream_connect_timeout_s
-        )
+    def url_of(service: str) -> str:
         if service == "users":
-            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(users_app)
-            return httpx.AsyncClient(transport=transport, base_url="http://users")
+            return users_url
         if service in ("orders", "archive", "notifications", "loyalty"):
-            transport = httpx.ASGITransport(recorder.app())
-            return httpx.AsyncClient(transport=transport, base_url=f"http://{service}")
+            return recorder_url
         if service == "payments":  # hangs
-            return httpx.AsyncClient(base_url=f"http://127.0.0.1:{silent_port}", timeout=timeout)
+            return f"http://127.0.0.1:{silent_port}"
         # catalog, inventory: down
-        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{closed_port()}", timeout=timeout)
+        return f"http://127.0.0.1:{closed_port()}"
 
     async def make(*, redis_url: str = REDIS_URL, **overrides: Any) -> Shop:
         values: dict[str, Any] = {
@@ -188,13 +196,16 @@ async def make_shop(
             **overrides,
         }
         gateway_settings = GatewaySettings(**values)
-        upstream_clients = {name: client_of(name, gateway_settings) for name in UPSTREAMS}
-        clients.extend(upstream_clients.values())
+        upstreams = Upstreams.at(
+            {name: url_of(name) for name in UPSTREAMS},
+            timeout_s=gateway_settings.upstream_timeout_s,
+            connect_timeout_s=gateway_settings.upstream_connect_timeout_s,
+        )
+        gateways_upstreams.append(upstreams)
         gateway_redis = redis
         if redis_url != REDIS_URL:
             gateway_redis = connect_redis(redis_url)
             other_redises.append(gateway_redis)
-        upstreams = Upstreams(upstream_clients)
         app = create_app(assemble(gateway_settings, gateway_redis, upstreams))
         api = httpx.AsyncClient(
             transport=httpx.ASGITransport(app, client=(CLIENT_IP, 40_000)),
@@ -208,6 +219,9 @@ async def make_shop(
     finally:
         for client in clients:
             await client.aclose()
+        for upstreams in gateways_upstreams:
+            await upstreams.aclose()
+        await servers.aclose()  # once nothing is connected to them
         for other in other_redises:
             await other.aclose()
         keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
@@ -436,6 +450,20 @@ async def test_my_routes_go_to_their_service(shop: Shop, path: str, upstream_pat
     assert r.status_code == 200
     assert r.json()["echo"]["path"] == upstream_path
     assert r.json()["echo"]["headers"]["x-user-id"] == account["user_id"]
+
+
+async def test_a_redirect_is_relayed_not_followed_and_no_cookie_is_kept(shop: Shop) -> None:
+    _, auth = await shop.shopper()
+    r = await shop.api.get(
+        "/api/v1/orders?status=303&location=/orders/o1&cookie=of-this-user", headers=auth
+    )
+    assert r.status_code == 303
+    assert r.headers["Location"] == "/orders/o1"
+    assert "set-cookie" not in r.headers
+    _, other_auth = await shop.shopper()
+    assert (await shop.api.get("/api/v1/orders", headers=other_auth)).status_code == 200
+    assert [seen["path"] for seen in shop.recorder.seen] == ["/orders", "/orders"]
+    assert "cookie" not in shop.recorder.seen[1]["headers"]  # never another user's
 
 
 async def test_a_service_that_is_down_is_503_at_once(shop: Shop) -> None:

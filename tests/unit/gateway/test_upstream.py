@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from eventshop.gateway.auth import Principal
-from eventshop.gateway.upstream import identity_headers, relay
+from eventshop.gateway.upstream import UpstreamAnswer, identity_headers, relay
 
 ADA = Principal(user_id="u1", email="ada@example.com", role="admin", jti="j1", expires_at=0)
 
@@ -24,15 +24,20 @@ def test_an_anonymous_request_carries_only_the_correlation_id() -> None:
 
 
 def test_an_answer_is_relayed_with_its_status_body_and_content_headers() -> None:
-    answer = httpx.Response(
+    answer = UpstreamAnswer(
         202,
-        content=b'{"order_id": "o1", "status": "PENDING"}',
-        headers={
-            "content-type": "application/json",
-            "location": "/orders/o1",
-            "x-correlation-id": "from-the-service",
-            "server": "uvicorn",
-        },
+        # as aiohttp hands them over: looked up whatever the case
+        CIMultiDictProxy(
+            CIMultiDict(
+                {
+                    "Content-Type": "application/json",
+                    "Location": "/orders/o1",
+                    "X-Correlation-ID": "from-the-service",
+                    "Server": "uvicorn",
+                }
+            )
+        ),
+        b'{"order_id": "o1", "status": "PENDING"}',
     )
     response = relay(answer)
     assert response.status_code == 202
@@ -41,3 +46,8 @@ def test_an_answer_is_relayed_with_its_status_body_and_content_headers() -> None
     assert response.headers["location"] == "/orders/o1"
     assert "server" not in response.headers
     assert "x-correlation-id" not in response.headers  # the gateway sets its own (the same)
+
+
+def test_an_answer_reads_as_json() -> None:
+    answer = UpstreamAnswer(200, {}, b'{"checks": {"database": true}}')
+    assert answer.json() == {"checks": {"database": True}}

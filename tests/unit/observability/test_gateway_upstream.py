@@ -1,11 +1,19 @@
-"""The gateway's upstream calls carry the request's trace (no network: httpx's MockTransport
-answers as the service would)."""
+"""The gateway's upstream calls carry the request's trace.
+
+The one exception to "no I/O" here: aiohttp has no in-memory transport, so each service is a stub
+(an aiohttp web app, up and down in a millisecond) on a loopback port of this process, answering
+as the service would.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
@@ -13,26 +21,36 @@ from prometheus_client import REGISTRY
 from eventshop.gateway.upstream import Upstreams, UpstreamUnavailableError
 from eventshop.platform.observability.tracing import parse_traceparent
 
+Answer = Callable[[web.Request], Awaitable[web.Response]]
 
-def upstreams(handler: Any) -> Upstreams:
-    return Upstreams(
-        {
-            "orders": httpx.AsyncClient(
-                transport=httpx.MockTransport(handler), base_url="http://orders"
-            ),
-            "loyalty": httpx.AsyncClient(
-                transport=httpx.MockTransport(handler), base_url="http://loyalty"
-            ),
-        }
-    )
+
+@contextlib.asynccontextmanager
+async def upstreams(answers: Mapping[str, Answer]) -> AsyncIterator[Upstreams]:
+    """Each service answering every request with its function, on its own loopback port."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name, answer in answers.items():
+            app = web.Application()
+            app.router.add_route("*", "/{path:.*}", answer)
+            server = await stack.enter_async_context(TestServer(app, host="127.0.0.1"))
+            urls[name] = str(server.make_url(""))
+        reached = Upstreams.at(urls, timeout_s=2.0, connect_timeout_s=1.0)
+        stack.push_async_callback(reached.aclose)
+        yield reached
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def test_a_forwarded_request_names_the_gateways_client_span(spans: Any) -> None:
-    sent: list[httpx.Request] = []
+    sent: list[web.Request] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    async def answer(request: web.Request) -> web.Response:
         sent.append(request)
-        return httpx.Response(202, json={"order_id": "o1"})
+        return web.json_response({"order_id": "o1"}, status=202)
 
     before = (
         REGISTRY.get_sample_value(
@@ -41,11 +59,13 @@ async def test_a_forwarded_request_names_the_gateways_client_span(spans: Any) ->
         )
         or 0.0
     )
-    with trace.get_tracer("t").start_as_current_span("POST /api/v1/orders") as root:
-        r = await upstreams(answer).call(
-            "orders", "POST", "/orders", who=None, correlation_id="c1", json={}
-        )
-    assert r.status_code == 202
+    async with upstreams({"orders": answer}) as services:
+        with trace.get_tracer("t").start_as_current_span("POST /api/v1/orders") as root:
+            r = await services.call(
+                "orders", "POST", "/orders", who=None, correlation_id="c1", json={}
+            )
+    assert r.status == 202
+    assert r.json() == {"order_id": "o1"}
     client_span = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT)
     assert client_span.name == "POST orders"
     assert client_span.parent is not None
@@ -65,26 +85,30 @@ async def test_a_forwarded_request_names_the_gateways_client_span(spans: Any) ->
 
 
 async def test_an_unreachable_service_is_an_error_span(spans: Any) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
+    services = Upstreams.at(
+        {"orders": f"http://127.0.0.1:{closed_port()}"}, timeout_s=2.0, connect_timeout_s=1.0
+    )
     try:
-        await upstreams(refuse).call("orders", "GET", "/orders", who=None, correlation_id="c2")
+        await services.call("orders", "GET", "/orders", who=None, correlation_id="c2")
     except UpstreamUnavailableError:
         pass
     else:
         raise AssertionError("expected UpstreamUnavailableError")
+    finally:
+        await services.aclose()
     [client_span] = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
     assert client_span.status.status_code is StatusCode.ERROR
 
 
 async def test_the_platform_readiness_is_each_services_own_answer() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "orders":
-            return httpx.Response(200, json={"status": "ready", "checks": {"database": True}})
-        return httpx.Response(503, json={"status": "not ready", "checks": {"broker": False}})
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready", "checks": {"database": True}})
 
-    assert await upstreams(answer).readiness() == {
-        "orders": {"ready": True, "checks": {"database": True}},
-        "loyalty": {"ready": False, "checks": {"broker": False}},
-    }
+    async def not_ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "not ready", "checks": {"broker": False}}, status=503)
+
+    async with upstreams({"orders": ready, "loyalty": not_ready}) as services:
+        assert await services.readiness() == {
+            "orders": {"ready": True, "checks": {"database": True}},
+            "loyalty": {"ready": False, "checks": {"broker": False}},
+        }
