@@ -14,7 +14,9 @@ UPSTREAMS = (
     "users", "catalog", "inventory", "orders", "payments", "notifications", "loyalty", "archive",
 )  # fmt: skip
 
-DEV_JWT_SECRET = "dev-only-secret"
+#: known to everyone, so refused outside development; 32+ bytes all the same (RFC 7518 3.2 asks
+#: that of an HS256 key, and PyJWT warns on every token otherwise)
+DEV_JWT_SECRET = "dev-only-secret-never-use-it-in-production"
 
 
 class GatewaySettings(BaseSettings):
