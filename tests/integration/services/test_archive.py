@@ -44,6 +44,7 @@ from tests.integration.helpers import Bus, consumer_of, eventually, parked, ping
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "archive"
 MIGRATIONS = "eventshop.services.archive.migrations"
 ADMIN = {"X-User-Id": "admin-1", "X-User-Role": "admin", "X-User-Email": "admin@example.com"}
 CUSTOMER = {"X-User-Id": "user-1", "X-User-Role": "customer", "X-User-Email": "u@example.com"}
@@ -51,18 +52,6 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------
-@pytest.fixture
-async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
-    schema, pool = await make_schema("archive")
-    await migrate(pool, [MIGRATIONS])
-    return schema, pool
-
-
-@pytest.fixture
-def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
-    return schema_pool[1]
-
-
 @pytest.fixture
 async def node(
     schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings

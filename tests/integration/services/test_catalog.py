@@ -21,17 +21,16 @@ from redis.asyncio import Redis
 
 from eventshop.contracts import registry
 from eventshop.platform.bus.node import BusNode
-from eventshop.platform.db import migrate
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.catalog import api, service, store
 from eventshop.services.catalog.cache import RedisProductCache
 from eventshop.services.catalog.domain import PageRequest
 from eventshop.services.catalog.settings import CatalogSettings
-from tests.conftest import SchemaFactory
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "catalog"
 MIGRATIONS = "eventshop.services.catalog.migrations"
 REDIS_URL = "redis://127.0.0.1:6379/15"
 TTL_S = 60
@@ -78,13 +77,6 @@ def app_context(
             "catalog_settings": CatalogSettings(cache_prefix=prefix, cache_ttl_s=TTL_S),
         },
     )
-
-
-@pytest.fixture
-async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
-    schema, pool = await make_schema("catalog")
-    await migrate(pool, [MIGRATIONS])
-    return schema, pool
 
 
 @pytest.fixture

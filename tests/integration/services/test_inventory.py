@@ -23,34 +23,22 @@ from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
 from eventshop.platform.bus.consumer import Handler
 from eventshop.platform.bus.node import BusNode
-from eventshop.platform.db import create_pool, migrate
+from eventshop.platform.db import create_pool
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
 from eventshop.services.inventory import api, handlers, store
 from eventshop.services.inventory.service import definition
-from tests.conftest import SchemaFactory
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "inventory"
 MIGRATIONS = "eventshop.services.inventory.migrations"
 ADMIN = {"X-User-Id": "admin-1", "X-User-Role": "admin"}
 CUSTOMER = {"X-User-Id": "user-1", "X-User-Role": "customer"}
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
-@pytest.fixture
-async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
-    schema, pool = await make_schema("inventory")
-    await migrate(pool, [MIGRATIONS])
-    return schema, pool
-
-
-@pytest.fixture
-def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
-    return schema_pool[1]
-
-
 @pytest.fixture
 async def wide_pool(
     schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings

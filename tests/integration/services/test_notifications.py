@@ -30,7 +30,7 @@ from eventshop.contracts.users import UserRegistered
 from eventshop.platform.bus.consumer import Subscription
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.wire import message_from_envelope
-from eventshop.platform.db import create_pool, migrate
+from eventshop.platform.db import create_pool
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
@@ -38,27 +38,15 @@ from eventshop.services.notifications import api, domain, service
 from eventshop.services.notifications.handlers import Notifier
 from eventshop.services.notifications.mailer import SmtpMailer
 from eventshop.smtp_sink import SmtpSink, StoredMail, stored_messages
-from tests.conftest import SchemaFactory
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "notifications"
 MIGRATIONS = "eventshop.services.notifications.migrations"
 SENDER = "eventshop <no-reply@eventshop.test>"
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------
-@pytest.fixture
-async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
-    schema, pool = await make_schema("notifications")
-    await migrate(pool, [MIGRATIONS])
-    return schema, pool
-
-
-@pytest.fixture
-def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
-    return schema_pool[1]
-
-
 @pytest.fixture
 async def sink(tmp_path: Path) -> AsyncIterator[SmtpSink]:
     async with SmtpSink(tmp_path / "mail", port=0) as running:

@@ -27,7 +27,7 @@ from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform import eventstore
 from eventshop.platform.bus.consumer import Handler
 from eventshop.platform.bus.node import BusNode
-from eventshop.platform.db import create_pool, migrate
+from eventshop.platform.db import create_pool
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
@@ -35,10 +35,10 @@ from eventshop.services.orders import api, handlers
 from eventshop.services.orders.service import definition
 from eventshop.services.orders.settings import OrdersSettings
 from eventshop.services.orders.timeouts import TimeoutScanner
-from tests.conftest import SchemaFactory
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "orders"
 MIGRATIONS = [eventstore.MIGRATIONS, "eventshop.services.orders.migrations"]
 
 HANDLERS: dict[type[EventPayload], Handler] = {
@@ -64,18 +64,6 @@ ADMIN = {"X-User-Id": "admin-1", "X-User-Role": "admin", "X-User-Email": "admin@
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------
-@pytest.fixture
-async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
-    schema, pool = await make_schema("orders")
-    await migrate(pool, MIGRATIONS)
-    return schema, pool
-
-
-@pytest.fixture
-def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
-    return schema_pool[1]
-
-
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 
 

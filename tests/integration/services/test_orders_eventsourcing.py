@@ -39,9 +39,10 @@ from tests.integration.services.test_orders import (
 
 pytestmark = pytest.mark.integration
 
-# the fixtures of test_orders.py: a random migrated schema, HTTP clients on orders' app
-schema_pool = orders_tests.schema_pool
-pool = orders_tests.pool
+# orders' schema, as test_orders.py has it (the fixtures in conftest.py read these two), and
+# that module's HTTP clients on orders' app
+SERVICE = orders_tests.SERVICE
+MIGRATIONS = orders_tests.MIGRATIONS
 make_client = orders_tests.make_client
 client = orders_tests.client
 

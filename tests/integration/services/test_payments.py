@@ -24,7 +24,7 @@ from eventshop.contracts import Envelope, EventPayload, new_envelope, registry
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
 from eventshop.platform.bus.node import BusNode
-from eventshop.platform.db import create_pool, migrate
+from eventshop.platform.db import create_pool
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
@@ -34,25 +34,13 @@ from eventshop.services.payments.domain import FraudRules
 from eventshop.services.payments.service import definition
 from eventshop.services.payments.settings import PaymentsSettings
 from eventshop.services.payments.worker import ChargeWorker
-from tests.conftest import SchemaFactory
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "payments"
 MIGRATIONS = "eventshop.services.payments.migrations"
 RULES = FraudRules(velocity_max_requests=3, velocity_window_s=60)
 FAST = PaymentsSettings(charge_retry_delay_s=0, charge_max_attempts=2, charge_poll_s=0.01)
-
-
-@pytest.fixture
-async def schema_pool(make_schema: SchemaFactory) -> tuple[str, asyncpg.Pool]:
-    schema, pool = await make_schema("payments")
-    await migrate(pool, [MIGRATIONS])
-    return schema, pool
-
-
-@pytest.fixture
-def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
-    return schema_pool[1]
 
 
 @pytest.fixture
