@@ -17,6 +17,7 @@ INFRASTRUCTURE = (
     "starlette",
     "redis",
     "httpx",
+    "aiohttp",
     "uvicorn",
 )
 
