@@ -75,9 +75,8 @@ from eventshop.cli import supervise
 from eventshop.cli.demo import ADMIN, ADMIN_PASSWORD
 from eventshop.invariants import InvariantReport, check_invariants
 from eventshop.platform.settings import PlatformSettings
-from eventshop.services import PORTS
+from eventshop.shopclient import API, call, log_in
 
-API = f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
 PASSWORD = "bench-password-1"
 SKU_PREFIX = "BENCH"
 FINAL_EVENTS = ("order.confirmed", "order.cancelled")
@@ -251,39 +250,8 @@ class Shop:
     skus: list[str]
 
 
-async def _request(
-    client: httpx.AsyncClient,
-    method: str,
-    path: str,
-    *,
-    token: str = "",
-    ok: tuple[int, ...] = (200, 201, 202),
-    retry_on: tuple[int, ...] = (429, 503),
-    attempts: int = 100,
-    **kwargs: Any,
-) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    for attempt in range(attempts):
-        r = await client.request(method, API + path, headers=headers, **kwargs)
-        if r.status_code in ok:
-            return r
-        if r.status_code in retry_on:
-            await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
-            continue
-        raise BenchError(f"{method} {path} -> {r.status_code}: {r.text[:300]}")
-    raise BenchError(f"{method} {path} kept failing")
-
-
 async def _login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:
-    await _request(
-        client,
-        "POST",
-        "/auth/register",
-        json={"email": email, "password": password, "name": email.split("@")[0]},
-        ok=(201, 409),
-    )
-    r = await _request(client, "POST", "/auth/login", json={"email": email, "password": password})
-    return str(r.json()["access_token"])
+    return await log_in(client, email, password)
 
 
 def units_needed(cfg: OrdersBenchConfig) -> int:
@@ -317,7 +285,7 @@ async def setup_shop(
     skus = [f"{SKU_PREFIX}-{i:04d}" for i in range(cfg.products)]
 
     async def create(i: int, sku: str) -> bool:
-        r = await _request(
+        r = await call(
             client,
             "POST",
             "/products",
@@ -352,11 +320,11 @@ async def setup_shop(
 
     async def top_up(sku: str) -> bool:
         # inventory learns of a product from product.created: 404 until it has
-        r = await _request(client, "GET", f"/stock/{sku}", token=admin, retry_on=(404, 429, 503))
+        r = await call(client, "GET", f"/stock/{sku}", token=admin, retry_on=(404, 429, 503))
         available = int(r.json()["available"])
         if available >= need:
             return False
-        await _request(
+        await call(
             client,
             "POST",
             f"/stock/{sku}/restock",

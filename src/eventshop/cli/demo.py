@@ -27,9 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventshop.invariants import InvariantReport, check_invariants
-from eventshop.services import PORTS
+from eventshop.shopclient import call, log_in
 
-API = f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
 PASSWORD = "demo-password-1"
 #: the development admin (users makes accounts with this e-mail admins); tests log in as it too
 ADMIN = "admin@eventshop.test"
@@ -53,48 +52,10 @@ class Plan:
     expect: str
 
 
-class DemoError(RuntimeError):
-    pass
-
-
-async def _call(
-    client: httpx.AsyncClient,
-    method: str,
-    path: str,
-    *,
-    token: str = "",
-    ok: tuple[int, ...] = (200, 201, 202),
-    retry_on: tuple[int, ...] = (429, 503),
-    attempts: int = 60,
-    **kwargs: Any,
-) -> httpx.Response:
-    headers = dict(kwargs.pop("headers", {}) or {})
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    for attempt in range(attempts):
-        r = await client.request(method, API + path, headers=headers, **kwargs)
-        if r.status_code in ok:
-            return r
-        if r.status_code in retry_on:
-            wait = float(r.headers.get("Retry-After", "0") or 0) or 0.1 * (attempt + 1)
-            await asyncio.sleep(min(wait, 2.0))
-            continue
-        raise DemoError(f"{method} {path} -> {r.status_code}: {r.text[:300]}")
-    raise DemoError(f"{method} {path} kept failing")
-
-
 async def _register(
     client: httpx.AsyncClient, email: str, name: str, password: str = PASSWORD
 ) -> str:
-    await _call(
-        client,
-        "POST",
-        "/auth/register",
-        json={"email": email, "password": password, "name": name},
-        ok=(201, 409),
-    )
-    r = await _call(client, "POST", "/auth/login", json={"email": email, "password": password})
-    return str(r.json()["access_token"])
+    return await log_in(client, email, password, name)
 
 
 async def _setup_catalog(
@@ -103,7 +64,7 @@ async def _setup_catalog(
     skus = [f"{run}-SKU-{i:03d}" for i in range(20)]
     rare = f"{run}-RARE"
     for i, sku in enumerate([*skus, rare]):
-        await _call(
+        await call(
             client,
             "POST",
             "/products",
@@ -118,7 +79,7 @@ async def _setup_catalog(
         )
     # inventory learns of a product from product.created: restock answers 404 until it has
     for sku in skus:
-        await _call(
+        await call(
             client,
             "POST",
             f"/stock/{sku}/restock",
@@ -126,7 +87,7 @@ async def _setup_catalog(
             json={"quantity": 1000},
             retry_on=(404, 429, 503),
         )
-    await _call(
+    await call(
         client,
         "POST",
         f"/stock/{rare}/restock",
@@ -239,7 +200,7 @@ async def run_demo(
                 while not queue.empty():
                     plan = queue.get_nowait()
                     key = str(uuid.uuid4())
-                    r = await _call(
+                    r = await call(
                         client,
                         "POST",
                         "/orders",
@@ -260,7 +221,7 @@ async def run_demo(
                     for s in shoppers + fraudsters:
                         if not s.orders:
                             continue
-                        r = await _call(client, "GET", "/orders?limit=500", token=s.token)
+                        r = await call(client, "GET", "/orders?limit=500", token=s.token)
                         for o in r.json()["orders"] if isinstance(r.json(), dict) else r.json():
                             if o["order_id"] in placed_ids and o["status"] in (
                                 "CONFIRMED",
