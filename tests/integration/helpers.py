@@ -152,6 +152,7 @@ class Bus:
         service: str | None = None,
         settings: PlatformSettings | None = None,
         start: bool = True,
+        linger_s: float = 0.0,
     ) -> tuple[BusNode, asyncpg.Pool]:
         """A BusNode in a fresh migrated schema (with `effects`); consuming if `handlers`."""
         s = settings or self.settings
@@ -160,7 +161,9 @@ class Bus:
         await migrate(pool, [TEST_MIGRATIONS])
         subscription = None
         if handlers is not None:
-            subscription = Subscription(service, dict(handlers), tuple(s.retry_delays_ms))
+            subscription = Subscription(
+                service, dict(handlers), tuple(s.retry_delays_ms), linger_s=linger_s
+            )
             self._queues.append(subscription.queues)
         node = BusNode(
             service=service,

@@ -6,6 +6,7 @@ and waits for observable outcomes with a deadline, never for a fixed time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -214,6 +215,25 @@ async def test_stats_count_a_duplicate_as_a_duplicate_not_as_handled(bus: Bus) -
     await eventually(lambda: stats.duplicates, 4)
     await eventually(lambda: effects_of(cpool, env.event_id), 1)
     assert (stats.handled, stats.by_type[PINGED]) == (1, 1)
+
+
+async def test_a_lingering_consumer_handles_a_trickle_in_one_window(bus: Bus) -> None:
+    """Events arriving one by one, 20 ms apart, fill one window of a consumer that lingers
+    (the archive's way); without lingering each is a window, a transaction, of its own."""
+    lingering, lpool = await bus.node({PINGED: record_effect}, linger_s=1.0)
+    eager, epool = await bus.node({PINGED: record_effect})
+    publisher = await bus.publisher()
+    sent = [ping(i) for i in range(5)]
+    for env in sent:
+        message = message_from_envelope(env)
+        for node in (lingering, eager):
+            await publisher.publish(consumer_of(node).queues.main, message, to_queue=True)
+        await asyncio.sleep(0.02)
+    for pool in (lpool, epool):
+        await eventually(lambda pool=pool: fetchval(pool, "SELECT count(*) FROM effects"), 5)
+    assert consumer_of(lingering).stats.batches == 1
+    assert consumer_of(eager).stats.batches > 1  # 5 unless the machine stalls
+    assert consumer_of(lingering).stats.handled == 5
 
 
 # -- 7. the outbox relay --------------------------------------------------------------------------

@@ -76,6 +76,8 @@ class ServiceDefinition:
     )
     #: the schema the service owns (defaults to its name)
     schema: str | None = None
+    #: how long its consumer lets a window fill before handling it (`Subscription.linger_s`)
+    linger_s: float = 0.0
 
 
 def load_definition(name: str) -> ServiceDefinition:
@@ -169,7 +171,12 @@ async def serve(
     if applied:
         log.info("migrations.applied", names=applied)
     subscription = (
-        Subscription(definition.name, definition.handlers, tuple(settings.retry_delays_ms))
+        Subscription(
+            definition.name,
+            definition.handlers,
+            tuple(settings.retry_delays_ms),
+            linger_s=definition.linger_s,
+        )
         if definition.handlers
         else None
     )

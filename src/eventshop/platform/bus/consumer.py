@@ -121,6 +121,10 @@ class Subscription:
     service: str
     handlers: Mapping[str, Handler]
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000)
+    #: how long a window waits, after its first message, for more to fill it (up to the
+    #: prefetch). 0 for a service on the saga's path; a service nobody waits for (the archive,
+    #: say) trades that much delay for fewer, larger transactions (ADR 0006)
+    linger_s: float = 0.0
 
     def handler_for(self, event_type: str) -> Handler | None:
         """The handler of `event_type`; a handler under "#" takes every type (the archive)."""
@@ -238,6 +242,8 @@ class Consumer:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            if self.subscription.linger_s and len(self._buffer) < self._prefetch:
+                await self._fill(self.subscription.linger_s)
             batch = self._take_batch()
             try:
                 await self._handle_batch(batch)
@@ -247,6 +253,17 @@ class Consumer:
                     with contextlib.suppress(Exception):
                         await message.nack(requeue=True)
                 await asyncio.sleep(0.5)
+
+    async def _fill(self, linger_s: float) -> None:
+        """Wait until the buffer holds a whole window, `linger_s` at most (or until stopping)."""
+        deadline = time.monotonic() + linger_s
+        while len(self._buffer) < self._prefetch and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
 
     def _take_batch(self) -> list[AbstractIncomingMessage]:
         """Up to a prefetch window of buffered messages, all from the same channel."""

@@ -36,6 +36,8 @@ def build(mailer: Mailer | None = None) -> ServiceDefinition:
         migrations=["eventshop.services.notifications.migrations"],
         http=api.build_app,
         on_start=start,
+        # a mail a moment later costs nobody anything: windows of many events, fewer transactions
+        linger_s=0.05,
     )
 
 
