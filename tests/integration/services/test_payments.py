@@ -191,6 +191,20 @@ async def test_velocity_counts_a_users_recent_requests(pool: asyncpg.Pool) -> No
     assert await outbox(pool) == failed  # the others wait for the worker: nothing yet
 
 
+async def test_velocity_holds_for_requests_handled_at_the_same_time(pool: asyncpg.Pool) -> None:
+    """Eight requests of one user in eight concurrent transactions (as competing payments
+    processes would handle them): each counts the others only once they commit, so the count
+    is taken under a per-user lock, and exactly the first three pass."""
+    burst = [request(user_id="eager") for _ in range(8)]
+    await asyncio.gather(*(deliver(pool, req) for req in burst))
+    refused = [e for e in await outbox(pool) if e.event_type == "payment.failed"]
+    assert len(refused) == 5
+    pending = await pool.fetchval(
+        "SELECT count(*) FROM payments WHERE user_id = 'eager' AND status = 'pending'"
+    )
+    assert pending == 3
+
+
 # -- charging -------------------------------------------------------------------------------------
 async def test_tok_visa_is_captured_by_the_worker(
     pool: asyncpg.Pool, worker: ChargeWorker, provider: SimulatedProvider

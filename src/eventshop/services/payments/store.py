@@ -32,7 +32,17 @@ class NewPayment:
 
 # -- the handlers' side ---------------------------------------------------------------------------
 async def recent_requests(conn: asyncpg.Connection, user_id: str, window_s: float) -> int:
-    """How many payments `user_id` asked for within the last `window_s` seconds."""
+    """How many payments `user_id` asked for within the last `window_s` seconds.
+
+    Counted under a lock on the user, held until the transaction ends: a request being handled
+    at the same time (by another payments process) is only visible once it commits, so without
+    the lock both would count the same past and the velocity limit would let both through. The
+    lock is its own statement: the count's must start after it is granted, to see what the
+    holder committed (READ COMMITTED takes a snapshot per statement).
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"payments:velocity:{user_id}"
+    )
     count: int = await conn.fetchval(
         "SELECT count(*) FROM payments"
         " WHERE user_id = $1 AND requested_at > now() - make_interval(secs => $2)",
