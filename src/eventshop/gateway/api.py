@@ -431,6 +431,17 @@ async def get_order(order_id: str, who: User, request: Request) -> Response:
 
 
 @router.get(
+    "/orders/{order_id}/as-of",
+    tags=["orders"],
+    responses=_answers(401, 404),
+    summary="An order as it was: after its N-th event (?version=N) or at a time (?at=ISO 8601)",
+)
+async def order_as_of(order_id: str, who: User, request: Request) -> Response:
+    path = f"/orders/{_segment(order_id)}/as-of"
+    return await forward(request, "orders", "GET", path, who=who, with_query=True)
+
+
+@router.get(
     "/orders/{order_id}/history",
     tags=["orders"],
     responses=_answers(401, 404),

@@ -433,6 +433,17 @@ async def test_a_correlation_id_is_made_when_none_is_sent_and_is_the_same_downst
     assert seen["query"] == "limit=3"
 
 
+async def test_time_travel_is_forwarded_with_its_query(shop: Shop) -> None:
+    account, auth = await shop.shopper()
+    r = await shop.api.get("/api/v1/orders/o-1/as-of?at=2026-11-24T10:00:00%2B00:00", headers=auth)
+    assert r.status_code == 200, r.text
+    seen = r.json()["echo"]
+    assert (seen["path"], seen["query"]) == ("/orders/o-1/as-of", "at=2026-11-24T10:00:00%2B00:00")
+    assert seen["headers"]["x-user-id"] == account["user_id"]
+    r = await shop.api.get("/api/v1/orders/o-1/as-of?version=2")
+    assert_error_shape(r, 401, "unauthenticated")
+
+
 async def test_path_parameters_cannot_escape_their_segment(shop: Shop) -> None:
     _, auth = await shop.shopper()
     r = await shop.api.get("/api/v1/orders/a%3Fb%23c", headers=auth)

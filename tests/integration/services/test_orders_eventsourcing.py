@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -181,6 +181,36 @@ async def test_an_order_as_of_any_version_or_time(
             assert by_version is not None and by_version.version == r.version
             statuses.append(by_version.status.value)
     assert statuses == ["PENDING", "PENDING", "AWAITING_PAYMENT", "AWAITING_PAYMENT", "CONFIRMED"]
+
+
+async def test_time_travel_over_http(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    owner = customer()
+    order_id = await place(client, owner)
+    await deliver(pool, reserved(order_id))
+    await deliver(pool, succeeded(order_id))
+    entries = await history(client, order_id)
+    url = f"/orders/{order_id}/as-of"
+
+    for entry in entries:
+        by_version = await client.get(url, params={"version": entry["version"]}, headers=owner)
+        by_time = await client.get(url, params={"at": entry["recorded_at"]}, headers=owner)
+        assert by_version.status_code == by_time.status_code == 200, by_version.text
+        assert by_version.json() == by_time.json()
+        assert by_version.json()["status"] == entry["status_after"]
+        assert by_version.json()["version"] == entry["version"]
+    assert [e["status_after"] for e in entries][-1] == "CONFIRMED"
+
+    first = datetime.fromisoformat(entries[0]["recorded_at"])
+    too_early = (first - timedelta(seconds=1)).isoformat()
+    answer = await client.get(url, params={"at": too_early}, headers=owner)
+    assert answer.status_code == 404
+    assert (await client.get(url, params={"version": 1}, headers=customer())).status_code == 404
+    for params in ({}, {"version": 1, "at": entries[0]["recorded_at"]}):
+        answer = await client.get(url, params=params, headers=owner)
+        assert answer.status_code == 422
+        assert answer.json()["error"]["code"] == "validation_error"
+    answer = await client.get(url, params={"at": "2026-01-01T00:00:00"}, headers=owner)
+    assert answer.status_code == 422 and "offset" in answer.json()["error"]["message"]
 
 
 # -- projections and replay ---------------------------------------------------------------------

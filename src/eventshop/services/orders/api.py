@@ -79,6 +79,23 @@ class OrderView(BaseModel):
     version: int
 
 
+class OrderAsOf(BaseModel):
+    """An order as it was: its stream folded up to a version or a moment (time travel)."""
+
+    order_id: str
+    status: str
+    reason: str | None
+    lines: list[OrderLine]
+    total_minor: int
+    currency: str
+    placed_at: datetime
+    deadline: datetime
+    stock_reserved: bool
+    payment_id: str | None
+    #: the events of its stream this state reflects
+    version: int
+
+
 class HistoryEntry(BaseModel):
     version: int
     event_type: str
@@ -162,6 +179,45 @@ def build_app(ctx: ServiceContext, settings: OrdersSettings | None = None) -> Fa
         if row is None or not _may_see(who, row["user_id"]):
             raise not_found("order")
         return _view(row)
+
+    @app.get("/orders/{order_id}/as-of")
+    async def order_as_of(
+        order_id: str,
+        who: Caller,
+        version: Annotated[int | None, Query(ge=1)] = None,
+        at: Annotated[datetime | None, Query()] = None,
+    ) -> OrderAsOf:
+        """Time travel: the order after its `version`-th event, or as it stood at time `at`
+        (ISO 8601, with its offset); 404 if it did not exist yet."""
+        if (version is None) == (at is None):
+            raise ApiError(
+                422,
+                "validation_error",
+                "give exactly one of version and at",
+                [{"field": "version"}, {"field": "at"}],
+            )
+        if at is not None and at.tzinfo is None:
+            raise ApiError(422, "validation_error", "at needs its UTC offset", [{"field": "at"}])
+        async with ctx.pool.acquire() as conn:
+            owner = await store.owner_of(conn, order_id)
+            if owner is None or not _may_see(who, owner):
+                raise not_found("order")
+            order = await store.order_as_of(conn, order_id, version=version, at=at)
+        if order is None:
+            raise not_found("order at that point")
+        return OrderAsOf(
+            order_id=order.order_id,
+            status=order.status.value,
+            reason=order.reason,
+            lines=[OrderLine(**line.model_dump()) for line in order.lines],
+            total_minor=order.total_minor,
+            currency=order.currency,
+            placed_at=order.placed_at,
+            deadline=order.deadline,
+            stock_reserved=order.stock_reserved,
+            payment_id=order.payment_id,
+            version=order.version,
+        )
 
     @app.get("/orders/{order_id}/history")
     async def order_history(order_id: str, who: Caller) -> list[HistoryEntry]:
