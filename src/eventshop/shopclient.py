@@ -59,3 +59,31 @@ async def log_in(client: httpx.AsyncClient, email: str, password: str, name: str
     )
     r = await call(client, "POST", "/auth/login", json={"email": email, "password": password})
     return str(r.json()["access_token"])
+
+
+async def create_product(
+    client: httpx.AsyncClient, admin: str, sku: str, name: str, price_minor: int
+) -> bool:
+    """Create a product (as the admin whose token is `admin`); False if the sku exists."""
+    r = await call(
+        client,
+        "POST",
+        "/products",
+        token=admin,
+        ok=(201, 409),
+        json={"sku": sku, "name": name, "price_minor": price_minor, "currency": "EUR"},
+    )
+    return r.status_code == 201
+
+
+async def restock(client: httpx.AsyncClient, admin: str, sku: str, quantity: int) -> None:
+    """Add `quantity` units of `sku`. Inventory learns of a new product from product.created,
+    so this answers 404 for a moment after `create_product`: that is waited out too."""
+    await call(
+        client,
+        "POST",
+        f"/stock/{sku}/restock",
+        token=admin,
+        json={"quantity": quantity},
+        retry_on=(404, 429, 503),
+    )

@@ -75,7 +75,7 @@ from eventshop.cli import supervise
 from eventshop.cli.demo import ADMIN, ADMIN_PASSWORD
 from eventshop.invariants import InvariantReport, check_invariants
 from eventshop.platform.settings import PlatformSettings
-from eventshop.shopclient import API, call, log_in
+from eventshop.shopclient import API, call, create_product, log_in, restock
 
 PASSWORD = "bench-password-1"
 SKU_PREFIX = "BENCH"
@@ -285,20 +285,9 @@ async def setup_shop(
     skus = [f"{SKU_PREFIX}-{i:04d}" for i in range(cfg.products)]
 
     async def create(i: int, sku: str) -> bool:
-        r = await call(
-            client,
-            "POST",
-            "/products",
-            token=admin,
-            ok=(201, 409),
-            json={
-                "sku": sku,
-                "name": f"Bench product {i}",
-                "price_minor": 500 + (i * 37) % 9_500,
-                "currency": "EUR",
-            },
+        return await create_product(
+            client, admin, sku, f"Bench product {i}", 500 + (i * 37) % 9_500
         )
-        return r.status_code == 201
 
     created = sum(await asyncio.gather(*(bounded(create(i, s)) for i, s in enumerate(skus))))
     # orders prices a line from its own price list, filled from product.created: wait for it
@@ -324,14 +313,7 @@ async def setup_shop(
         available = int(r.json()["available"])
         if available >= need:
             return False
-        await call(
-            client,
-            "POST",
-            f"/stock/{sku}/restock",
-            token=admin,
-            json={"quantity": need - available + need},
-            retry_on=(404, 429, 503),
-        )
+        await restock(client, admin, sku, need - available + need)
         return True
 
     restocked = sum(await asyncio.gather(*(bounded(top_up(s)) for s in skus)))

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventshop.invariants import InvariantReport, check_invariants
-from eventshop.shopclient import call, log_in
+from eventshop.shopclient import call, create_product, log_in, restock
 
 PASSWORD = "demo-password-1"
 #: the development admin (users makes accounts with this e-mail admins); tests log in as it too
@@ -64,37 +64,10 @@ async def _setup_catalog(
     skus = [f"{run}-SKU-{i:03d}" for i in range(20)]
     rare = f"{run}-RARE"
     for i, sku in enumerate([*skus, rare]):
-        await call(
-            client,
-            "POST",
-            "/products",
-            token=admin,
-            ok=(201, 409),
-            json={
-                "sku": sku,
-                "name": f"Demo product {i}",
-                "price_minor": 500 + 250 * i,
-                "currency": "EUR",
-            },
-        )
-    # inventory learns of a product from product.created: restock answers 404 until it has
+        await create_product(client, admin, sku, f"Demo product {i}", 500 + 250 * i)
     for sku in skus:
-        await call(
-            client,
-            "POST",
-            f"/stock/{sku}/restock",
-            token=admin,
-            json={"quantity": 1000},
-            retry_on=(404, 429, 503),
-        )
-    await call(
-        client,
-        "POST",
-        f"/stock/{rare}/restock",
-        token=admin,
-        json={"quantity": 10},
-        retry_on=(404, 429, 503),
-    )
+        await restock(client, admin, sku, 1000)
+    await restock(client, admin, rare, 10)
     say(f"catalogue: {len(skus) + 1} products, {rare} with only 10 units")
     return skus, rare
 
