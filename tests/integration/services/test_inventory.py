@@ -22,12 +22,10 @@ from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
 from eventshop.platform.bus.consumer import Handler
-from eventshop.platform.bus.node import BusNode
 from eventshop.platform.db import create_pool
-from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
-from eventshop.services.inventory import api, handlers, store
+from eventshop.services.inventory import handlers, store
 from eventshop.services.inventory.service import definition
 
 pytestmark = pytest.mark.integration
@@ -47,20 +45,6 @@ async def wide_pool(
     wide = await create_pool(settings.database_url, schema_pool[0], max_size=10)
     yield wide
     await wide.close()
-
-
-@pytest.fixture
-async def client(
-    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
-) -> AsyncIterator[httpx.AsyncClient]:
-    schema, pool = schema_pool
-    bus = BusNode(
-        service="inventory", schema=schema, pool=pool, registry=registry, settings=settings
-    )
-    ctx = ServiceContext(name="inventory", settings=settings, pool=pool, bus=bus)
-    transport = httpx.ASGITransport(app=api.build_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://inventory") as c:
-        yield c
 
 
 HANDLERS: dict[type[EventPayload], Handler] = {

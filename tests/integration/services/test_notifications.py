@@ -34,7 +34,7 @@ from eventshop.platform.db import create_pool
 from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
-from eventshop.services.notifications import api, domain, service
+from eventshop.services.notifications import domain, service
 from eventshop.services.notifications.handlers import Notifier
 from eventshop.services.notifications.mailer import SmtpMailer
 from eventshop.smtp_sink import SmtpSink, StoredMail, stored_messages
@@ -387,20 +387,6 @@ async def _delete_queues(settings: PlatformSettings, subscription: Subscription)
 
 
 # -- routes --------------------------------------------------------------------------------------
-@pytest.fixture
-async def client(
-    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
-) -> AsyncIterator[httpx.AsyncClient]:
-    schema, pool = schema_pool
-    bus = BusNode(
-        service="notifications", schema=schema, pool=pool, registry=registry, settings=settings
-    )
-    ctx = ServiceContext(name="notifications", settings=settings, pool=pool, bus=bus)
-    transport = httpx.ASGITransport(app=api.build_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as c:
-        yield c
-
-
 def as_user(user_id: str, email: str) -> dict[str, str]:
     return {"X-User-Id": user_id, "X-User-Role": "customer", "X-User-Email": email}
 

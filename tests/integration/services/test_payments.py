@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -23,12 +22,10 @@ import pytest
 from eventshop.contracts import Envelope, EventPayload, new_envelope, registry
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
-from eventshop.platform.bus.node import BusNode
 from eventshop.platform.db import create_pool
-from eventshop.platform.runtime import ServiceContext
 from eventshop.platform.settings import PlatformSettings
 from eventshop.platform.uow import UnitOfWork
-from eventshop.services.payments import api, handlers, store
+from eventshop.services.payments import handlers, store
 from eventshop.services.payments.adapters import SimulatedProvider
 from eventshop.services.payments.domain import FraudRules
 from eventshop.services.payments.service import definition
@@ -51,20 +48,6 @@ def provider() -> SimulatedProvider:
 @pytest.fixture
 def worker(pool: asyncpg.Pool, provider: SimulatedProvider) -> ChargeWorker:
     return ChargeWorker(pool, provider, FAST)
-
-
-@pytest.fixture
-async def client(
-    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
-) -> AsyncIterator[httpx.AsyncClient]:
-    schema, pool = schema_pool
-    bus = BusNode(
-        service="payments", schema=schema, pool=pool, registry=registry, settings=settings
-    )
-    ctx = ServiceContext(name="payments", settings=settings, pool=pool, bus=bus)
-    transport = httpx.ASGITransport(app=api.build_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://payments") as c:
-        yield c
 
 
 async def deliver(
