@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import socket
 import uuid
@@ -24,7 +23,6 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -45,7 +43,7 @@ from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import declare_service_queues
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import create_pool, migrate
-from eventshop.platform.observability.logging import configure_logging, get_logger
+from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.observability.tracing import (
     A_CORRELATION_ID,
     RootSampler,
@@ -69,6 +67,7 @@ from tests.integration.helpers import (
     ping,
     record_effect,
 )
+from tests.support.logs import captured_logs, lines_of
 from tests.support.loopback import serving
 
 pytestmark = pytest.mark.integration
@@ -107,22 +106,8 @@ async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIt
 def log_lines() -> Iterator[io.StringIO]:
     """structlog (and the standard library's logging) as a service configures them, JSON, into
     a buffer; restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging("obs-test", json=True, stream=buffer, cache=False)
-    try:
+    with captured_logs("obs-test") as buffer:
         yield buffer
-    finally:
-        structlog.contextvars.clear_contextvars()
-        structlog.reset_defaults()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.captureWarnings(False)
-
-
-def lines_of(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
 
 
 async def traced_node(

@@ -8,19 +8,17 @@ structlog is configured per test onto a string buffer and reset afterwards.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased
 
-from eventshop.platform.observability.logging import configure_logging
 from eventshop.platform.observability.tracing import RootSampler
+from tests.support.logs import captured_logs
 
 
 def sdk_provider() -> TracerProvider:
@@ -51,15 +49,5 @@ def spans() -> Iterator[InMemorySpanExporter]:
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
     """structlog configured as a service would be (JSON), writing to this buffer."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging("unit-svc", json=True, stream=buffer, cache=False)
-    try:
+    with captured_logs("unit-svc") as buffer:
         yield buffer
-    finally:
-        structlog.contextvars.clear_contextvars()
-        structlog.reset_defaults()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.captureWarnings(False)

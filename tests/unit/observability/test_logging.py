@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 from typing import Any
 
@@ -11,13 +10,10 @@ import structlog
 from opentelemetry import trace
 
 from eventshop.platform.observability.logging import REDACTED, get_logger, redact_secrets
+from tests.support.logs import lines_of
 
 ARGON2 = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$4ydvbm5zZWNyZXRoYXNodmFsdWVoZXJl"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLXZhbHVl"
-
-
-def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
 
 
 def test_each_line_is_one_json_object_with_the_bound_context(log_lines: io.StringIO) -> None:
@@ -28,7 +24,7 @@ def test_each_line_is_one_json_object_with_the_bound_context(log_lines: io.Strin
         log.info("handled", order_id="o1")
         log.warning("second")
     log.info("outside")
-    first, second, outside = lines(log_lines)
+    first, second, outside = lines_of(log_lines)
     for line in (first, second):
         assert {k: line[k] for k in ("service", "event_id", "event_type", "correlation_id")} == {
             "service": "unit-svc",
@@ -47,7 +43,7 @@ def test_a_line_inside_a_span_carries_its_trace_and_span_ids(
     with trace.get_tracer("t").start_as_current_span("work") as span:
         get_logger("t").info("inside")
     ctx = span.get_span_context()
-    [line] = lines(log_lines)
+    [line] = lines_of(log_lines)
     assert line["trace_id"] == f"{ctx.trace_id:032x}"
     assert line["span_id"] == f"{ctx.span_id:016x}"
 
@@ -55,7 +51,7 @@ def test_a_line_inside_a_span_carries_its_trace_and_span_ids(
 def test_standard_library_lines_are_json_with_the_same_context(log_lines: io.StringIO) -> None:
     with structlog.contextvars.bound_contextvars(correlation_id="c-std"):
         logging.getLogger("aio_pika.robust_connection").warning("connection lost: %s", "reset")
-    [line] = lines(log_lines)
+    [line] = lines_of(log_lines)
     assert line["event"] == "connection lost: reset"
     assert line["correlation_id"] == "c-std"
     assert line["service"] == "unit-svc"
@@ -80,7 +76,7 @@ def test_secrets_never_reach_a_line(log_lines: io.StringIO) -> None:
     text = log_lines.getvalue()
     for secret in ("hunter2", ARGON2, "pw-in-a-body", "t0k", JWT, "tok_visa", "$argon2id$"):
         assert secret not in text
-    account, failed = lines(log_lines)
+    account, failed = lines_of(log_lines)
     assert account["password"] == REDACTED and account["password_hash"] == REDACTED
     assert account["body"]["email"] == "a@example.com"  # the rest of the line is kept
     assert account["body"]["password"] == REDACTED
@@ -112,5 +108,5 @@ def test_python_warnings_are_json_lines_too(log_lines: io.StringIO) -> None:
         warnings.simplefilter("always")
         warnings.warn("the HMAC key is short", UserWarning, stacklevel=1)
         logging.captureWarnings(False)
-    [line] = lines(log_lines)
+    [line] = lines_of(log_lines)
     assert "the HMAC key is short" in line["event"] and line["logger"] == "py.warnings"
