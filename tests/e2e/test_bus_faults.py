@@ -265,12 +265,13 @@ N_SLOW = 120
 PREFETCH = "20"  # batches of 20 slow pings, about 1 s each, so a kill lands inside one
 
 
-async def test_consumer_killed_mid_batch(
+async def slow_pings_under_way(
     services: ServiceFactory, settings: PlatformSettings, db: asyncpg.Connection
-) -> None:
+) -> tuple[ServiceProcess, ServiceProcess, list[uuid.UUID]]:
+    """A consumer (batches of PREFETCH slow pings) and a producer, N_SLOW pings written, and
+    the consumer through its first batch: the moment to interrupt it."""
     consumer = await services("cons", eventshop_prefetch=PREFETCH).started()
     producer = await services("prod").started()
-
     ids = await write_pings(settings, producer, N_SLOW, note="slow")
     await eventually(
         lambda: effects(db, consumer),
@@ -278,6 +279,13 @@ async def test_consumer_killed_mid_batch(
         within=30,
         what="the consumer through its first batch",
     )
+    return consumer, producer, ids
+
+
+async def test_consumer_killed_mid_batch(
+    services: ServiceFactory, settings: PlatformSettings, db: asyncpg.Connection
+) -> None:
+    consumer, producer, ids = await slow_pings_under_way(services, settings, db)
     assert await consumer.kill9() == -signal.SIGKILL
     at_kill = await effects(db, consumer)
     assert 0 < at_kill[0] < N_SLOW, at_kill
@@ -314,16 +322,7 @@ async def test_consumer_killed_after_commit_before_ack(
 async def test_consumer_sigterm_mid_run_stops_cleanly(
     services: ServiceFactory, settings: PlatformSettings, db: asyncpg.Connection
 ) -> None:
-    consumer = await services("cons", eventshop_prefetch=PREFETCH).started()
-    producer = await services("prod").started()
-
-    ids = await write_pings(settings, producer, N_SLOW, note="slow")
-    await eventually(
-        lambda: effects(db, consumer),
-        lambda v: v[0] >= int(PREFETCH),
-        within=30,
-        what="the consumer through its first batch",
-    )
+    consumer, producer, ids = await slow_pings_under_way(services, settings, db)
     began = time.monotonic()
     consumer.signal(signal.SIGTERM)
     assert await consumer.exited(10) == 0, consumer.log_tail()
