@@ -539,6 +539,33 @@ def _timeout_for(count: int) -> float:
     return 60.0 + count / 500.0
 
 
+def _failed(report: dict[str, Any]) -> dict[str, Any]:
+    return {"failed": report["failed"]}
+
+
+async def _alone(
+    kind: str,
+    role: str,
+    cfg: dict[str, Any],
+    n: int,
+    name: str,
+    extra: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: {},
+) -> Phase:
+    """One child process of `kind` doing its `n` messages alone, timed and its CPU measured
+    under `role`."""
+    child = await Child.start(kind, cfg)
+    try:
+        await child.ready()
+        before = CpuSnapshot.take({role: child.pid})
+        await child.tell("go")
+        r = await child.read(_timeout_for(n))
+        after = CpuSnapshot.take({role: child.pid})
+        cpu = after.since(before, ours=[child.pid])
+        return Phase(name, n, r["end"] - r["start"], cpu, extra(r))
+    finally:
+        await child.finish()
+
+
 async def _raw_phases(cfg: BenchConfig, say: Callable[[str], None]) -> list[Phase]:
     n = cfg.raw_messages
     base = cfg.child(queue=cfg.raw_queue, count=n, size=MESSAGE_SIZE, window=WINDOW,
@@ -546,31 +573,10 @@ async def _raw_phases(cfg: BenchConfig, say: Callable[[str], None]) -> list[Phas
     phases: list[Phase] = []
 
     say(f"raw aio-pika: publishing {n:,} messages (confirm window {WINDOW:,})")
-    pub = await Child.start("raw-publish", base)
-    try:
-        await pub.ready()
-        before = CpuSnapshot.take({"publisher": pub.pid})
-        await pub.tell("go")
-        r = await pub.read(_timeout_for(n))
-        after = CpuSnapshot.take({"publisher": pub.pid})
-        phases.append(Phase("raw publish", n, r["end"] - r["start"],
-                            after.since(before, ours=[pub.pid]),
-                            {"failed": r["failed"]}))
-    finally:
-        await pub.finish()
+    phases.append(await _alone("raw-publish", "publisher", base, n, "raw publish", _failed))
 
     say(f"raw aio-pika: consuming the backlog of {n:,} (prefetch {PREFETCH:,})")
-    con = await Child.start("raw-consume", base)
-    try:
-        await con.ready()
-        before = CpuSnapshot.take({"consumer": con.pid})
-        await con.tell("go")
-        r = await con.read(_timeout_for(n))
-        after = CpuSnapshot.take({"consumer": con.pid})
-        phases.append(Phase("raw consume", n, r["end"] - r["start"],
-                            after.since(before, ours=[con.pid])))
-    finally:
-        await con.finish()
+    phases.append(await _alone("raw-consume", "consumer", base, n, "raw consume"))
 
     # end to end with both ways of keeping 1,000 publishes in flight; the faster one counts
     for mode in ("gather", "sliding"):
