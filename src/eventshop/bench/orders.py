@@ -250,10 +250,6 @@ class Shop:
     skus: list[str]
 
 
-async def _login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:
-    return await log_in(client, email, password)
-
-
 def units_needed(cfg: OrdersBenchConfig) -> int:
     """Units of each sku the runs may take, with a wide margin (at least 3x the mean)."""
     orders = cfg.orders * (2 if cfg.half_rate else 1)
@@ -267,7 +263,7 @@ async def setup_shop(
     """Shoppers logged in, the catalogue known to catalog, inventory and orders, stock ample.
 
     Returns the shop and what it did (products created, skus restocked)."""
-    admin = await _login(client, ADMIN, ADMIN_PASSWORD)
+    admin = await log_in(client, ADMIN, ADMIN_PASSWORD)
     limit = asyncio.Semaphore(16)
 
     async def bounded(coro: Any) -> Any:
@@ -277,7 +273,7 @@ async def setup_shop(
     tokens = list(
         await asyncio.gather(
             *(
-                bounded(_login(client, f"bench-shopper-{i:03d}@example.com"))
+                bounded(log_in(client, f"bench-shopper-{i:03d}@example.com", PASSWORD))
                 for i in range(cfg.users)
             )
         )

@@ -52,12 +52,6 @@ class Plan:
     expect: str
 
 
-async def _register(
-    client: httpx.AsyncClient, email: str, name: str, password: str = PASSWORD
-) -> str:
-    return await log_in(client, email, password, name)
-
-
 async def _setup_catalog(
     client: httpx.AsyncClient, admin: str, run: str, say: Callable[[str], None]
 ) -> tuple[list[str], str]:
@@ -141,12 +135,12 @@ async def run_demo(
     async with httpx.AsyncClient(
         timeout=15.0, limits=limits, event_hooks={"request": [correlate]}
     ) as client:
-        admin = await _register(client, ADMIN, "Admin", ADMIN_PASSWORD)
+        admin = await log_in(client, ADMIN, ADMIN_PASSWORD, "Admin")
         skus, rare = await _setup_catalog(client, admin, run, say)
         shoppers = [Shopper(f"shopper{i}.{run}@example.com") for i in range(20)]
         fraudsters = [Shopper(f"mallory{i}.{run}@fraud.test") for i in range(4)]
         tokens = await asyncio.gather(
-            *(_register(client, s.email, s.email.split("@")[0]) for s in shoppers + fraudsters)
+            *(log_in(client, s.email, PASSWORD) for s in shoppers + fraudsters)
         )
         for s, t in zip(shoppers + fraudsters, tokens, strict=True):
             s.token = t
