@@ -1,6 +1,6 @@
 # eventshop developer entry points. README: `make demo`, `make test`.
 #
-#   make setup   ensure infra (RabbitMQ/PostgreSQL/Redis on loopback) + .venv
+#   make setup   ensure infra (RabbitMQ/PostgreSQL/Redis on loopback) + .venv + node tools
 #   make demo    run the end-to-end demo
 #   make test    lint (ruff + mypy), then pytest
 #   make lint    ruff + mypy only (needs only the venv)
@@ -18,12 +18,12 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup infra venv demo test lint pytest bench up down clean
+.PHONY: help setup infra venv node-tools demo test lint pytest bench up down clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
-setup: infra venv
+setup: infra venv node-tools
 
 infra:
 	@scripts/ensure-infra.sh
@@ -31,11 +31,15 @@ infra:
 venv:
 	@scripts/ensure-venv.sh
 
+node-tools:
+	@scripts/ensure-node-tools.sh
+
 demo: setup
 	$(BIN)/eventshop demo $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
 test: setup lint

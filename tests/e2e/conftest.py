@@ -22,10 +22,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -41,28 +41,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 APP = "tests.support.app:definition"
-
-T = TypeVar("T")
-
-
-# -- polling ---------------------------------------------------------------------------------------
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    until: Callable[[T], bool],
-    *,
-    within: float,
-    what: str,
-    interval: float = 0.1,
-) -> T:
-    """Poll `probe()` until `until(value)` holds; fail with the last value at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if until(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within:.0f} s: {what} (last observed: {value!r})")
-        await asyncio.sleep(interval)
 
 
 def free_port() -> int:

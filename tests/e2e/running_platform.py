@@ -4,7 +4,7 @@ What is real: everything. The platform is started with `eventshop up` (superviso
 per service, the demo profile: orders time out after 10 s, the `tok_slow` provider takes 14 s)
 against RabbitMQ, PostgreSQL, Redis and the SMTP sink on loopback. If it was already running
 from this checkout it is reused and left running; if the tests started it, they stop it.
-After every test, the invariants of DESIGN §3 are checked over the orders that test placed.
+After every test, the invariants of docs/DESIGN.md §3 are checked over the orders that test placed.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventshop.cli import supervise
-from eventshop.invariants import check_invariants
 from eventshop.platform.settings import PlatformSettings
+from eventshop.tooling import supervise
+from eventshop.tooling.invariants import check_invariants
 from tests.support.shop import Shop
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,10 +6,10 @@ import aio_pika
 import aiormq
 import pytest
 
-from eventshop.cli import supervise
 from eventshop.contracts import new_envelope
 from eventshop.contracts.loyalty import PointsAwarded
 from eventshop.platform.bus.wire import message_from_envelope
+from eventshop.tooling import supervise
 
 pytestmark = pytest.mark.e2e
 

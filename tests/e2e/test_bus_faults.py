@@ -6,7 +6,7 @@ publishes them), and a *consumer*, which records one `effects` row per handled p
 unique key, so a duplicate effect would be a second row. The producer also has a queue of its
 own (the test service consumes pings); only the consumer's effects are looked at.
 
-Then something is killed at the worst moment, and the test checks DESIGN §5 from outside:
+Then something is killed at the worst moment, and the test checks docs/DESIGN.md §5.6 from outside:
 every committed event is published (its outbox row has `sent_at`) and has exactly one effect
 (`count(*) == count(DISTINCT event_id) == N`) once things are running again.
 """
@@ -22,10 +22,11 @@ import asyncpg
 import pytest
 
 from eventshop.contracts.selfcheck import Pinged
+from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.db import create_pool
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
-from tests.e2e.conftest import Broker, ServiceFactory, ServiceProcess, eventually, queue_depth
+from tests.e2e.conftest import Broker, ServiceFactory, ServiceProcess, queue_depth
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -107,20 +108,23 @@ async def all_exactly_once(
     await eventually(
         lambda: effects(db, consumer),
         lambda v: v[1] >= n,
-        within=within,
+        timeout=within,
+        interval=0.1,
         what=f"{n} distinct effects in {consumer.name}",
     )
     await eventually(
         lambda: unsent_pings(db, producer),
         lambda v: v == 0,
-        within=max(5.0, deadline - time.monotonic()),
+        timeout=max(5.0, deadline - time.monotonic()),
+        interval=0.1,
         what=f"every ping in the outbox of {producer.name} marked sent",
     )
     [sentinel] = await write_pings(settings, producer, 1, first_seq=SENTINEL_SEQ)
     await eventually(
         lambda: effect_ids(db, consumer),
         lambda got: sentinel in got,
-        within=max(10.0, deadline - time.monotonic()),
+        timeout=max(10.0, deadline - time.monotonic()),
+        interval=0.1,
         what=f"the sentinel ping handled by {consumer.name}",
     )
     assert await effects(db, consumer) == (n + 1, n + 1), "an effect is missing or happened twice"
@@ -161,7 +165,8 @@ async def test_relay_killed_after_publish_duplicate_is_absorbed(
     await eventually(  # the first copies
         lambda: effects(db, consumer),
         lambda v: v == (N_RELAY, N_RELAY),
-        within=30,
+        timeout=30,
+        interval=0.1,
         what=f"{N_RELAY} effects of the first copies",
     )
 
@@ -173,7 +178,8 @@ async def test_relay_killed_after_publish_duplicate_is_absorbed(
     await eventually(
         lambda: unsent_pings(db, producer),
         lambda v: v == 0,
-        within=30,
+        timeout=30,
+        interval=0.1,
         what="every ping in the producer's outbox marked sent",
     )
     assert await ready_in(settings, consumer) == (N_RELAY, 0), "the duplicates were not published"
@@ -203,7 +209,8 @@ async def test_broker_killed_with_events_in_flight(
     await eventually(  # kill the broker with the consumer well into the stream
         lambda: effects(db, consumer),
         lambda v: v[0] >= 100,
-        within=30,
+        timeout=30,
+        interval=0.1,
         what="the consumer through its first 100 pings",
     )
     killed_at = time.monotonic()
@@ -276,7 +283,8 @@ async def slow_pings_under_way(
     await eventually(
         lambda: effects(db, consumer),
         lambda v: v[0] >= int(PREFETCH),
-        within=30,
+        timeout=30,
+        interval=0.1,
         what="the consumer through its first batch",
     )
     return consumer, producer, ids
@@ -310,7 +318,8 @@ async def test_consumer_killed_after_commit_before_ack(
     await eventually(
         lambda: ready_in(settings, consumer),
         lambda q: q == (N_RELAY, 0),
-        within=15,
+        timeout=15,
+        interval=0.1,
         what="all pings back in the dead consumer's queue",
     )
 

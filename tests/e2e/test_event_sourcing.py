@@ -19,10 +19,12 @@ import asyncpg
 import pytest
 
 from eventshop.platform.db import create_pool
-from eventshop.platform.eventstore.projections import positions, rebuild
+from eventshop.platform.eventstore.projections import positions
+from eventshop.platform.eventstore.rebuild import rebuild
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.orders import projections, store
-from tests.support.shop import Shop, User, eventually
+from tests.support.polling import eventually
+from tests.support.shop import Shop, User
 
 pytestmark = pytest.mark.e2e
 

@@ -44,9 +44,9 @@ from tests.e2e.conftest import (
     REPO_ROOT,
     ServiceFactory,
     ServiceProcess,
-    eventually,
     rabbitmqctl,
 )
+from tests.support.polling import eventually
 from tests.support.shop import API, Shop
 
 pytestmark = pytest.mark.e2e
@@ -107,7 +107,11 @@ async def test_an_order_is_one_trace_from_the_gateway_to_the_final_notification(
         )
 
     spans = await eventually(
-        spans_now, complete, within=30, what="every hop of the order in the span files"
+        spans_now,
+        complete,
+        timeout=30,
+        interval=0.1,
+        what="every hop of the order in the span files",
     )
     trace_ids = {s["trace_id"] for s in spans}
     assert len(trace_ids) == 1, f"one trace, not {len(trace_ids)}"
@@ -230,7 +234,8 @@ async def test_ready_turns_false_while_rabbitmq_is_stopped_and_true_when_it_retu
         _, body = await eventually(
             lambda: health(svc),
             lambda sb: sb[0] == 503,
-            within=30,
+            timeout=30,
+            interval=0.1,
             what="ready to turn false without the broker",
         )
         assert body["checks"]["broker"] is False and body["checks"]["database"] is True
@@ -242,7 +247,8 @@ async def test_ready_turns_false_while_rabbitmq_is_stopped_and_true_when_it_retu
     _, body = await eventually(
         lambda: health(svc),
         lambda sb: sb[0] == 200,
-        within=90,
+        timeout=90,
+        interval=0.1,
         what="ready to turn true again once the broker is back",
     )
     assert body["checks"] == {"database": True, "broker": True, "consumers": True}
@@ -259,7 +265,8 @@ async def test_ready_turns_false_while_postgresql_is_stopped_and_true_when_it_re
         _, body = await eventually(
             lambda: health(svc),
             lambda sb: sb[0] == 503,
-            within=30,
+            timeout=30,
+            interval=0.1,
             what="ready to turn false without the database",
         )
         assert body["checks"]["database"] is False and body["checks"]["broker"] is True
@@ -271,7 +278,8 @@ async def test_ready_turns_false_while_postgresql_is_stopped_and_true_when_it_re
     _, body = await eventually(
         lambda: health(svc),
         lambda sb: sb[0] == 200,
-        within=60,
+        timeout=60,
+        interval=0.1,
         what="ready to turn true again once the database is back",
     )
     assert body["checks"] == {"database": True, "broker": True, "consumers": True}
@@ -341,7 +349,8 @@ async def test_replaying_a_parked_message_after_the_fix_has_one_effect_and_purge
     await eventually(
         lambda: parked_ids(settings, svc),
         lambda ids: ids == all_three,
-        within=30,
+        timeout=30,
+        interval=0.1,
         what="the two failing pings (after their retries) and the junk in the parking lot",
     )
     assert await effects_of(db, svc, fine.event_id) == 1
@@ -374,7 +383,9 @@ async def test_replaying_a_parked_message_after_the_fix_has_one_effect_and_purge
     async def fixed_effects() -> int:
         return await effects_of(db, svc, to_fix.event_id)
 
-    await eventually(fixed_effects, lambda n: n >= 1, within=20, what="the replayed effect")
+    await eventually(
+        fixed_effects, lambda n: n >= 1, timeout=20, interval=0.1, what="the replayed effect"
+    )
     assert await parked_ids(settings, svc) == set()
     again = eventshop(settings, "dlq", "replay", "-s", svc.name, "--yes")
     assert again.returncode == 0 and "0 message(s)" in again.stderr, again.stderr
@@ -390,7 +401,8 @@ async def test_replaying_a_parked_message_after_the_fix_has_one_effect_and_purge
     await eventually(
         lambda: metric(svc, "eventshop_events_duplicate_total", service=svc.name),
         lambda n: n == 1,
-        within=10,
+        timeout=10,
+        interval=0.1,
         what="the redelivery recognised as a duplicate",
     )
     assert await fixed_effects() == 1

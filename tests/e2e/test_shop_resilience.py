@@ -1,4 +1,4 @@
-"""The shop keeps its promises while its services stop and restart (DESIGN §3, §5)."""
+"""The shop keeps its promises while its services stop and restart (docs/DESIGN.md §3, §5)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import signal
 
 import pytest
 
-from eventshop.cli import supervise
 from eventshop.services import PORTS
-from tests.support.shop import Shop, eventually
+from eventshop.tooling import supervise
+from tests.support.polling import eventually
+from tests.support.shop import Shop
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,12 @@ async def test_an_order_placed_while_payments_is_stopped_completes_when_it_is_ba
     try:
         oid = await shop.place(user, [(sku, 1)])
         # inventory reserves; the saga waits for a payment nobody is processing
-        await eventually(lambda: shop.order(user, oid), lambda o: o["status"] == "AWAITING_PAYMENT")
+        await eventually(
+            lambda: shop.order(user, oid),
+            lambda o: o["status"] == "AWAITING_PAYMENT",
+            timeout=30,
+            interval=0.1,
+        )
     finally:
         supervise.start_service(platform, "payments")
     await supervise.wait_ready(["payments"])
@@ -79,7 +85,7 @@ async def test_a_crashed_service_is_restarted_by_the_supervisor(
     async def new_pid() -> int:
         return int(supervise.service_pid(platform, "inventory") or 0)
 
-    await eventually(new_pid, lambda pid: pid not in (0, before), timeout=30)
+    await eventually(new_pid, lambda pid: pid not in (0, before), timeout=30, interval=0.1)
     assert all((await supervise.wait_ready(["inventory"])).values())
     # and it works: an order needs inventory
     sku = await shop.product(stock=1)

@@ -1,4 +1,4 @@
-"""Every path of the order saga, end to end over the gateway's HTTP API (DESIGN §3)."""
+"""Every path of the order saga, end to end over the gateway's HTTP API (docs/DESIGN.md §3)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from eventshop.contracts import new_envelope
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform.bus.wire import message_from_envelope
-from tests.support.shop import API, Shop, eventually
+from tests.support.polling import eventually
+from tests.support.shop import API, Shop
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,9 @@ async def test_confirmed(shop: Shop) -> None:
     oid = await shop.place(user, [(sku, 2)])
     order = await shop.final(user, oid)
     assert order["status"] == "CONFIRMED"
-    stock = await eventually(lambda: shop.stock(sku), lambda s: s["sold"] == 2)
+    stock = await eventually(
+        lambda: shop.stock(sku), lambda s: s["sold"] == 2, timeout=30, interval=0.1
+    )
     assert (stock["on_hand"], stock["reserved"]) == (3, 0)
     payments = await shop.payments(user)
     assert [p["status"] for p in payments if p["order_id"] == oid] == ["captured"]
@@ -31,7 +34,8 @@ async def test_confirmed(shop: Shop) -> None:
         r = await shop.client.get(f"{API}/loyalty/points", headers=user.auth)
         return int(r.json()["points"])
 
-    assert await eventually(points, 50) == 50  # 5,000 minor units = 50 points
+    # 5,000 minor units = 50 points
+    assert await eventually(points, 50, timeout=30, interval=0.1) == 50
 
     async def notices() -> list[str]:
         r = await shop.client.get(f"{API}/notifications", headers=user.auth)
@@ -40,7 +44,12 @@ async def test_confirmed(shop: Shop) -> None:
             n["kind"] for n in (body["notifications"] if isinstance(body, dict) else body)
         )
 
-    await eventually(notices, lambda kinds: "order_confirmed" in kinds and "welcome" in kinds)
+    await eventually(
+        notices,
+        lambda kinds: "order_confirmed" in kinds and "welcome" in kinds,
+        timeout=30,
+        interval=0.1,
+    )
 
 
 async def test_out_of_stock(shop: Shop) -> None:
@@ -56,7 +65,9 @@ async def test_payment_declined_releases_stock(shop: Shop) -> None:
     user = await shop.register()
     order = await shop.final(user, await shop.place(user, [(sku, 2)], token="tok_decline"))
     assert (order["status"], order["reason"]) == ("CANCELLED", "payment_declined")
-    stock = await eventually(lambda: shop.stock(sku), lambda s: s["reserved"] == 0)
+    stock = await eventually(
+        lambda: shop.stock(sku), lambda s: s["reserved"] == 0, timeout=30, interval=0.1
+    )
     assert (stock["on_hand"], stock["sold"]) == (3, 0)
 
 
@@ -65,7 +76,9 @@ async def test_fraud_releases_stock(shop: Shop) -> None:
     user = await shop.register(domain="fraud.test")
     order = await shop.final(user, await shop.place(user, [(sku, 1)]))
     assert (order["status"], order["reason"]) == ("CANCELLED", "fraud")
-    stock = await eventually(lambda: shop.stock(sku), lambda s: s["reserved"] == 0)
+    stock = await eventually(
+        lambda: shop.stock(sku), lambda s: s["reserved"] == 0, timeout=30, interval=0.1
+    )
     assert stock["on_hand"] == 3
 
 
@@ -75,14 +88,16 @@ async def test_timeout_compensates_and_refunds_the_late_capture(shop: Shop) -> N
     oid = await shop.place(user, [(sku, 1)], token="tok_slow")
     order = await shop.final(user, oid, timeout=30)
     assert (order["status"], order["reason"]) == ("CANCELLED", "timeout")
-    stock = await eventually(lambda: shop.stock(sku), lambda s: s["reserved"] == 0)
+    stock = await eventually(
+        lambda: shop.stock(sku), lambda s: s["reserved"] == 0, timeout=30, interval=0.1
+    )
     assert stock["on_hand"] == 2
 
     async def payment_status() -> list[str]:
         return [p["status"] for p in await shop.payments(user) if p["order_id"] == oid]
 
     # the provider captures after the order timed out; payments refunds it
-    await eventually(payment_status, ["refunded"], timeout=40)
+    await eventually(payment_status, ["refunded"], timeout=40, interval=0.1)
 
 
 async def test_late_and_duplicate_events_after_the_final_state_change_nothing(shop: Shop) -> None:
@@ -134,7 +149,7 @@ async def test_late_and_duplicate_events_after_the_final_state_change_nothing(sh
         finally:
             await c.close()
 
-    await eventually(handled, True)
+    await eventually(handled, True, timeout=30, interval=0.1)
     assert (await shop.order(user, oid))["status"] == "CONFIRMED"
     after = await shop.client.get(f"{API}/orders/{oid}/history", headers=user.auth)
     assert after.json() == before
@@ -150,5 +165,7 @@ async def test_two_hundred_orders_race_for_fifty_units(shop: Shop) -> None:
     statuses = [o["status"] for o in finals]
     assert statuses.count("CONFIRMED") == 50
     assert all(o["reason"] == "out_of_stock" for o in finals if o["status"] == "CANCELLED")
-    stock = await eventually(lambda: shop.stock(sku), lambda s: s["reserved"] == 0)
+    stock = await eventually(
+        lambda: shop.stock(sku), lambda s: s["reserved"] == 0, timeout=30, interval=0.1
+    )
     assert (stock["on_hand"], stock["sold"]) == (0, 50)

@@ -1,5 +1,6 @@
-"""Helpers of the bus integration tests: polling with a deadline, bus nodes that clean up after
-themselves, and a tap queue to look at messages as they are on the wire.
+"""Helpers of the bus integration tests: bus nodes that clean up after themselves, and a tap
+queue to look at messages as they are on the wire (polling with a deadline is
+`tests.support.polling.eventually`).
 
 Nothing here fakes RabbitMQ or PostgreSQL: nodes are real `BusNode`s in random schemas with
 random service names; queues are deleted and nodes stopped when the test ends.
@@ -7,9 +8,6 @@ random service names; queues are deleted and nodes stopped when the test ends.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -21,42 +19,18 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQu
 
 from eventshop.contracts import Envelope, new_envelope, registry
 from eventshop.contracts.selfcheck import Pinged
-from eventshop.platform.bus.consumer import Consumer, Handler, Subscription
+from eventshop.platform.bus import Handler, Subscription, UnitOfWork
+from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.parking import ParkedMessage, list_parked
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import ServiceQueues, declare_exchange
 from eventshop.platform.db import migrate
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
 
 PINGED = "selfcheck.pinged"
 PONGED = "selfcheck.ponged"
 TEST_MIGRATIONS = "tests.support.migrations"  # the `effects` table: one row per handled event
-
-Probe = Callable[[], Any]  # sync, or async (its awaitable is awaited)
-
-
-async def eventually(
-    probe: Probe,
-    expected: Any = True,
-    timeout: float = 10.0,
-    interval: float = 0.02,
-) -> Any:
-    """Poll `probe` until it returns `expected` (or, if `expected` is callable, a value it
-    accepts); returns that value. Fails with the last value seen when `timeout` runs out."""
-    accept: Callable[[Any], bool] = expected if callable(expected) else (lambda v: v == expected)
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
-        if accept(value):
-            return value
-        if time.monotonic() >= deadline:
-            want = getattr(expected, "__name__", repr(expected))
-            raise AssertionError(f"after {timeout} s the probe gives {value!r}, wanted {want}")
-        await asyncio.sleep(interval)
 
 
 async def fetchval(pool: asyncpg.Pool, sql: str, *args: Any) -> Any:

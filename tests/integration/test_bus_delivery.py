@@ -17,10 +17,11 @@ import pytest
 
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
+from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.bus.outbox import write_outbox
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork, write_outbox
 from tests.integration.helpers import (
     PINGED,
     PONGED,
@@ -28,12 +29,12 @@ from tests.integration.helpers import (
     commit_pings,
     consumer_of,
     effects_of,
-    eventually,
     fetch,
     fetchval,
     ping,
     record_effect,
 )
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ async def test_round_trip_keeps_every_envelope_field_and_amqp_property(
         assert got.correlation_id and got.correlation_id == sent.correlation_id
         assert got.causation_id is None and got.traceparent is None
 
-    # ... and on the wire the AMQP properties repeat the envelope (DESIGN §4)
+    # ... and on the wire the AMQP properties repeat the envelope (docs/DESIGN.md §4.2)
     [msg] = await eventually(lambda: tap.by_id(str(sent.event_id)), lambda ms: len(ms) == 1)
     assert msg.message_id == str(sent.event_id)
     assert msg.type == PINGED

@@ -20,18 +20,16 @@ import pytest
 
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
-from eventshop.platform.bus.consumer import BatchHandler, Delivery
+from eventshop.platform.bus import BatchHandler, Delivery, UnitOfWork
 from eventshop.platform.bus.parking import purge_parked, replay_parked
 from eventshop.platform.bus.wire import encode_body, message_from_envelope
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
 from tests.integration.helpers import (
     PINGED,
     PONGED,
     Bus,
     consumer_of,
     effects_of,
-    eventually,
     fetch,
     fetchval,
     parked,
@@ -39,6 +37,7 @@ from tests.integration.helpers import (
     ping,
     record_effect,
 )
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -386,9 +385,7 @@ async def test_a_duplicate_in_a_failing_batch_is_counted_once(bus: Bus) -> None:
 
 
 @pytest.mark.parametrize("emits", [False, True], ids=["no-emits", "emits"])
-async def test_a_handler_swallowing_a_database_error_loses_no_event(
-    bus: Bus, emits: bool
-) -> None:
+async def test_a_handler_swallowing_a_database_error_loses_no_event(bus: Bus, emits: bool) -> None:
     """With emits the outbox INSERT finds the aborted transaction out, without a SELECT 1 does."""
     gate, entered = asyncio.Event(), asyncio.Event()
 

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from eventshop.contracts.selfcheck import Ponged
+from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.db import create_pool, migrate, sql_files
 from eventshop.platform.eventstore import (
     MIGRATIONS,
@@ -24,7 +25,6 @@ from eventshop.platform.eventstore import (
     PostgresEventStore,
 )
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
 from tests.conftest import SchemaFactory
 
 pytestmark = pytest.mark.integration

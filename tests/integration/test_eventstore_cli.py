@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from eventshop.cli.main import app
 from eventshop.contracts.common import Line
+from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.db import create_pool, migrate
 from eventshop.platform.eventstore import MIGRATIONS
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
 from eventshop.services.orders import domain, handlers, store
 from tests.conftest import SchemaFactory
 

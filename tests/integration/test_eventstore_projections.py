@@ -18,15 +18,8 @@ import pytest
 
 from eventshop.platform.db import create_pool, migrate
 from eventshop.platform.eventstore import MIGRATIONS, NewEvent, PostgresEventStore, RecordedEvent
-from eventshop.platform.eventstore.projections import (
-    CatchUp,
-    Projection,
-    RebuildInProgressError,
-    Tables,
-    positions,
-    quote,
-    rebuild,
-)
+from eventshop.platform.eventstore.projections import CatchUp, Projection, Tables, positions, quote
+from eventshop.platform.eventstore.rebuild import RebuildInProgressError, rebuild
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
 

@@ -35,24 +35,20 @@ from redis.asyncio import Redis
 
 from eventshop.contracts import Envelope, registry
 from eventshop.contracts.selfcheck import Pinged, Ponged
-from eventshop.gateway import service as gateway_service
-from eventshop.gateway.settings import GatewaySettings
-from eventshop.gateway.upstream import Upstreams
-from eventshop.platform.bus.consumer import Handler, Subscription
+from eventshop.platform.bus import Handler, Subscription, UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import declare_service_queues
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import create_pool, migrate
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.observability.tracing import (
-    A_CORRELATION_ID,
-    RootSampler,
-    TracedConnection,
-    trace_id_of,
-)
-from eventshop.platform.runtime import ServiceContext, health_routes, metrics_route
+from eventshop.platform.observability.sql_spans import TracedConnection
+from eventshop.platform.observability.tracing import A_CORRELATION_ID, RootSampler, trace_id_of
+from eventshop.platform.runtime import health_routes, metrics_route
+from eventshop.platform.service import AnyContext, ServiceContext, build_app
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
+from eventshop.services.gateway import service as gateway_service
+from eventshop.services.gateway.adapters.upstream import Upstreams
+from eventshop.services.gateway.settings import GatewaySettings
 from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
     PINGED,
@@ -62,13 +58,13 @@ from tests.integration.helpers import (
     commit_pings,
     consumer_of,
     effects_of,
-    eventually,
     fetchval,
     ping,
     record_effect,
 )
 from tests.support.logs import captured_logs, lines_of
 from tests.support.loopback import serving
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -327,7 +323,17 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def service_app(ctx: ServiceContext) -> FastAPI:
+def bare_context(
+    name: str, settings: PlatformSettings, pool: asyncpg.Pool, node: BusNode
+) -> AnyContext:
+    """A context with no settings or resources of the service's own: what health and /metrics
+    read (the platform's pool and bus node)."""
+    return ServiceContext(
+        name=name, platform=settings, settings=None, resources=None, pool=pool, bus=node
+    )
+
+
+def service_app(ctx: AnyContext) -> FastAPI:
     """A service's HTTP app as the runtime finishes it: health routes and /metrics."""
     app = FastAPI()
     health_routes(app, ctx)
@@ -345,7 +351,7 @@ async def test_metrics_count_handled_retried_and_parked_events_and_read_queues_a
 
     node, pool = await bus.node({PINGED: on_ping})
     service = node.service
-    app = service_app(ServiceContext(name=service, settings=settings, pool=pool, bus=node))
+    app = service_app(bare_context(service, settings, pool, node))
     queues = consumer_of(node).queues
     before = await scrape(app)
     assert value(before, "eventshop_queue_consumers", service=service, queue=service) == 1
@@ -400,7 +406,7 @@ async def test_outbox_backlog_and_the_age_of_its_oldest_row_are_read_when_scrape
     bus: Bus, settings: PlatformSettings
 ) -> None:
     node, pool = await bus.node(None, start=False)  # no relay: the rows stay unsent
-    app = service_app(ServiceContext(name=node.service, settings=settings, pool=pool, bus=node))
+    app = service_app(bare_context(node.service, settings, pool, node))
     empty = await scrape(app)
     assert value(empty, "eventshop_outbox_backlog", service=node.service) == 0
     assert value(empty, "eventshop_outbox_oldest_age_seconds", service=node.service) == 0
@@ -469,9 +475,7 @@ async def test_the_gateways_ready_reports_every_service_of_the_platform(
 ) -> None:
     gateway_node, gateway_pool = await bus.node(None)
     orders_node, orders_pool = await bus.node({PINGED: record_effect})
-    orders_app = service_app(
-        ServiceContext(name="orders", settings=settings, pool=orders_pool, bus=orders_node)
-    )
+    orders_app = service_app(bare_context("orders", settings, orders_pool, orders_node))
     async with contextlib.AsyncExitStack() as stack:
         [orders_url] = await stack.enter_async_context(serving(orders_app))
         upstreams = Upstreams.at(
@@ -482,11 +486,19 @@ async def test_the_gateways_ready_reports_every_service_of_the_platform(
         stack.push_async_callback(upstreams.aclose)  # before the orders server stops
         redis = Redis.from_url(REDIS_URL)
         stack.push_async_callback(redis.aclose)
-        ctx = ServiceContext(name="gateway", settings=settings, pool=gateway_pool, bus=gateway_node)
-        ctx.extras["redis"] = redis
         gw_settings = GatewaySettings(redis_prefix=f"obs-{uuid.uuid4().hex[:8]}:")
-        ctx.extras["gateway"] = gateway_service.assemble(gw_settings, redis, upstreams)
-        app = gateway_service.build_app(ctx)
+        resources = gateway_service.Resources(
+            redis=redis, gateway=gateway_service.assemble(gw_settings, redis, upstreams)
+        )
+        ctx = ServiceContext(
+            name="gateway",
+            platform=settings,
+            settings=gw_settings,
+            resources=resources,
+            pool=gateway_pool,
+            bus=gateway_node,
+        )
+        app = build_app(gateway_service.definition, ctx)
         health_routes(app, ctx)  # as the runtime does: the gateway's own ready is kept
         c = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
@@ -510,7 +522,7 @@ async def test_a_service_is_not_ready_while_its_consumer_is_detached(
     bus: Bus, settings: PlatformSettings
 ) -> None:
     node, pool = await bus.node({PINGED: record_effect})
-    app = service_app(ServiceContext(name=node.service, settings=settings, pool=pool, bus=node))
+    app = service_app(bare_context(node.service, settings, pool, node))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
         assert (await c.get("/health/ready")).status_code == 200
         await consumer_of(node).stop()

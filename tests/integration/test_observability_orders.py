@@ -15,20 +15,20 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from eventshop.contracts import EventPayload, new_envelope, registry
+from eventshop.contracts import EventPayload, new_envelope
 from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.inventory import InventoryRejected
 from eventshop.platform import eventstore
-from eventshop.platform.bus.node import BusNode
+from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.db import migrate
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.service import build_app
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
-from eventshop.services.orders import api, handlers
+from eventshop.services.orders import handlers
+from eventshop.services.orders.service import definition
 from eventshop.services.orders.settings import OrdersSettings
-from eventshop.services.orders.timeouts import TimeoutScanner
 from tests.conftest import SchemaFactory
-from tests.integration.helpers import eventually
+from tests.integration.services.test_orders import orders_context
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +48,7 @@ def durations(reason: str) -> float:
 async def handle(pool: asyncpg.Pool, event: EventPayload, *, fail_after: bool = False) -> None:
     """The event's orders handler in its own unit of work, as the bus runs it."""
     env = new_envelope(event.event_type, event.schema_version, "agg", event.model_dump(mode="json"))
-    handler = {
-        "product.created": handlers.keep_price,
-        "inventory.rejected": handlers.stock_rejected,
-    }[event.event_type]
+    handler = definition.bind(orders_context(pool))[event.event_type]
     async with UnitOfWork.begin(pool, service="orders") as uow:
         await handler(uow.caused_by(env), env, event)
         if fail_after:
@@ -61,15 +58,13 @@ async def handle(pool: asyncpg.Pool, event: EventPayload, *, fail_after: bool = 
 async def test_a_saga_outcome_is_counted_once_when_its_final_step_commits(
     make_schema: SchemaFactory, settings: PlatformSettings
 ) -> None:
-    schema, pool = await make_schema("orders")
+    _, pool = await make_schema("orders")
     await migrate(pool, [eventstore.MIGRATIONS, "eventshop.services.orders.migrations"])
     sku = f"OBS-{uuid.uuid4().hex[:6]}"
     await handle(pool, ProductCreated(sku=sku, name="Mug", price_minor=500, currency="EUR"))
-    bus = BusNode(service="orders", schema=schema, pool=pool, registry=registry, settings=settings)
-    ctx = ServiceContext(name="orders", settings=settings, pool=pool, bus=bus)
 
     async def place(timeout_s: float) -> str:
-        app = api.build_app(ctx, OrdersSettings(timeout_s=timeout_s))
+        app = build_app(definition, orders_context(pool, OrdersSettings(timeout_s=timeout_s)))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://orders") as c:
             r = await c.post("/orders", json={"lines": [{"sku": sku, "quantity": 1}]}, headers=WHO)
@@ -94,8 +89,8 @@ async def test_a_saga_outcome_is_counted_once_when_its_final_step_commits(
     # the timeout scanner's steps are counted too, once its batch commits
     timed_out_before = outcomes("timeout")
     await place(timeout_s=0)
-    scanner = TimeoutScanner(pool, OrdersSettings(timeout_s=0), service="orders")
-    await eventually(scanner.scan_once, 1, timeout=5)
+    scanner = orders_context(pool, OrdersSettings(timeout_s=0))
+    await eventually(lambda: handlers.time_out_due_orders(scanner), 1, timeout=5)
     assert outcomes("timeout") == timed_out_before + 1
-    assert await scanner.scan_once() == 0
+    assert await handlers.time_out_due_orders(scanner) == 0
     assert outcomes("timeout") == timed_out_before + 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from eventshop.smtp_sink import SmtpSink, stored_messages
+from eventshop.tooling.smtp_sink import SmtpSink, stored_messages
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
         "EVENTSHOP_SMTP_SINK_PORT": str(port),
         "EVENTSHOP_SMTP_SINK_DIR": str(directory),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "eventshop.smtp_sink"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "eventshop.tooling.smtp_sink"], env=env)
     try:
         deadline = time.monotonic() + 10
         while True:  # wait until it listens

@@ -20,7 +20,8 @@ from eventshop.platform.bus.topology import (
 )
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
-from tests.integration.helpers import PINGED, Bus, eventually, ping
+from tests.integration.helpers import PINGED, Bus, ping
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 

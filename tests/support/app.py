@@ -15,11 +15,13 @@ import os
 
 from eventshop.contracts import Envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
-from eventshop.platform.runtime import ServiceDefinition
-from eventshop.platform.uow import UnitOfWork
+from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.service import ServiceContext, ServiceDefinition
 
 
-async def on_ping(uow: UnitOfWork, env: Envelope, ping: Pinged) -> None:
+async def on_ping(
+    ctx: ServiceContext[None, None], uow: UnitOfWork, env: Envelope, ping: Pinged
+) -> None:
     await uow.conn.execute(
         "INSERT INTO effects (event_id, seq) VALUES ($1, $2)", env.event_id, ping.seq
     )
@@ -28,11 +30,11 @@ async def on_ping(uow: UnitOfWork, env: Envelope, ping: Pinged) -> None:
     uow.emit(Ponged(seq=ping.seq), aggregate_id=env.aggregate_id)
 
 
-definition = ServiceDefinition(
+definition: ServiceDefinition[None, None] = ServiceDefinition(
     name=os.environ.get("EVENTSHOP_TEST_SERVICE", "testnode"),
     schema=os.environ.get("EVENTSHOP_TEST_SCHEMA"),
     port=int(os.environ.get("EVENTSHOP_TEST_PORT", "18099")),
-    handlers={"selfcheck.pinged": on_ping},
-    publishes=["selfcheck.ponged"],
+    handlers={Pinged: on_ping},
+    publishes=[Ponged],
     migrations=["tests.support.migrations"],
 )

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
-from eventshop.cli.demo import ADMIN, ADMIN_PASSWORD
 from eventshop.services import PORTS
+from eventshop.tooling.shopclient import ADMIN, ADMIN_PASSWORD
+from tests.support.polling import eventually
 
 API = f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
 PASSWORD = "e2e-password-1"
@@ -76,7 +77,7 @@ class Shop:
         )
         assert r.status_code == 201, r.text
         if stock:
-            await eventually(lambda: self._restock(sku, stock), True, timeout=20)
+            await eventually(lambda: self._restock(sku, stock), True, timeout=20, interval=0.1)
         return sku
 
     async def _restock(self, sku: str, quantity: int) -> bool:
@@ -118,7 +119,7 @@ class Shop:
         async def status() -> str:
             return str((await self.order(user, order_id))["status"])
 
-        await eventually(status, lambda s: s in FINAL, timeout=timeout)
+        await eventually(status, lambda s: s in FINAL, timeout=timeout, interval=0.1)
         return await self.order(user, order_id)
 
     async def stock(self, sku: str) -> dict[str, Any]:
@@ -132,18 +133,3 @@ class Shop:
         assert r.status_code == 200, r.text
         body = r.json()
         return list(body["payments"] if isinstance(body, dict) else body)
-
-
-async def eventually(
-    probe: Any, expected: Any, *, timeout: float = 30, interval: float = 0.1
-) -> Any:
-    """Poll `probe()` until it returns `expected` (or satisfies it if callable): no blind sleeps."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        ok = expected(value) if callable(expected) else value == expected
-        if ok:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {value!r} after {timeout} s")
-        await asyncio.sleep(interval)

@@ -44,7 +44,8 @@ from eventshop.platform.eventstore import (
     Snapshot,
     load_state,
 )
-from eventshop.platform.eventstore.projections import CatchUp, rebuild
+from eventshop.platform.eventstore.projections import CatchUp
+from eventshop.platform.eventstore.rebuild import rebuild
 from eventshop.platform.settings import PlatformSettings
 
 ORDERS_MIGRATIONS = "eventshop.services.orders.migrations"
@@ -193,6 +194,7 @@ async def bench_loads(
 async def _bench_order_load(
     conn: asyncpg.Connection, cfg: BenchConfig, say: Callable[[str], None]
 ) -> dict[str, Any]:
+    from eventshop.services.orders import eventlog
     from eventshop.services.orders import store as orders
 
     async with conn.transaction():
@@ -201,10 +203,10 @@ async def _bench_order_load(
     order = await orders.load_order(conn, order_id)
     assert order is not None and order.version == 5
     await orders.events.save_snapshot(
-        conn, Snapshot(sid, 5, orders.CODEC.schema_version, orders.CODEC.encode(order))
+        conn, Snapshot(sid, 5, eventlog.CODEC.schema_version, eventlog.CODEC.encode(order))
     )
     results: dict[str, Any] = {}
-    for label, codec in (("replayed", None), ("snapshot", orders.CODEC)):
+    for label, codec in (("replayed", None), ("snapshot", eventlog.CODEC)):
 
         async def load(codec: Any = codec) -> None:
             await load_state(orders.events, conn, sid, orders.fold, codec)

@@ -6,13 +6,12 @@ must run out of stock (a rare sku), some are declined by the payment provider (`
 some are flagged as fraud (shoppers of a blocked e-mail domain), and some time out (a payment
 provider slower than the order timeout: the order is cancelled, stock released and the late
 capture refunded). It shows progress, waits for every order to reach a final state, prints a
-summary, checks the invariants of DESIGN §3, and ends with one JSON line.
+summary, checks the invariants of docs/DESIGN.md §3, and ends with one JSON line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 import uuid
@@ -26,13 +25,17 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eventshop.invariants import InvariantReport, check_invariants
-from eventshop.shopclient import call, create_product, log_in, restock
+from eventshop.tooling.invariants import InvariantReport, check_invariants
+from eventshop.tooling.shopclient import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    call,
+    create_product,
+    log_in,
+    restock,
+)
 
 PASSWORD = "demo-password-1"
-#: the development admin (users makes accounts with this e-mail admins); tests log in as it too
-ADMIN = "admin@eventshop.test"
-ADMIN_PASSWORD = os.environ.get("EVENTSHOP_ADMIN_PASSWORD", PASSWORD)
 
 
 @dataclass
@@ -266,7 +269,7 @@ async def _summary(database_url: str, run: str, order_ids: list[str]) -> dict[st
 async def _parked_total() -> int:
     import aio_pika
 
-    from eventshop.cli.supervise import SERVICES
+    from eventshop.tooling.supervise import SERVICES
 
     total = 0
     conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/eventshop")

@@ -38,7 +38,8 @@ from rich.table import Table
 
 from eventshop.platform.db import create_pool
 from eventshop.platform.eventstore import RecordedEvent
-from eventshop.platform.eventstore.projections import RebuildInProgressError, positions, rebuild
+from eventshop.platform.eventstore.projections import positions
+from eventshop.platform.eventstore.rebuild import RebuildInProgressError, rebuild
 from eventshop.platform.settings import PlatformSettings
 
 console = Console(stderr=True)
@@ -211,7 +212,7 @@ def history(
     Each event of its stream, when it was recorded, seconds since the order was placed, and
     the status the order was in right after it.
     """
-    from eventshop.services.orders import domain
+    from eventshop.services.orders import domain, eventlog
     from eventshop.services.orders import store as orders
 
     if at is not None and at.tzinfo is None:
@@ -242,7 +243,7 @@ def history(
                         {**_as_json(r), "status_after": state.status.value}
                         for r, (_, state) in zip(recorded, steps, strict=True)
                     ],
-                    "as_of": None if then is None else orders.CODEC.encode(then),
+                    "as_of": None if then is None else eventlog.CODEC.encode(then),
                 },
                 default=str,
             )

@@ -211,38 +211,30 @@ def _act(
     console.print(f"{_PAST[action]} {asyncio.run(_with_connection(apply))} message(s)")
 
 
-@dlq.command("replay")
-def dlq_replay(
-    service: str | None = Service,
-    event_type: str | None = Type,
-    error: str | None = Error,
-    correlation_id: str | None = Correlation,
-    since: datetime | None = Since,
-    event_id: str | None = typer.Option(None, "--event-id"),
-    dry_run: bool = typer.Option(False, "--dry-run"),
-    yes: bool = typer.Option(False, "--yes", "-y"),
-) -> None:
-    """Re-publish matching parked messages to their service's queue (retry count reset)."""
-    _act(
-        "replay", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes
-    )
+def _dlq_action(action: str, summary: str) -> None:
+    """`dlq replay` and `dlq purge`: the same filters, one action each."""
+
+    def command(
+        service: str | None = Service,
+        event_type: str | None = Type,
+        error: str | None = Error,
+        correlation_id: str | None = Correlation,
+        since: datetime | None = Since,
+        event_id: str | None = typer.Option(None, "--event-id"),
+        dry_run: bool = typer.Option(False, "--dry-run"),
+        yes: bool = typer.Option(False, "--yes", "-y"),
+    ) -> None:
+        where = _filter(event_type, error, correlation_id, since, event_id)
+        _act(action, service, where, dry_run, yes)
+
+    command.__doc__ = summary
+    dlq.command(action)(command)
 
 
-@dlq.command("purge")
-def dlq_purge(
-    service: str | None = Service,
-    event_type: str | None = Type,
-    error: str | None = Error,
-    correlation_id: str | None = Correlation,
-    since: datetime | None = Since,
-    event_id: str | None = typer.Option(None, "--event-id"),
-    dry_run: bool = typer.Option(False, "--dry-run"),
-    yes: bool = typer.Option(False, "--yes", "-y"),
-) -> None:
-    """Delete matching parked messages for good (asks first unless --yes)."""
-    _act(
-        "purge", service, _filter(event_type, error, correlation_id, since, event_id), dry_run, yes
-    )
+_dlq_action(
+    "replay", "Re-publish matching parked messages to their service's queue (retry count reset)."
+)
+_dlq_action("purge", "Delete matching parked messages for good (asks first unless --yes).")
 
 
 def _dash(value: object) -> str:
@@ -251,7 +243,7 @@ def _dash(value: object) -> str:
 
 def status() -> None:
     """Every service: ready or not, queue depth and consumers, outbox backlog, parked."""
-    from eventshop.cli.supervise import readiness
+    from eventshop.tooling.supervise import readiness
 
     async def gather() -> list[dict[str, Any]]:
         ready = await readiness(list(PORTS))

@@ -20,13 +20,12 @@ import asyncpg
 
 from eventshop.contracts import Envelope, new_envelope, registry
 from eventshop.contracts.selfcheck import Pinged, Ponged
-from eventshop.platform.bus.consumer import Subscription
+from eventshop.platform.bus import Subscription, UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.parking import list_parked, purge_parked
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
 
 PRODUCER, CONSUMER = "selfcheck_producer", "selfcheck"
 

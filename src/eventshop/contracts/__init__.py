@@ -1,6 +1,6 @@
 """Event contracts: the only business code services share.
 
-The envelope (DESIGN §4), the registry of payload models keyed by (event_type, schema_version)
+The envelope (docs/DESIGN.md §4.2), the registry of payload models by (event_type, schema_version)
 and the upcasters that lift an old schema_version to the current one.
 """
 

@@ -1,4 +1,4 @@
-"""The envelope every event travels in (DESIGN §4).
+"""The envelope every event travels in (docs/DESIGN.md §4.2).
 
 On the wire the body is the JSON of `Envelope`; the AMQP properties repeat what brokers and
 operators look at without parsing the body: message_id = event_id, type = event_type,

@@ -1,6 +1,6 @@
 """PostgreSQL access: a pool bound to one service's schema, and the migration runner.
 
-Each service owns one schema (DESIGN §6: "one database or schema per service"); its pool sets
+Each service owns one schema (docs/DESIGN.md §6); its pool sets
 `search_path` to it, so service SQL never names the schema. Migrations are plain SQL files
 applied in name order under an advisory lock; a hand-written runner because the platform's
 needs (per-schema, async, applied at start) are a dozen lines, and Alembic would bring

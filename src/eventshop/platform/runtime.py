@@ -16,71 +16,38 @@ and Prometheus' /metrics, whose outbox and queue gauges are read when scraped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from eventshop.contracts import registry
-from eventshop.platform.bus.consumer import Handler, Subscription
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import queue_depth
+from eventshop.platform.bus.types import Subscription
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.observability import metrics
 from eventshop.platform.observability.http import install_observability
 from eventshop.platform.observability.logging import configure_logging, get_logger
-from eventshop.platform.observability.tracing import (
-    TracedConnection,
-    setup_tracing,
-    shutdown_tracing,
+from eventshop.platform.observability.sql_spans import TracedConnection
+from eventshop.platform.observability.tracing import setup_tracing, shutdown_tracing
+from eventshop.platform.service import (
+    AnyContext,
+    ServiceDefinition,
+    build_app,
+    open_service,
+    running_jobs,
 )
 from eventshop.platform.settings import PlatformSettings
 
 log = get_logger(__name__)
 
 
-@dataclass
-class ServiceContext:
-    """What a service's routes and handlers may use; built at start-up, closed at shutdown."""
-
-    name: str
-    settings: PlatformSettings
-    pool: asyncpg.Pool
-    bus: BusNode
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ServiceDefinition:
-    name: str
-    port: int
-    #: event_type -> handler; the service's queue is bound to exactly these routing keys
-    handlers: Mapping[str, Handler] = field(default_factory=dict)
-    #: event types this service publishes (its RabbitMQ user may publish only these)
-    publishes: Sequence[str] = ()
-    #: packages holding the service's SQL migrations
-    migrations: Sequence[str] = ()
-    #: builds the service's HTTP routes
-    http: Callable[[ServiceContext], FastAPI] | None = None
-    #: extra start-up (clients, background tasks); returns a closer
-    on_start: Callable[[ServiceContext], Awaitable[Callable[[], Awaitable[None]] | None]] | None = (
-        None
-    )
-    #: the schema the service owns (defaults to its name)
-    schema: str | None = None
-    #: how long its consumer lets a window fill before handling it (`Subscription.linger_s`)
-    linger_s: float = 0.0
-
-
-def load_definition(name: str) -> ServiceDefinition:
+def load_definition(name: str) -> ServiceDefinition[Any, Any]:
     target = name if ":" in name else f"eventshop.services.{name}.service:definition"
     module, _, attr = target.partition(":")
     definition = getattr(importlib.import_module(module), attr)
@@ -89,7 +56,7 @@ def load_definition(name: str) -> ServiceDefinition:
     return definition
 
 
-def health_routes(app: FastAPI, ctx: ServiceContext) -> None:
+def health_routes(app: FastAPI, ctx: AnyContext) -> None:
     """/health/live and /health/ready, unless the service's app has its own (the gateway's
     ready reports the whole platform)."""
     taken = {getattr(r, "path", None) for r in app.router.routes}
@@ -111,7 +78,7 @@ def health_routes(app: FastAPI, ctx: ServiceContext) -> None:
         app.get("/health/ready", include_in_schema=False)(ready)
 
 
-def metrics_route(app: FastAPI, ctx: ServiceContext) -> None:
+def metrics_route(app: FastAPI, ctx: AnyContext) -> None:
     """GET /metrics in Prometheus' text format; outbox and queue gauges are read first."""
     queues = metrics.queue_names(ctx.bus.consumer.queues) if ctx.bus.consumer else []
 
@@ -122,7 +89,7 @@ def metrics_route(app: FastAPI, ctx: ServiceContext) -> None:
         return Response(body, media_type=content_type)
 
 
-async def readiness(ctx: ServiceContext) -> dict[str, bool]:
+async def readiness(ctx: AnyContext) -> dict[str, bool]:
     checks: dict[str, bool] = {}
     try:
         async with ctx.pool.acquire(timeout=2) as conn:
@@ -134,16 +101,16 @@ async def readiness(ctx: ServiceContext) -> dict[str, bool]:
     checks["broker"] = bool(conn_ is not None and not conn_.is_closed and conn_.connected.is_set())
     if ctx.bus.consumer is not None:
         checks["consumers"] = ctx.bus.consumer.attached and await _consumers_on_queue(ctx)
-    redis = ctx.extras.get("redis")
-    if redis is not None:
+    own_checks = getattr(ctx.resources, "checks", None)
+    if own_checks is not None:  # the service's resources (a cache, say): `service.Checked`
         try:
-            checks["cache"] = bool(await asyncio.wait_for(redis.ping(), 2))
+            checks.update(await asyncio.wait_for(own_checks(), 2))
         except Exception:
-            checks["cache"] = False
+            checks["resources"] = False
     return checks
 
 
-async def _consumers_on_queue(ctx: ServiceContext) -> bool:
+async def _consumers_on_queue(ctx: AnyContext) -> bool:
     """Ask the broker: does the service's queue have a consumer? (after a broker restart a
     client may believe it consumes while the broker has none)."""
     connection, consumer = ctx.bus.connection, ctx.bus.consumer
@@ -161,45 +128,48 @@ async def _consumers_on_queue(ctx: ServiceContext) -> bool:
 
 
 async def serve(
-    definition: ServiceDefinition, settings: PlatformSettings, *, port: int | None = None
+    definition: ServiceDefinition[Any, Any], platform: PlatformSettings, *, port: int | None = None
 ) -> None:
     schema = definition.schema or definition.name
     pool = await create_pool(
-        settings.database_url, schema, max_size=10, connection_class=TracedConnection
+        platform.database_url, schema, max_size=10, connection_class=TracedConnection
     )
     applied = await migrate(pool, [PLATFORM_MIGRATIONS, *definition.migrations])
     if applied:
         log.info("migrations.applied", names=applied)
-    subscription = (
-        Subscription(
-            definition.name,
-            definition.handlers,
-            tuple(settings.retry_delays_ms),
-            linger_s=definition.linger_s,
-        )
-        if definition.handlers
-        else None
-    )
     node = BusNode(
-        service=definition.name,
-        schema=schema,
-        pool=pool,
-        registry=registry,
-        settings=settings,
-        subscription=subscription,
+        service=definition.name, schema=schema, pool=pool, registry=registry, settings=platform
     )
-    ctx = ServiceContext(name=definition.name, settings=settings, pool=pool, bus=node)
-    closer = await definition.on_start(ctx) if definition.on_start else None
-    await node.start()
+    try:
+        async with open_service(definition, platform=platform, pool=pool, bus=node) as ctx:
+            if definition.handlers:
+                node.subscription = Subscription(
+                    definition.name,
+                    definition.bind(ctx),
+                    tuple(platform.retry_delays_ms),
+                    linger_s=definition.linger_s,
+                )
+            await node.start()
+            try:
+                async with running_jobs(definition, ctx):
+                    await _serve_http(definition, ctx, port or definition.port)
+            finally:
+                log.info("service.stopping")
+                await node.stop()
+    finally:
+        await pool.close()
+        log.info("service.stopped")
 
-    app = definition.http(ctx) if definition.http else FastAPI(title=definition.name)
+
+async def _serve_http(definition: ServiceDefinition[Any, Any], ctx: AnyContext, port: int) -> None:
+    app = build_app(definition, ctx)
     health_routes(app, ctx)
     metrics_route(app, ctx)
     install_observability(app, definition.name)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=port or definition.port,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -207,21 +177,12 @@ async def serve(
     )
     server = uvicorn.Server(config)
     # uvicorn captures SIGTERM/SIGINT during serve() and re-raises them afterwards; the loop's
-    # handlers below see them too and ask the server to exit, then `finally` stops the bus
+    # handlers below see them too and ask the server to exit, then the caller stops the bus
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    log.info("service.started", port=port or definition.port)
-    try:
-        await server.serve()
-    finally:
-        log.info("service.stopping")
-        await node.stop()
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
-        await pool.close()
-        log.info("service.stopped")
+    log.info("service.started", port=port)
+    await server.serve()
 
 
 def run(name: str, *, port: int | None = None) -> None:

@@ -6,8 +6,10 @@ A test module names its service and its migrations in two constants, which the f
     MIGRATIONS = "eventshop.services.payments.migrations"  # or a list of packages
 
 `schema_pool` is a fresh random schema of that service (tests.conftest's `make_schema`) with the
-migrations applied, `pool` its pool, and `client` an HTTP client on the service's own app (its
-definition's `http`), in-process. A module that needs another client defines its own.
+migrations applied, `pool` its pool, `context` the service's context opened as the runtime opens
+it (its own settings and resources, that pool, a bus node that is never started) and `client` an
+HTTP client on the service's own app, in-process. A module that needs another context (other
+settings, its own resources) overrides `context`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import asyncpg
 import httpx
 import pytest
 
-from eventshop.contracts import registry
-from eventshop.platform.bus.node import BusNode
 from eventshop.platform.db import migrate
-from eventshop.platform.runtime import ServiceContext, load_definition
+from eventshop.platform.runtime import load_definition
+from eventshop.platform.service import AnyContext
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
+from tests.support.services import http_client, service_context
 
 
 @pytest.fixture
@@ -43,17 +45,18 @@ def pool(schema_pool: tuple[str, asyncpg.Pool]) -> asyncpg.Pool:
 
 
 @pytest.fixture
-async def client(
+async def context(
     schema_pool: tuple[str, asyncpg.Pool],
     settings: PlatformSettings,
     request: pytest.FixtureRequest,
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[AnyContext]:
     service: str = request.module.SERVICE
-    build_app = load_definition(service).http
-    assert build_app is not None, f"{service} serves no HTTP"
     schema, pool = schema_pool
-    bus = BusNode(service=service, schema=schema, pool=pool, registry=registry, settings=settings)
-    ctx = ServiceContext(name=service, settings=settings, pool=pool, bus=bus)
-    transport = httpx.ASGITransport(app=build_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://{service}") as c:
+    async with service_context(load_definition(service), schema, pool, settings) as ctx:
+        yield ctx
+
+
+@pytest.fixture
+async def client(context: AnyContext) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(context) as c:
         yield c

@@ -30,17 +30,18 @@ from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
 from eventshop.contracts.selfcheck import PingedV1
-from eventshop.platform.bus.consumer import BatchHandler, Delivery, Subscription
+from eventshop.platform.bus import BatchHandler, Delivery, Subscription, UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import migrate
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.service import EVERY_EVENT, Batch, ServiceContext, open_service
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
-from eventshop.services.archive import api, handlers, store
-from eventshop.services.archive.service import definition
+from eventshop.services.archive import handlers, store
+from eventshop.services.archive.service import Context, definition
 from tests.conftest import SchemaFactory
-from tests.integration.helpers import Bus, consumer_of, eventually, parked, ping
+from tests.integration.helpers import Bus, consumer_of, parked, ping
+from tests.support.polling import eventually
+from tests.support.services import http_client
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +73,8 @@ async def node(
 
 @pytest.fixture
 async def client(node: BusNode, settings: PlatformSettings) -> AsyncIterator[httpx.AsyncClient]:
-    ctx = ServiceContext(name="archive", settings=settings, pool=node.pool, bus=node)
-    transport = httpx.ASGITransport(app=api.build_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://archive") as c:
+    service = open_service(definition, platform=settings, pool=node.pool, bus=node)
+    async with service as ctx, http_client(ctx) as c:
         yield c
 
 
@@ -108,8 +108,21 @@ def event(
     )
 
 
-#: what the bus runs for every event the archive receives
-ARCHIVE = definition.handlers["#"]
+def context_on(pool: asyncpg.Pool) -> Context:
+    """The archive's context on `pool` (it has no settings or resources; its handler uses
+    neither the context nor the bus node, which is never started)."""
+    bus = BusNode(
+        service="archive", schema="archive", pool=pool, registry=registry, settings=SETTINGS
+    )
+    return ServiceContext(
+        name="archive", platform=SETTINGS, settings=None, resources=None, pool=pool, bus=bus
+    )
+
+
+SETTINGS = PlatformSettings()
+#: what the bus runs for every event the archive receives, its context bound
+ARCHIVE_CONTEXT = context_on(None)  # type: ignore[arg-type]
+ARCHIVE = definition.bind(ARCHIVE_CONTEXT)[EVERY_EVENT]
 
 
 async def archive(pool: asyncpg.Pool, *envelopes: Envelope) -> None:
@@ -189,7 +202,9 @@ async def test_archives_every_event_from_the_broker_as_received_after_upcasting(
 ) -> None:
     schema, pool = schema_pool
     name = f"archive_{uuid.uuid4().hex[:8]}"
-    subscription = Subscription(name, definition.handlers, tuple(settings.retry_delays_ms))
+    subscription = Subscription(
+        name, definition.bind(context_on(pool)), tuple(settings.retry_delays_ms)
+    )
     bus = BusNode(
         service=name,
         schema=schema,
@@ -277,7 +292,9 @@ async def test_a_window_is_one_insert_keeping_each_event_once_in_delivery_order(
             async with conn.transaction():
                 uow = UnitOfWork(conn=conn, service="archive", correlation_id="")
                 conn.statements.clear()
-                await handlers.archive_events([(uow.caused_by(e), e, None) for e in envelopes])
+                await handlers.archive_events(
+                    context_on(pool), [(uow.caused_by(e), e, None) for e in envelopes]
+                )
                 return list(conn.statements)
 
         # twice the same event in one window (past the inbox, e.g. two archive consumers)
@@ -311,7 +328,7 @@ class SpyArchive:
         if any(env.payload.get("note") == "gate" for _, env, _ in events):
             self.entered.set()
             await self.gate.wait()
-        await handlers.archive_events(events)
+        await handlers.archive_events(ARCHIVE_CONTEXT, events)
 
 
 @pytest.fixture
@@ -325,7 +342,9 @@ async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIt
 
 async def archive_node(bus: Bus) -> tuple[BusNode, asyncpg.Pool, SpyArchive]:
     """An archive consumer bound with "#", its batch handler spied on."""
-    assert isinstance(ARCHIVE, BatchHandler) and ARCHIVE.many is handlers.archive_events
+    batch = definition.handlers[EVERY_EVENT]
+    assert isinstance(batch, Batch) and batch.handle is handlers.archive_events
+    assert isinstance(ARCHIVE, BatchHandler)
     spy = SpyArchive()
     node, pool = await bus.node({"#": BatchHandler(spy.many)}, start=False)
     await migrate(pool, [MIGRATIONS])

@@ -20,13 +20,14 @@ import pytest
 from redis.asyncio import Redis
 
 from eventshop.contracts import registry
-from eventshop.platform.bus.node import BusNode
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.runtime import readiness
+from eventshop.platform.service import AnyContext
 from eventshop.platform.settings import PlatformSettings
-from eventshop.services.catalog import api, service, store
-from eventshop.services.catalog.cache import RedisProductCache
+from eventshop.services.catalog import service, store
+from eventshop.services.catalog.adapters import RedisProductCache
 from eventshop.services.catalog.domain import PageRequest
 from eventshop.services.catalog.settings import CatalogSettings
+from tests.support.services import http_client, service_context
 
 pytestmark = pytest.mark.integration
 
@@ -63,31 +64,27 @@ async def prefix(redis: Redis) -> AsyncIterator[str]:
         await redis.delete(*keys)
 
 
-def app_context(
-    schema: str, pool: asyncpg.Pool, settings: PlatformSettings, redis: Redis, prefix: str
-) -> ServiceContext:
-    bus = BusNode(service="catalog", schema=schema, pool=pool, registry=registry, settings=settings)
-    return ServiceContext(
-        name="catalog",
-        settings=settings,
-        pool=pool,
-        bus=bus,
-        extras={
-            "redis": redis,
-            "catalog_settings": CatalogSettings(cache_prefix=prefix, cache_ttl_s=TTL_S),
-        },
-    )
+def cache_settings(prefix: str) -> CatalogSettings:
+    return CatalogSettings(cache_prefix=prefix, cache_ttl_s=TTL_S)
 
 
 @pytest.fixture
-async def catalog(
-    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings, redis: Redis, prefix: str
-) -> AsyncIterator[Catalog]:
+async def context(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings, prefix: str
+) -> AsyncIterator[AnyContext]:
+    """The service as the runtime opens it (its own Redis client), on Redis db 15 and a random
+    key prefix."""
     schema, pool = schema_pool
-    app = api.build_app(app_context(schema, pool, settings, redis, prefix))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://catalog") as client:
-        yield Catalog(client, pool, redis, app.state.product_cache)
+    platform = settings.model_copy(update={"redis_url": REDIS_URL})
+    async with service_context(
+        service.definition, schema, pool, platform, service_settings=cache_settings(prefix)
+    ) as ctx:
+        yield ctx
+
+
+@pytest.fixture
+def catalog(context: AnyContext, client: httpx.AsyncClient, redis: Redis) -> Catalog:
+    return Catalog(client, context.pool, redis, context.resources.cache)
 
 
 def product(sku: str = "MUG-1", **overrides: Any) -> dict[str, Any]:
@@ -113,20 +110,18 @@ async def create(c: Catalog, **fields: Any) -> dict[str, Any]:
 
 
 # -- the composition root -------------------------------------------------------------------------
-async def test_on_start_opens_the_cache_client(
+async def test_the_service_opens_its_cache_client(
     schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
 ) -> None:
     schema, pool = schema_pool
-    bus = BusNode(service="catalog", schema=schema, pool=pool, registry=registry, settings=settings)
-    ctx = ServiceContext(name="catalog", settings=settings, pool=pool, bus=bus)
-    assert service.definition.on_start is service.start
-    close = await service.start(ctx)
-    try:
-        assert await ctx.extras["redis"].ping()
-        assert isinstance(ctx.extras["catalog_settings"], CatalogSettings)
-    finally:
-        await close()
-    assert set(service.definition.publishes) == {"product.created", "product.updated"}
+    assert service.definition.settings is CatalogSettings
+    assert service.definition.resources is service.open_resources
+    async with service_context(service.definition, schema, pool, settings) as ctx:
+        assert await ctx.resources.cache.redis.ping()
+        assert isinstance(ctx.settings, CatalogSettings)
+        assert await ctx.resources.checks() == {"cache": True}
+        assert (await readiness(ctx))["cache"] is True
+    assert set(service.definition.publishes_types) == {"product.created", "product.updated"}
 
 
 # -- writes and their events ----------------------------------------------------------------------
@@ -409,10 +404,14 @@ async def test_reads_and_writes_work_when_redis_is_down(
     """A cache outage degrades reads to the database; it does not fail them."""
     schema, pool = schema_pool
     dead = Redis.from_url("redis://127.0.0.1:1/15", socket_connect_timeout=0.2, retry=None)
-    app = api.build_app(app_context(schema, pool, settings, dead, prefix))
-    transport = httpx.ASGITransport(app=app)
+    resources = service.Resources(cache=RedisProductCache(dead, prefix=prefix, ttl_s=TTL_S))
+    down = service_context(
+        service.definition, schema, pool, settings, service_settings=cache_settings(prefix),
+        resources=resources,
+    )  # fmt: skip
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://catalog") as client:
+        async with down as ctx, http_client(ctx) as client:
+            assert await resources.checks() == {"cache": False}  # readiness says so
             created = await client.post("/products", json=product(), headers=ADMIN)
             assert created.status_code == 201
             r = await client.put("/products/MUG-1", json=change(price_minor=5), headers=ADMIN)

@@ -32,24 +32,38 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
-from eventshop.contracts import registry
-from eventshop.gateway import ratelimit
-from eventshop.gateway.api import create_app
-from eventshop.gateway.auth import Tokens
-from eventshop.gateway.ratelimit import RateLimiter
-from eventshop.gateway.service import assemble, connect_redis
-from eventshop.gateway.settings import UPSTREAMS, GatewaySettings
-from eventshop.gateway.upstream import Upstreams
-from eventshop.platform.bus.node import BusNode
 from eventshop.platform.db import migrate
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.service import ServiceContext, build_app
 from eventshop.platform.settings import PlatformSettings
-from eventshop.services.users.api import build_app as build_users_app
+from eventshop.services.gateway.adapters import ratelimit
+from eventshop.services.gateway.adapters.auth import Tokens
+from eventshop.services.gateway.adapters.ratelimit import RateLimiter
+from eventshop.services.gateway.adapters.upstream import Upstreams
+from eventshop.services.gateway.service import Resources, assemble, connect_redis
+from eventshop.services.gateway.service import definition as gateway_definition
+from eventshop.services.gateway.settings import UPSTREAMS, GatewaySettings
+from eventshop.services.users import service as users_service
 from eventshop.services.users.settings import UsersSettings
 from tests.conftest import SchemaFactory
 from tests.support.loopback import serving
+from tests.support.services import service_context
 
 pytestmark = pytest.mark.integration
+
+
+def gateway_app(settings: GatewaySettings, redis: Redis, upstreams: Upstreams) -> FastAPI:
+    """The gateway's app as the runtime builds it, on the test's own clients (no pool, no bus:
+    the gateway's routes use neither)."""
+    ctx = ServiceContext(
+        name="gateway",
+        platform=PlatformSettings(),
+        settings=settings,
+        resources=Resources(redis=redis, gateway=assemble(settings, redis, upstreams)),
+        pool=None,
+        bus=None,
+    )
+    return build_app(gateway_definition, ctx)
+
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 SECRET = "integration-test-secret-of-32-characters-or-more"
@@ -156,22 +170,23 @@ async def make_shop(
     """Build gateways (settings overridable per test) in front of one users service."""
     schema, pool = await make_schema("users")
     await migrate(pool, ["eventshop.services.users.migrations"])
-    bus = BusNode(service="users", schema=schema, pool=pool, registry=registry, settings=settings)
-    users_ctx = ServiceContext(name="users", settings=settings, pool=pool, bus=bus)
-    users_app = build_users_app(
-        users_ctx,
-        UsersSettings(
-            admin_emails=ADMIN_EMAIL, password_time_cost=1, password_memory_kib=1_024,
-            password_parallelism=1,
-        ),
+    servers = contextlib.AsyncExitStack()
+    users_settings = UsersSettings(
+        admin_emails=ADMIN_EMAIL, password_time_cost=1, password_memory_kib=1_024,
+        password_parallelism=1,
     )  # fmt: skip
+    users_ctx = await servers.enter_async_context(
+        service_context(
+            users_service.definition, schema, pool, settings, service_settings=users_settings
+        )
+    )
+    users_app = build_app(users_service.definition, users_ctx)
     redis = connect_redis(REDIS_URL)
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     recorder = RecordingService()
     clients: list[httpx.AsyncClient] = []
     gateways_upstreams: list[Upstreams] = []
     other_redises: list[Redis] = []
-    servers = contextlib.AsyncExitStack()
     users_url, recorder_url = await servers.enter_async_context(serving(users_app, recorder.app()))
 
     def url_of(service: str) -> str:
@@ -206,7 +221,7 @@ async def make_shop(
         if redis_url != REDIS_URL:
             gateway_redis = connect_redis(redis_url)
             other_redises.append(gateway_redis)
-        app = create_app(assemble(gateway_settings, gateway_redis, upstreams))
+        app = gateway_app(gateway_settings, gateway_redis, upstreams)
         api = httpx.AsyncClient(
             transport=httpx.ASGITransport(app, client=(CLIENT_IP, 40_000)),
             base_url="http://gateway",

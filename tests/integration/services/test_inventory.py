@@ -1,8 +1,9 @@
 """inventory against the real PostgreSQL: its handlers, its routes, its invariants under races.
 
-Real: PostgreSQL (a random schema per test, migrated). Handlers are called directly, each in its
-own transaction with a UnitOfWork, as the bus would; routes go through httpx's ASGI transport.
-The bus node in the ServiceContext is never started (the routes only write the outbox).
+Real: PostgreSQL (a random schema per test, migrated). Handlers run as the bus runs them
+(`deliver`: the service's own handler table, bound to its context, each event in a transaction
+of its own); routes go through httpx's ASGI transport. The bus node in the context is never
+started (the routes only write the outbox).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -21,12 +23,13 @@ from eventshop.contracts import EventPayload, new_envelope, registry
 from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
-from eventshop.platform.bus.consumer import Handler
+from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.db import create_pool
+from eventshop.platform.service import AnyContext
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
-from eventshop.services.inventory import handlers, store
+from eventshop.services.inventory import store
 from eventshop.services.inventory.service import definition
+from tests.support import services
 
 pytestmark = pytest.mark.integration
 
@@ -47,30 +50,22 @@ async def wide_pool(
     await wide.close()
 
 
-HANDLERS: dict[type[EventPayload], Handler] = {
-    ProductCreated: handlers.add_stock_item,
-    OrderCreated: handlers.reserve_stock,
-    OrderCancelled: handlers.release_stock,
-    OrderConfirmed: handlers.sell_reserved_stock,
-}
+@pytest.fixture
+def wide(context: AnyContext, wide_pool: asyncpg.Pool) -> AnyContext:
+    """The service's context over the ten connections of `wide_pool`."""
+    return replace(context, pool=wide_pool)
 
 
-async def deliver(pool: asyncpg.Pool, event: EventPayload) -> None:
+async def deliver(ctx: AnyContext, event: EventPayload) -> None:
     """Run the event's handler in its own transaction, under a fresh event id (as a
     re-published business fact would arrive: the inbox would not stop it)."""
-    aggregate = getattr(event, "order_id", None) or getattr(event, "sku", "x")
-    env = new_envelope(
-        event.event_type, event.schema_version, aggregate, event.model_dump(mode="json")
-    )
-    async with pool.acquire() as conn, conn.transaction():
-        uow = UnitOfWork(conn=conn, service="inventory", correlation_id="c")
-        await HANDLERS[type(event)](uow, env, event)
-        await uow.flush()
+    aggregate = str(getattr(event, "order_id", None) or getattr(event, "sku", "x"))
+    await services.deliver(ctx, event, aggregate_id=aggregate)
 
 
-async def restock(pool: asyncpg.Pool, sku: str, quantity: int) -> None:
-    await deliver(pool, ProductCreated(sku=sku, name=sku, price_minor=100, currency="EUR"))
-    async with pool.acquire() as conn:
+async def restock(ctx: AnyContext, sku: str, quantity: int) -> None:
+    await deliver(ctx, ProductCreated(sku=sku, name=sku, price_minor=100, currency="EUR"))
+    async with ctx.pool.acquire() as conn:
         assert await store.restock(conn, sku, quantity) is not None
 
 
@@ -151,13 +146,13 @@ async def assert_conserved(pool: asyncpg.Pool) -> None:
 
 # -- the composition root -------------------------------------------------------------------------
 def test_definition_says_what_inventory_takes_and_gives() -> None:
-    assert set(definition.handlers) == {
+    assert set(definition.consumes) == {
         "product.created",
         "order.created",
         "order.cancelled",
         "order.confirmed",
     }
-    assert set(definition.publishes) == {
+    assert set(definition.publishes_types) == {
         "inventory.reserved",
         "inventory.rejected",
         "inventory.released",
@@ -166,21 +161,23 @@ def test_definition_says_what_inventory_takes_and_gives() -> None:
 
 
 # -- handlers -------------------------------------------------------------------------------------
-async def test_product_created_tracks_the_sku_at_zero_once(pool: asyncpg.Pool) -> None:
+async def test_product_created_tracks_the_sku_at_zero_once(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
     event = ProductCreated(sku="mug", name="Mug", price_minor=900, currency="EUR")
-    await deliver(pool, event)
+    await deliver(context, event)
     async with pool.acquire() as conn:
         assert await store.restock(conn, "mug", 4) is not None
-    await deliver(pool, event)  # the same fact again: the stock is not reset
+    await deliver(context, event)  # the same fact again: the stock is not reset
     assert await levels(pool, "mug") == (4, 0, 0, 4)
     assert await outbox(pool) == []
 
 
-async def test_order_created_reserves_every_line(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
-    await restock(pool, "b", 5)
+async def test_order_created_reserves_every_line(context: AnyContext, pool: asyncpg.Pool) -> None:
+    await restock(context, "a", 10)
+    await restock(context, "b", 5)
     order = created(new_order_id(), ("a", 3), ("b", 5))
-    await deliver(pool, order)
+    await deliver(context, order)
 
     assert await levels(pool, "a") == (7, 3, 0, 10)
     assert await levels(pool, "b") == (0, 5, 0, 5)
@@ -190,18 +187,22 @@ async def test_order_created_reserves_every_line(pool: asyncpg.Pool) -> None:
     assert payload.order_id == order.order_id and payload.lines == order.lines
 
 
-async def test_two_lines_of_one_sku_are_reserved_together(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 5)
+async def test_two_lines_of_one_sku_are_reserved_together(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 5)
     order = created(new_order_id(), ("a", 2), ("a", 3))
-    await deliver(pool, order)
+    await deliver(context, order)
     assert await levels(pool, "a") == (0, 5, 0, 5)
 
 
-async def test_out_of_stock_rejects_and_changes_no_stock(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
-    await restock(pool, "b", 1)
+async def test_out_of_stock_rejects_and_changes_no_stock(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 10)
+    await restock(context, "b", 1)
     order = created(new_order_id(), ("a", 3), ("b", 2))
-    await deliver(pool, order)
+    await deliver(context, order)
 
     assert await levels(pool, "a") == (10, 0, 0, 10)  # a had enough: still nothing taken
     assert await levels(pool, "b") == (1, 0, 0, 1)
@@ -211,10 +212,10 @@ async def test_out_of_stock_rejects_and_changes_no_stock(pool: asyncpg.Pool) -> 
     assert (payload.reason, payload.skus) == ("out_of_stock", ("b",))
 
 
-async def test_unknown_sku_rejects(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
+async def test_unknown_sku_rejects(context: AnyContext, pool: asyncpg.Pool) -> None:
+    await restock(context, "a", 10)
     order = created(new_order_id(), ("a", 1), ("ghost", 1))
-    await deliver(pool, order)
+    await deliver(context, order)
 
     assert await levels(pool, "a") == (10, 0, 0, 10)
     [(event_type, payload)] = await outbox(pool)
@@ -222,11 +223,13 @@ async def test_unknown_sku_rejects(pool: asyncpg.Pool) -> None:
     assert (payload.reason, payload.skus) == ("unknown_sku", ("ghost",))
 
 
-async def test_cancel_releases_the_reservation_once(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
+async def test_cancel_releases_the_reservation_once(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 10)
     oid = new_order_id()
-    await deliver(pool, created(oid, ("a", 4)))
-    await deliver(pool, cancelled(oid, ("a", 4)))
+    await deliver(context, created(oid, ("a", 4)))
+    await deliver(context, cancelled(oid, ("a", 4)))
 
     assert await levels(pool, "a") == (10, 0, 0, 10)
     assert await status_of(pool, oid) == "released"
@@ -236,67 +239,77 @@ async def test_cancel_releases_the_reservation_once(pool: asyncpg.Pool) -> None:
     assert released.order_id == oid and [(x.sku, x.quantity) for x in released.lines] == [("a", 4)]
 
     # the same facts again, and a confirm after the cancel: nothing moves, nothing is emitted
-    await deliver(pool, cancelled(oid, ("a", 4)))
-    await deliver(pool, created(oid, ("a", 4)))
-    await deliver(pool, confirmed(oid, ("a", 4)))
+    await deliver(context, cancelled(oid, ("a", 4)))
+    await deliver(context, created(oid, ("a", 4)))
+    await deliver(context, confirmed(oid, ("a", 4)))
     assert await levels(pool, "a") == (10, 0, 0, 10)
     assert await status_of(pool, oid) == "released"
     assert len(await outbox(pool)) == 2
 
 
-async def test_confirm_turns_reserved_into_sold_once(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
-    await restock(pool, "b", 10)
+async def test_confirm_turns_reserved_into_sold_once(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 10)
+    await restock(context, "b", 10)
     oid = new_order_id()
-    await deliver(pool, created(oid, ("b", 1), ("a", 4)))
-    await deliver(pool, confirmed(oid, ("b", 1), ("a", 4)))
+    await deliver(context, created(oid, ("b", 1), ("a", 4)))
+    await deliver(context, confirmed(oid, ("b", 1), ("a", 4)))
 
     assert await levels(pool, "a") == (6, 0, 4, 10)
     assert await levels(pool, "b") == (9, 0, 1, 10)
     assert await status_of(pool, oid) == "committed"
 
     # duplicates, and a late cancel after the final state, change nothing
-    await deliver(pool, confirmed(oid, ("b", 1), ("a", 4)))
-    await deliver(pool, cancelled(oid, ("b", 1), ("a", 4)))
-    await deliver(pool, created(oid, ("b", 1), ("a", 4)))
+    await deliver(context, confirmed(oid, ("b", 1), ("a", 4)))
+    await deliver(context, cancelled(oid, ("b", 1), ("a", 4)))
+    await deliver(context, created(oid, ("b", 1), ("a", 4)))
     assert await levels(pool, "a") == (6, 0, 4, 10)
     assert await levels(pool, "b") == (9, 0, 1, 10)
     assert [t for t, _ in await outbox(pool)] == ["inventory.reserved"]
 
 
-async def test_cancel_before_created_leaves_a_tombstone(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
+async def test_cancel_before_created_leaves_a_tombstone(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 10)
     oid = new_order_id()
-    await deliver(pool, cancelled(oid, ("a", 4), reserved=False))
+    await deliver(context, cancelled(oid, ("a", 4), reserved=False))
     assert await status_of(pool, oid) == "cancelled_before_reserve"
 
-    await deliver(pool, created(oid, ("a", 4)))  # late: must reserve nothing
+    await deliver(context, created(oid, ("a", 4)))  # late: must reserve nothing
     assert await levels(pool, "a") == (10, 0, 0, 10)
     assert await status_of(pool, oid) == "cancelled_before_reserve"
     assert await outbox(pool) == []
 
 
-async def test_duplicate_order_created_reserves_once(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 10)
+async def test_duplicate_order_created_reserves_once(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 10)
     order = created(new_order_id(), ("a", 3))
-    await deliver(pool, order)
-    await deliver(pool, order)
+    await deliver(context, order)
+    await deliver(context, order)
     assert await levels(pool, "a") == (7, 3, 0, 10)
     assert [t for t, _ in await outbox(pool)] == ["inventory.reserved"]
 
 
-async def test_cancel_of_a_rejected_order_releases_nothing(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 1)
+async def test_cancel_of_a_rejected_order_releases_nothing(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 1)
     oid = new_order_id()
-    await deliver(pool, created(oid, ("a", 2)))
-    await deliver(pool, cancelled(oid, ("a", 2), reserved=False))
+    await deliver(context, created(oid, ("a", 2)))
+    await deliver(context, cancelled(oid, ("a", 2), reserved=False))
     assert await levels(pool, "a") == (1, 0, 0, 1)
     assert await status_of(pool, oid) == "rejected"
     assert [t for t, _ in await outbox(pool)] == ["inventory.rejected"]
 
 
-async def test_the_table_refuses_a_broken_invariant(pool: asyncpg.Pool) -> None:
-    await restock(pool, "a", 1)
+async def test_the_table_refuses_a_broken_invariant(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    await restock(context, "a", 1)
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute("UPDATE stock SET on_hand = on_hand + 1 WHERE sku = 'a'")
     with pytest.raises(asyncpg.CheckViolationError):
@@ -304,10 +317,12 @@ async def test_the_table_refuses_a_broken_invariant(pool: asyncpg.Pool) -> None:
 
 
 # -- races ----------------------------------------------------------------------------------------
-async def test_200_orders_race_for_50_units(pool: asyncpg.Pool, wide_pool: asyncpg.Pool) -> None:
-    await restock(pool, "hot", 50)
+async def test_200_orders_race_for_50_units(
+    context: AnyContext, pool: asyncpg.Pool, wide: AnyContext
+) -> None:
+    await restock(context, "hot", 50)
     orders = [created(new_order_id(), ("hot", 1)) for _ in range(200)]
-    await asyncio.gather(*(deliver(wide_pool, o) for o in orders))
+    await asyncio.gather(*(deliver(wide, o) for o in orders))
 
     assert await levels(pool, "hot") == (0, 50, 0, 50)
     await assert_conserved(pool)
@@ -319,13 +334,13 @@ async def test_200_orders_race_for_50_units(pool: asyncpg.Pool, wide_pool: async
 
 
 async def test_multi_sku_orders_in_any_line_order_never_deadlock(
-    pool: asyncpg.Pool, wide_pool: asyncpg.Pool
+    context: AnyContext, pool: asyncpg.Pool, wide: AnyContext
 ) -> None:
     """Orders over overlapping skus, lines in random order, racing with cancels and confirms:
     the sku-ordered locks let every transaction through, and the units add up."""
     skus = ["s1", "s2", "s3", "s4"]
     for sku in skus:
-        await restock(pool, sku, 60)
+        await restock(context, sku, 60)
     rng = random.Random(7)
     orders = []
     for _ in range(120):
@@ -333,11 +348,11 @@ async def test_multi_sku_orders_in_any_line_order_never_deadlock(
         orders.append((new_order_id(), [(s, rng.randint(1, 3)) for s in picked]))
 
     async def life(order_id: str, pairs: list[tuple[str, int]], fate: int) -> None:
-        await deliver(wide_pool, created(order_id, *pairs))
+        await deliver(wide, created(order_id, *pairs))
         if fate == 0:
-            await deliver(wide_pool, cancelled(order_id, *pairs))
+            await deliver(wide, cancelled(order_id, *pairs))
         elif fate == 1:
-            await deliver(wide_pool, confirmed(order_id, *pairs))
+            await deliver(wide, confirmed(order_id, *pairs))
 
     await asyncio.gather(*(life(oid, pairs, i % 3) for i, (oid, pairs) in enumerate(orders)))
 
@@ -355,18 +370,18 @@ async def test_multi_sku_orders_in_any_line_order_never_deadlock(
 
 
 async def test_cancel_racing_created_never_leaves_units_held(
-    pool: asyncpg.Pool, wide_pool: asyncpg.Pool
+    context: AnyContext, pool: asyncpg.Pool, wide: AnyContext
 ) -> None:
     """order.created and order.cancelled of one order delivered at once, both ways round: the
     order ends released or tombstoned, never reserved."""
-    await restock(pool, "a", 1_000)
+    await restock(context, "a", 1_000)
     oids = [new_order_id() for _ in range(60)]
 
     async def both(i: int, oid: str) -> None:
         first, second = created(oid, ("a", 2)), cancelled(oid, ("a", 2))
         if i % 2:
             first, second = second, first
-        await asyncio.gather(deliver(wide_pool, first), deliver(wide_pool, second))
+        await asyncio.gather(deliver(wide, first), deliver(wide, second))
 
     await asyncio.gather(*(both(i, oid) for i, oid in enumerate(oids)))
 
@@ -393,13 +408,17 @@ async def blocked_on_a_lock(pool: asyncpg.Pool, schema: str) -> None:
 
 @pytest.mark.parametrize("first", ["created", "cancelled"])
 async def test_the_second_event_of_an_order_waits_for_the_first(
-    first: str, schema_pool: tuple[str, asyncpg.Pool], wide_pool: asyncpg.Pool
+    first: str,
+    context: AnyContext,
+    schema_pool: tuple[str, asyncpg.Pool],
+    wide_pool: asyncpg.Pool,
+    wide: AnyContext,
 ) -> None:
     """Pin the interleaving the random race above may or may not hit: the first event's
     transaction has made the order's row but not committed; the second must wait for it and
     then act on what it committed (release the reservation / reserve nothing)."""
     schema, pool = schema_pool
-    await restock(pool, "a", 5)
+    await restock(context, "a", 5)
     oid = new_order_id()
     events: dict[str, EventPayload] = {
         "created": created(oid, ("a", 2)),
@@ -412,8 +431,8 @@ async def test_the_second_event_of_an_order_waits_for_the_first(
         event = events[first]
         env = new_envelope(event.event_type, 1, oid, event.model_dump(mode="json"))
         uow = UnitOfWork(conn=conn, service="inventory", correlation_id="c")
-        await HANDLERS[type(event)](uow, env, event)
-        late = asyncio.create_task(deliver(wide_pool, events[second]))
+        await definition.bind(context)[event.event_type](uow, env, event)
+        late = asyncio.create_task(deliver(wide, events[second]))
         await blocked_on_a_lock(pool, schema)
         await uow.flush()
         await tx.commit()
@@ -425,9 +444,11 @@ async def test_the_second_event_of_an_order_waits_for_the_first(
 
 
 # -- routes ---------------------------------------------------------------------------------------
-async def test_stock_of_a_sku(pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
-    await restock(pool, "a", 10)
-    await deliver(pool, created(new_order_id(), ("a", 3)))
+async def test_stock_of_a_sku(
+    context: AnyContext, pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await restock(context, "a", 10)
+    await deliver(context, created(new_order_id(), ("a", 3)))
 
     r = await client.get("/stock/a", headers=CUSTOMER)
     assert r.status_code == 200
@@ -445,9 +466,11 @@ async def test_stock_of_a_sku(pool: asyncpg.Pool, client: httpx.AsyncClient) -> 
     assert (await client.get("/stock/a")).status_code == 401
 
 
-async def test_stock_pages(pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
+async def test_stock_pages(
+    context: AnyContext, pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
     for sku in ["c", "a", "b"]:
-        await restock(pool, sku, 1)
+        await restock(context, sku, 1)
     first = (await client.get("/stock?limit=2", headers=CUSTOMER)).json()
     assert [s["sku"] for s in first["items"]] == ["a", "b"]
     assert (first["total"], first["limit"], first["offset"]) == (3, 2, 0)
@@ -460,9 +483,9 @@ async def test_stock_pages(pool: asyncpg.Pool, client: httpx.AsyncClient) -> Non
 
 
 async def test_restock_adds_units_and_emits_stock_adjusted(
-    pool: asyncpg.Pool, client: httpx.AsyncClient
+    context: AnyContext, pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
-    await deliver(pool, ProductCreated(sku="a", name="A", price_minor=1, currency="EUR"))
+    await deliver(context, ProductCreated(sku="a", name="A", price_minor=1, currency="EUR"))
     r = await client.post(
         "/stock/a/restock", json={"quantity": 25}, headers={**ADMIN, "X-Correlation-ID": "cid-9"}
     )
@@ -480,8 +503,10 @@ async def test_restock_adds_units_and_emits_stock_adjusted(
     ]
 
 
-async def test_restock_refusals(pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
-    await deliver(pool, ProductCreated(sku="a", name="A", price_minor=1, currency="EUR"))
+async def test_restock_refusals(
+    context: AnyContext, pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await deliver(context, ProductCreated(sku="a", name="A", price_minor=1, currency="EUR"))
 
     unknown = await client.post("/stock/ghost/restock", json={"quantity": 1}, headers=ADMIN)
     assert unknown.status_code == 404

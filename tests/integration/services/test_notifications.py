@@ -1,10 +1,11 @@
 """notifications against the real PostgreSQL, the real SMTP sink and (once) the real RabbitMQ.
 
 Real: PostgreSQL (a random schema per test, migrated), the SMTP sink on a free port writing to
-a temporary directory, reached over TCP by the service's own `SmtpMailer`. Handlers are called
-directly, each in its own transaction with a UnitOfWork, as the bus would; one test runs them
-through a real consumer instead. Routes go through httpx's ASGI transport; the bus node in
-their ServiceContext is never started (they only read).
+a temporary directory, reached over TCP by the service's own `SmtpMailer` (the resource of its
+context). Handlers run as the bus runs them (`deliver`: the service's own handler table, bound
+to its context, each in a transaction of its own); one test runs them through a real consumer
+instead. Routes go through httpx's ASGI transport; the bus node in the context is never started
+(they only read).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import asyncpg
@@ -27,17 +27,18 @@ from eventshop.contracts.common import Line
 from eventshop.contracts.notifications import NotificationSent
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed
 from eventshop.contracts.users import UserRegistered
-from eventshop.platform.bus.consumer import Subscription
+from eventshop.platform.bus import Subscription
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import create_pool
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.service import AnyContext
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
-from eventshop.services.notifications import domain, service
-from eventshop.services.notifications.handlers import Notifier
-from eventshop.services.notifications.mailer import SmtpMailer
-from eventshop.smtp_sink import SmtpSink, StoredMail, stored_messages
+from eventshop.services.notifications import domain, handlers, service
+from eventshop.services.notifications.adapters import SmtpMailer
+from eventshop.services.notifications.service import Resources
+from eventshop.services.notifications.settings import NotificationsSettings
+from eventshop.tooling.smtp_sink import SmtpSink, StoredMail, stored_messages
+from tests.support.services import deliver, service_context
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +62,15 @@ async def mailer(sink: SmtpSink) -> AsyncIterator[SmtpMailer]:
 
 
 @pytest.fixture
-def notifier(mailer: SmtpMailer) -> Notifier:
-    return Notifier(mailer)
+async def context(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings, mailer: SmtpMailer
+) -> AsyncIterator[AnyContext]:
+    """The service's context, sending through the mailer of the test's SMTP sink."""
+    schema, pool = schema_pool
+    async with service_context(
+        service.definition, schema, pool, settings, resources=Resources(mailer=mailer)
+    ) as ctx:
+        yield ctx
 
 
 def mails(sink: SmtpSink) -> list[StoredMail]:
@@ -73,17 +81,6 @@ def envelope_of(event: EventPayload, aggregate_id: str) -> Envelope:
     return new_envelope(
         event.event_type, event.schema_version, aggregate_id, event.model_dump(mode="json")
     )
-
-
-Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
-
-
-async def handle(pool: asyncpg.Pool, handler: Handler, event: EventPayload) -> Envelope:
-    """Run `handler` as the bus would: under a fresh event id, in a transaction of its own."""
-    env = envelope_of(event, aggregate_id=str(uuid.uuid4()))
-    async with UnitOfWork.begin(pool, service="notifications") as uow:
-        await handler(uow.caused_by(env), env, event)
-    return env
 
 
 async def outbox(pool: asyncpg.Pool) -> list[tuple[Envelope, NotificationSent]]:
@@ -132,9 +129,9 @@ class Crash(Exception):
 
 # -- handlers ------------------------------------------------------------------------------------
 async def test_welcome_is_sent_to_the_new_user(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
 ) -> None:
-    await handle(pool, notifier.welcome, registered("u-1", "ann@example.com"))
+    await deliver(context, registered("u-1", "ann@example.com"))
     [mail] = mails(sink)
     assert mail.envelope_to == ["ann@example.com"]
     assert mail.subject == "Welcome to eventshop, Ann"
@@ -143,10 +140,10 @@ async def test_welcome_is_sent_to_the_new_user(
 
 
 async def test_welcome_is_sent_once_when_the_same_user_arrives_under_two_event_ids(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
 ) -> None:
-    first = await handle(pool, notifier.welcome, registered("u-1"))
-    second = await handle(pool, notifier.welcome, registered("u-1"))
+    first = await deliver(context, registered("u-1"))
+    second = await deliver(context, registered("u-1"))
     assert first.event_id != second.event_id
     assert len(mails(sink)) == 1
     assert sink.handler.duplicates == 0  # not even sent twice: the claim stopped the second
@@ -154,8 +151,8 @@ async def test_welcome_is_sent_once_when_the_same_user_arrives_under_two_event_i
     assert len(await outbox(pool)) == 1
 
 
-async def test_notification_sent_is_in_the_outbox(pool: asyncpg.Pool, notifier: Notifier) -> None:
-    cause = await handle(pool, notifier.welcome, registered("u-9", "zoe@example.com"))
+async def test_notification_sent_is_in_the_outbox(pool: asyncpg.Pool, context: AnyContext) -> None:
+    cause = await deliver(context, registered("u-9", "zoe@example.com"))
     [(env, sent)] = await outbox(pool)
     [row] = await notification_rows(pool)
     assert sent == NotificationSent(
@@ -171,9 +168,9 @@ async def test_notification_sent_is_in_the_outbox(pool: asyncpg.Pool, notifier: 
 
 
 async def test_order_confirmed_goes_to_the_orders_email(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
 ) -> None:
-    await handle(pool, notifier.order_confirmed, confirmed("o-1", email="buyer@example.com"))
+    await deliver(context, confirmed("o-1", email="buyer@example.com"))
     [mail] = mails(sink)
     assert mail.envelope_to == ["buyer@example.com"]
     assert mail.subject == "Your order o-1 is confirmed"
@@ -184,9 +181,9 @@ async def test_order_confirmed_goes_to_the_orders_email(
 
 
 async def test_order_cancelled_email_says_the_reason_in_words(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
 ) -> None:
-    await handle(pool, notifier.order_cancelled, cancelled("o-2", reason="payment_declined"))
+    await deliver(context, cancelled("o-2", reason="payment_declined"))
     [mail] = mails(sink)
     assert mail.subject == "Your order o-2 was cancelled"
     assert "was cancelled because your payment was declined." in mail.body
@@ -195,10 +192,10 @@ async def test_order_cancelled_email_says_the_reason_in_words(
 
 
 async def test_a_confirmation_and_a_cancellation_of_one_order_are_two_notifications(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
 ) -> None:
-    await handle(pool, notifier.order_confirmed, confirmed("o-3"))
-    await handle(pool, notifier.order_cancelled, cancelled("o-3"))
+    await deliver(context, confirmed("o-3"))
+    await deliver(context, cancelled("o-3"))
     assert sorted(m.message_id for m in mails(sink)) == [
         "<order_cancelled.o-3@eventshop>",
         "<order_confirmed.o-3@eventshop>",
@@ -212,32 +209,40 @@ def _closed_port() -> int:
 
 
 async def test_a_failed_send_raises_and_leaves_nothing_behind(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    schema_pool: tuple[str, asyncpg.Pool],
+    settings: PlatformSettings,
+    pool: asyncpg.Pool,
+    sink: SmtpSink,
+    context: AnyContext,
 ) -> None:
-    unreachable = Notifier(SmtpMailer(host="127.0.0.1", port=_closed_port(), sender=SENDER))
-    with pytest.raises(ConnectionRefusedError):
-        await handle(pool, unreachable.welcome, registered("u-1"))
+    nowhere = SmtpMailer(host="127.0.0.1", port=_closed_port(), sender=SENDER)
+    unreachable = service_context(
+        service.definition, schema_pool[0], pool, settings, resources=Resources(mailer=nowhere)
+    )
+    async with unreachable as ctx:
+        with pytest.raises(ConnectionRefusedError):
+            await deliver(ctx, registered("u-1"))
     assert await notification_rows(pool) == []
     assert await outbox(pool) == []
     # the bus's retry, with the SMTP server back
-    await handle(pool, notifier.welcome, registered("u-1"))
+    await deliver(context, registered("u-1"))
     assert len(mails(sink)) == 1
     assert len(await notification_rows(pool)) == 1
 
 
 async def test_a_crash_between_the_send_and_the_commit_does_not_deliver_twice(
-    pool: asyncpg.Pool, sink: SmtpSink, notifier: Notifier
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
 ) -> None:
     event = registered("u-1")
     env = envelope_of(event, aggregate_id="u-1")
     with pytest.raises(Crash):
-        async with UnitOfWork.begin(pool, service="notifications") as uow:
-            await notifier.welcome(uow.caused_by(env), env, event)
+        async with context.unit_of_work() as uow:
+            await handlers.welcome_user(context, uow.caused_by(env), env, event)
             raise Crash  # the mail is out, the transaction never commits
     assert len(mails(sink)) == 1
     assert await notification_rows(pool) == []
     # redelivered: sent again, recognised by its Message-ID, stored once
-    await handle(pool, notifier.welcome, event)
+    await deliver(context, event)
     assert len(mails(sink)) == 1
     assert sink.handler.duplicates == 1
     assert len(await notification_rows(pool)) == 1
@@ -248,11 +253,15 @@ async def test_concurrent_deliveries_of_one_fact_send_once(
     schema_pool: tuple[str, asyncpg.Pool],
     settings: PlatformSettings,
     sink: SmtpSink,
-    notifier: Notifier,
+    context: AnyContext,
 ) -> None:
     wide = await create_pool(settings.database_url, schema_pool[0], max_size=6)
+    on_wide = service_context(
+        service.definition, schema_pool[0], wide, settings, resources=context.resources
+    )
     try:
-        await asyncio.gather(*(handle(wide, notifier.welcome, registered("u-1")) for _ in range(6)))
+        async with on_wide as ctx:
+            await asyncio.gather(*(deliver(ctx, registered("u-1")) for _ in range(6)))
     finally:
         await wide.close()
     assert len(mails(sink)) == 1
@@ -322,28 +331,36 @@ async def test_close_ends_the_session_and_a_later_send_opens_another(
 
 
 async def test_the_service_closes_its_mailer_when_it_stops(
-    sink: SmtpSink, mailer: SmtpMailer, settings: PlatformSettings
+    schema_pool: tuple[str, asyncpg.Pool], sink: SmtpSink, settings: PlatformSettings
 ) -> None:
-    definition = service.build(mailer)
-    assert definition.on_start is not None
-    # its start-up uses neither a pool nor a bus
-    ctx = ServiceContext("notifications", settings, pool=None, bus=None)  # type: ignore[arg-type]
-    closer = await definition.on_start(ctx)
-    await mailer.send(welcome_mail(1))
-    assert closer is not None
-    await closer()
-    await mailer.send(welcome_mail(2))
-    assert sink.connections == 2
+    assert service.definition.resources is service.open_resources
+    own = NotificationsSettings(smtp_host="127.0.0.1", smtp_port=sink.port, sender=SENDER)
+    schema, pool = schema_pool
+    # opened as the runtime opens it: its own mailer, made from its settings
+    async with service_context(
+        service.definition, schema, pool, settings, service_settings=own
+    ) as ctx:
+        mailer = ctx.resources.mailer
+        assert isinstance(mailer, SmtpMailer)
+        await mailer.send(welcome_mail(1))
+    await mailer.send(welcome_mail(2))  # the stop ended the session: a new one
+    try:
+        assert sink.connections == 2
+    finally:
+        await mailer.close()
 
 
 # -- through the real bus ------------------------------------------------------------------------
 async def test_the_service_sends_mail_for_events_from_the_broker(
-    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings, sink: SmtpSink
+    schema_pool: tuple[str, asyncpg.Pool],
+    settings: PlatformSettings,
+    sink: SmtpSink,
+    context: AnyContext,
 ) -> None:
     schema, pool = schema_pool
-    definition = service.build(SmtpMailer(host="127.0.0.1", port=sink.port, sender=SENDER))
     name = f"notifications_{uuid.uuid4().hex[:8]}"
-    subscription = Subscription(name, definition.handlers, tuple(settings.retry_delays_ms))
+    bound = service.definition.bind(context)  # the service's handlers, as the runtime binds them
+    subscription = Subscription(name, bound, tuple(settings.retry_delays_ms))
     node = BusNode(
         service=name,
         schema=schema,
@@ -392,12 +409,12 @@ def as_user(user_id: str, email: str) -> dict[str, str]:
 
 
 async def test_get_notifications_shows_only_the_callers_newest_first(
-    pool: asyncpg.Pool, notifier: Notifier, client: httpx.AsyncClient
+    pool: asyncpg.Pool, context: AnyContext, client: httpx.AsyncClient
 ) -> None:
-    await handle(pool, notifier.welcome, registered("u-ann", "ann@example.com"))
-    await handle(pool, notifier.order_confirmed, confirmed("o-ann", "u-ann", "ann@example.com"))
-    await handle(pool, notifier.welcome, registered("u-bob", "bob@example.com"))
-    await handle(pool, notifier.order_confirmed, confirmed("o-bob", "u-bob", "bob@example.com"))
+    await deliver(context, registered("u-ann", "ann@example.com"))
+    await deliver(context, confirmed("o-ann", "u-ann", "ann@example.com"))
+    await deliver(context, registered("u-bob", "bob@example.com"))
+    await deliver(context, confirmed("o-bob", "u-bob", "bob@example.com"))
 
     r = await client.get("/notifications", headers=as_user("u-ann", "ANN@example.com"))
     assert r.status_code == 200, r.text

@@ -25,30 +25,41 @@ from eventshop.contracts.common import Line
 from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform import eventstore
-from eventshop.platform.bus.consumer import Handler
+from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.db import create_pool
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.service import ServiceContext, build_app
 from eventshop.platform.settings import PlatformSettings
-from eventshop.platform.uow import UnitOfWork
-from eventshop.services.orders import api, handlers
-from eventshop.services.orders.service import definition
+from eventshop.services.orders import handlers, jobs
+from eventshop.services.orders.service import Context, definition
 from eventshop.services.orders.settings import OrdersSettings
-from eventshop.services.orders.timeouts import TimeoutScanner
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "orders"
 MIGRATIONS = [eventstore.MIGRATIONS, "eventshop.services.orders.migrations"]
 
-HANDLERS: dict[type[EventPayload], Handler] = {
-    ProductCreated: handlers.keep_price,
-    ProductUpdated: handlers.keep_price,
-    InventoryReserved: handlers.stock_reserved,
-    InventoryRejected: handlers.stock_rejected,
-    PaymentSucceeded: handlers.payment_succeeded,
-    PaymentFailed: handlers.payment_failed,
-}
+
+def orders_context(pool: asyncpg.Pool, settings: OrdersSettings | None = None) -> Context:
+    """orders' context on `pool` (its settings, by default the defaults; its bus node is never
+    started: handlers and routes only write the outbox)."""
+    platform = PlatformSettings()
+    bus = BusNode(
+        service="orders", schema="orders", pool=pool, registry=registry, settings=platform
+    )
+    return ServiceContext(
+        name="orders",
+        platform=platform,
+        settings=settings or OrdersSettings(),
+        resources=None,
+        pool=pool,
+        bus=bus,
+    )
+
+
+async def time_out_due_orders(pool: asyncpg.Pool, settings: OrdersSettings | None = None) -> int:
+    """One pass of the timeout job."""
+    return await handlers.time_out_due_orders(orders_context(pool, settings))
 
 
 def customer(user_id: str | None = None) -> dict[str, str]:
@@ -72,18 +83,15 @@ async def make_client(
     schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
 ) -> AsyncIterator[ClientFactory]:
     """An HTTP client on orders' app; `timeout_s` sets the orders' timeout, `pool` another pool."""
-    schema, default_pool = schema_pool
+    _, default_pool = schema_pool
     clients: list[httpx.AsyncClient] = []
 
     async def make(
         *, timeout_s: float = 30.0, pool: asyncpg.Pool | None = None
     ) -> httpx.AsyncClient:
         pool = pool or default_pool
-        bus = BusNode(
-            service="orders", schema=schema, pool=pool, registry=registry, settings=settings
-        )
-        ctx = ServiceContext(name="orders", settings=settings, pool=pool, bus=bus)
-        app = api.build_app(ctx, OrdersSettings(timeout_s=timeout_s))
+        ctx = orders_context(pool, OrdersSettings(timeout_s=timeout_s))
+        app = build_app(definition, ctx)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orders")
         clients.append(client)
         return client
@@ -117,7 +125,8 @@ async def deliver(
         correlation_id=correlation_id,
     )
     async with UnitOfWork.begin(pool, service="orders") as uow:
-        await HANDLERS[type(event)](uow.caused_by(env), env, event)
+        handler = definition.bind(orders_context(pool))[event.event_type]
+        await handler(uow.caused_by(env), env, event)
     return env
 
 
@@ -183,7 +192,7 @@ def succeeded(order_id: str) -> PaymentSucceeded:
 
 # -- the composition root -------------------------------------------------------------------------
 def test_definition_says_what_orders_takes_and_gives() -> None:
-    assert set(definition.handlers) == {
+    assert set(definition.consumes) == {
         "product.created",
         "product.updated",
         "inventory.reserved",
@@ -191,13 +200,13 @@ def test_definition_says_what_orders_takes_and_gives() -> None:
         "payment.succeeded",
         "payment.failed",
     }
-    assert set(definition.publishes) == {
+    assert set(definition.publishes_types) == {
         "order.created",
         "payment.requested",
         "order.confirmed",
         "order.cancelled",
     }
-    assert definition.on_start is not None
+    assert list(definition.jobs) == [jobs.time_out_orders, jobs.run_projections]
 
 
 # -- placing an order -----------------------------------------------------------------------------
@@ -487,9 +496,8 @@ async def test_timeout_from_pending_and_from_awaiting_payment(
     running = await place(patient, customer())
     await deliver(pool, reserved(awaiting))
 
-    scanner = TimeoutScanner(pool, OrdersSettings())
-    assert await scanner.scan_once() == 2
-    assert await scanner.scan_once() == 0  # nothing twice
+    assert await time_out_due_orders(pool) == 2
+    assert await time_out_due_orders(pool) == 0  # nothing twice
 
     for order_id, stock_reserved in ((pending, False), (awaiting, True)):
         row = await read_model(pool, order_id)
@@ -517,10 +525,10 @@ async def test_two_scanners_at_once_time_each_order_out_once(
     wide = await create_pool(settings.database_url, schema, max_size=4)
     try:
         small_batches = OrdersSettings(timeout_scan_batch=5)
-        scanners = [TimeoutScanner(wide, small_batches) for _ in range(3)]
-        counts = await asyncio.gather(*(s.scan_once() for s in scanners))
+        scanners = [orders_context(wide, small_batches) for _ in range(3)]
+        counts = await asyncio.gather(*(handlers.time_out_due_orders(c) for c in scanners))
         while sum(counts) < len(orders):
-            more = await asyncio.gather(*(s.scan_once() for s in scanners))
+            more = await asyncio.gather(*(handlers.time_out_due_orders(c) for c in scanners))
             assert sum(more) > 0
             counts = [a + b for a, b in zip(counts, more, strict=True)]
     finally:
@@ -540,7 +548,7 @@ async def test_late_and_duplicate_events_change_nothing(
     await deliver(pool, reserved(order_id))  # the same fact again, under another event id
     assert types(await outbox(pool, order_id)) == ["order.created", "payment.requested"]
 
-    await TimeoutScanner(pool, OrdersSettings()).scan_once()
+    await time_out_due_orders(pool)
     before = await read_model(pool, order_id)
     outbox_before = await outbox(pool)
     # the payment that was captured as the order timed out: payments refunds it on order.cancelled

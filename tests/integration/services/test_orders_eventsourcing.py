@@ -22,10 +22,9 @@ import pytest
 from eventshop.contracts.inventory import InventoryRejected
 from eventshop.contracts.payments import PaymentFailed
 from eventshop.platform.eventstore import Snapshot, SnapshotPolicy
-from eventshop.platform.eventstore.projections import CatchUp, rebuild
-from eventshop.services.orders import domain, projections, store
-from eventshop.services.orders.settings import OrdersSettings
-from eventshop.services.orders.timeouts import TimeoutScanner
+from eventshop.platform.eventstore.projections import CatchUp
+from eventshop.platform.eventstore.rebuild import rebuild
+from eventshop.services.orders import domain, eventlog, handlers, projections, store
 from tests.integration.services import test_orders as orders_tests
 from tests.integration.services.test_orders import (
     ClientFactory,
@@ -35,6 +34,7 @@ from tests.integration.services.test_orders import (
     reserved,
     seed_prices,
     succeeded,
+    time_out_due_orders,
 )
 
 pytestmark = pytest.mark.integration
@@ -137,28 +137,33 @@ async def test_a_payment_recorded_now_is_stored_as_v2_with_its_currency(
 async def test_snapshots_are_used_on_load_and_never_needed(
     client: httpx.AsyncClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "SNAPSHOTS", SnapshotPolicy(every=2))
+    every_2 = SnapshotPolicy(every=2)  # EVENTSHOP_ORDERS_SNAPSHOT_EVERY=2, as its handlers read it
+    monkeypatch.setattr(handlers, "snapshots_of", lambda ctx: every_2)
     order_id = await confirmed_order(client, pool)
     sid = store.stream_of(order_id)
     async with pool.acquire() as conn:
         snapshot = await store.events.load_snapshot(conn, sid)
         assert snapshot is not None and snapshot.version == 5  # taken at 3, then at 5
-        replayed = await store.order_as_of(conn, order_id, at=snapshot.taken_at + timedelta(1))
-        loaded = await store.load_order(conn, order_id)
+        replayed = await store.order_as_of(
+            conn, order_id, at=snapshot.taken_at + timedelta(1), snapshots=every_2
+        )
+        loaded = await store.load_order(conn, order_id, every_2)
         assert loaded == replayed and loaded is not None
-        assert store.CODEC.decode(snapshot.state) == loaded
+        assert eventlog.CODEC.decode(snapshot.state) == loaded
 
         # used: a snapshot that says something else is what the load starts from
-        forged = store.CODEC.encode(loaded)
+        forged = eventlog.CODEC.encode(loaded)
         forged["email"] = "from-the-snapshot@example.com"
-        await store.events.save_snapshot(conn, Snapshot(sid, 5, store.CODEC.schema_version, forged))
-        assert (await store.load_order(conn, order_id)).email == forged["email"]  # type: ignore[union-attr]
+        await store.events.save_snapshot(
+            conn, Snapshot(sid, 5, eventlog.CODEC.schema_version, forged)
+        )
+        assert (await store.load_order(conn, order_id, every_2)).email == forged["email"]  # type: ignore[union-attr]
 
         # never needed: one of another shape is ignored, and without any the state is the same
         await store.events.save_snapshot(conn, Snapshot(sid, 5, 99, {"old": "shape"}))
-        assert await store.load_order(conn, order_id) == loaded
+        assert await store.load_order(conn, order_id, every_2) == loaded
         await conn.execute("DELETE FROM snapshots")
-        assert await store.load_order(conn, order_id) == loaded
+        assert await store.load_order(conn, order_id, every_2) == loaded
 
 
 # -- time travel --------------------------------------------------------------------------------
@@ -236,7 +241,7 @@ async def run_a_small_shop(make_client: ClientFactory, pool: asyncpg.Pool) -> li
             await deliver(pool, PaymentFailed(payment_id="p", order_id=order_id, reason="fraud"))
         elif outcome == 5:
             await deliver(pool, InventoryRejected(order_id=order_id, reason="out_of_stock"))
-    await TimeoutScanner(pool, OrdersSettings()).scan_once()
+    await time_out_due_orders(pool)
     return placed
 
 

@@ -17,16 +17,15 @@ import httpx
 import pytest
 
 from eventshop.contracts import registry
-from eventshop.platform.bus.node import BusNode
-from eventshop.platform.db import migrate
-from eventshop.platform.runtime import ServiceContext
+from eventshop.platform.service import AnyContext
 from eventshop.platform.settings import PlatformSettings
-from eventshop.services.users.api import build_app
+from eventshop.services.users.service import definition
 from eventshop.services.users.settings import UsersSettings
-from tests.conftest import SchemaFactory
+from tests.support.services import http_client, service_context
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "users"
 MIGRATIONS = "eventshop.services.users.migrations"
 
 
@@ -45,18 +44,27 @@ def fast_settings(**overrides: object) -> UsersSettings:
 class Users:
     client: httpx.AsyncClient
     pool: asyncpg.Pool
-    ctx: ServiceContext
+    ctx: AnyContext
+    schema: str
 
 
 @pytest.fixture
-async def users(make_schema: SchemaFactory, settings: PlatformSettings) -> AsyncIterator[Users]:
-    schema, pool = await make_schema("users")
-    await migrate(pool, [MIGRATIONS])
-    bus = BusNode(service="users", schema=schema, pool=pool, registry=registry, settings=settings)
-    ctx = ServiceContext(name="users", settings=settings, pool=pool, bus=bus)
-    transport = httpx.ASGITransport(build_app(ctx, fast_settings()))
-    async with httpx.AsyncClient(transport=transport, base_url="http://users") as client:
-        yield Users(client, pool, ctx)
+async def context(
+    schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
+) -> AsyncIterator[AnyContext]:
+    """The service as the runtime opens it, with the cheapest argon2 parameters."""
+    schema, pool = schema_pool
+    async with service_context(
+        definition, schema, pool, settings, service_settings=fast_settings()
+    ) as ctx:
+        yield ctx
+
+
+@pytest.fixture
+def users(
+    schema_pool: tuple[str, asyncpg.Pool], context: AnyContext, client: httpx.AsyncClient
+) -> Users:
+    return Users(client, context.pool, context, schema_pool[0])
 
 
 def email() -> str:
@@ -190,9 +198,11 @@ async def test_verify_password_says_no_alike_for_wrong_password_and_unknown_emai
 async def test_a_hash_made_with_old_parameters_is_upgraded_at_login(users: Users) -> None:
     address = email()
     user_id = uuid.UUID((await register(users, address, "correct horse")).json()["user_id"])
-    stronger = build_app(users.ctx, fast_settings(password_time_cost=2))
-    transport = httpx.ASGITransport(stronger)
-    async with httpx.AsyncClient(transport=transport, base_url="http://users") as client:
+    stronger = service_context(
+        definition, users.schema, users.pool, users.ctx.platform,
+        service_settings=fast_settings(password_time_cost=2),
+    )  # fmt: skip
+    async with stronger as ctx, http_client(ctx) as client:
         r = await client.post(
             "/sessions/verify-password", json={"email": address, "password": "correct horse"}
         )

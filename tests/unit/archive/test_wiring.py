@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from eventshop.contracts import registry
-from eventshop.platform.bus.consumer import BatchHandler, Subscription
+from eventshop.platform.bus import BatchHandler, Subscription
+from eventshop.platform.service import EVERY_EVENT, Batch
 from eventshop.services.archive import handlers
 from eventshop.services.archive.service import definition
 
-SUBSCRIPTION = Subscription(definition.name, definition.handlers)
+#: the handler table as the runtime binds it (the archive's handler reads no context)
+SUBSCRIPTION = Subscription(definition.name, definition.bind(None))  # type: ignore[arg-type]
 
 
 def test_the_queue_is_bound_with_the_wildcard_only() -> None:
@@ -20,6 +22,7 @@ def test_the_queue_is_bound_with_the_wildcard_only() -> None:
 def test_every_event_type_goes_to_the_one_batch_handler(event_type: str) -> None:
     handler = SUBSCRIPTION.handler_for(event_type)
     assert isinstance(handler, BatchHandler)
-    assert handler.many is handlers.archive_events
+    batch = definition.handlers[EVERY_EVENT]
+    assert isinstance(batch, Batch) and batch.handle is handlers.archive_events
     # one and the same handler for every type: the consumer groups a window's events by it
     assert handler is SUBSCRIPTION.handler_for("order.created")

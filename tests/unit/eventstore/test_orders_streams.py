@@ -21,9 +21,9 @@ from eventshop.platform.eventstore import (
     snapshot_if_due,
 )
 from eventshop.services.orders import domain
+from eventshop.services.orders.eventlog import CODEC, UPCASTERS
 from eventshop.services.orders.projections import fold_orders_by_user
-from eventshop.services.orders.store import CODEC, UnknownDomainEventError, fold, to_domain
-from eventshop.services.orders.upcasters import UPCASTERS
+from eventshop.services.orders.store import UnknownDomainEventError, fold, to_domain
 
 PLACED_AT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 PLACED = domain.OrderPlaced(

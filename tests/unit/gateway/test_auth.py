@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from eventshop.gateway.auth import (
+from eventshop.services.gateway.adapters.auth import (
     Authenticator,
     InvalidTokenError,
     KnownSession,

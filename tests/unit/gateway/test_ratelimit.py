@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from eventshop.gateway.ratelimit import Limit, Window, counter_key, judge, retry_after_s, window_at
+from eventshop.services.gateway.adapters.ratelimit import (
+    Limit,
+    Window,
+    counter_key,
+    judge,
+    retry_after_s,
+    window_at,
+)
 
 
 @pytest.mark.parametrize(

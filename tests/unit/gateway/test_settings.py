@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from eventshop.gateway.settings import DEV_JWT_SECRET, GatewaySettings
+from eventshop.services.gateway.settings import DEV_JWT_SECRET, GatewaySettings
 
 STRONG = "a-production-secret-that-is-32-chars-or-more"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from eventshop.gateway.auth import Principal
-from eventshop.gateway.upstream import UpstreamAnswer, identity_headers, relay
+from eventshop.services.gateway.adapters.auth import Principal
+from eventshop.services.gateway.adapters.upstream import UpstreamAnswer, identity_headers, relay
 
 ADA = Principal(user_id="u1", email="ada@example.com", role="admin", jti="j1", expires_at=0)
 

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from eventshop.services.notifications import domain
-from eventshop.services.notifications.mailer import render
+from eventshop.services.notifications.adapters import render
 
 SENDER = "eventshop <no-reply@eventshop.test>"
 

@@ -18,8 +18,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 
-from eventshop.gateway.upstream import Upstreams, UpstreamUnavailableError
 from eventshop.platform.observability.tracing import parse_traceparent
+from eventshop.services.gateway.adapters.upstream import Upstreams, UpstreamUnavailableError
 
 Answer = Callable[[web.Request], Awaitable[web.Response]]
 

@@ -91,7 +91,7 @@ def test_redaction_keeps_ordinary_values() -> None:
 
 
 async def test_a_hash_made_by_the_users_service_is_masked_anywhere(log_lines: io.StringIO) -> None:
-    from eventshop.services.users.passwords import Argon2Passwords
+    from eventshop.services.users.adapters import Argon2Passwords
 
     made = await Argon2Passwords(time_cost=1, memory_kib=8, parallelism=1).hash("pw-1234567")
     get_logger("t").error("row", row=(("email", "a@example.com"), ("stored", made)))

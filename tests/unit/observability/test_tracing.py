@@ -18,15 +18,15 @@ from typer.testing import CliRunner
 from eventshop.cli.main import app as cli
 from eventshop.cli.trace import load_spans, waterfall
 from eventshop.platform.observability import tracing
+from eventshop.platform.observability.sql_spans import statement_name
+from eventshop.platform.observability.trace_files import JsonLinesSpanExporter
 from eventshop.platform.observability.tracing import (
     A_CORRELATION_ID,
-    JsonLinesSpanExporter,
     TracingSettings,
     build_exporter,
     format_traceparent,
     handling_span,
     parse_traceparent,
-    statement_name,
 )
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

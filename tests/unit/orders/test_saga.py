@@ -1,4 +1,4 @@
-"""The order saga as tables: state + event -> new state + recorded + emitted (DESIGN §3).
+"""The order saga as tables: state + event -> new state + recorded + emitted (docs/DESIGN.md §3).
 
 Pure: no I/O, nothing faked; the orders in each state are built by replaying their history.
 """

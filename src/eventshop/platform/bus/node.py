@@ -11,9 +11,10 @@ import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
 from eventshop.contracts import Registry
-from eventshop.platform.bus.consumer import Consumer, Subscription
+from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.relay import OutboxRelay
+from eventshop.platform.bus.types import Subscription
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.settings import PlatformSettings
 

@@ -87,7 +87,10 @@ async def _walk(
 
 
 async def list_parked(
-    connection: AbstractConnection, queues: ServiceQueues, *, limit: int = 1_000,
+    connection: AbstractConnection,
+    queues: ServiceQueues,
+    *,
+    limit: int = 1_000,
     where: Filter | None = None,
 ) -> list[ParkedMessage]:
     found: list[ParkedMessage] = []
@@ -101,8 +104,12 @@ async def list_parked(
 
 
 async def replay_parked(
-    connection: AbstractConnection, publisher: Publisher, queues: ServiceQueues, *,
-    limit: int = 1_000, where: Filter | None = None,
+    connection: AbstractConnection,
+    publisher: Publisher,
+    queues: ServiceQueues,
+    *,
+    limit: int = 1_000,
+    where: Filter | None = None,
 ) -> list[ParkedMessage]:
     """Re-publish matching parked messages to the service's queue; returns what was replayed."""
     replayed: list[ParkedMessage] = []
@@ -135,7 +142,10 @@ async def replay_parked(
 
 
 async def purge_parked(
-    connection: AbstractConnection, queues: ServiceQueues, *, limit: int = 100_000,
+    connection: AbstractConnection,
+    queues: ServiceQueues,
+    *,
+    limit: int = 100_000,
     where: Filter | None = None,
 ) -> list[ParkedMessage]:
     """Remove matching parked messages for good; returns what was removed."""

@@ -208,7 +208,8 @@ class _Batch:
         closing = channel.closing
         try:
             await asyncio.wait(
-                (self._all, closing), timeout=max(0.0, deadline - loop.time()),
+                (self._all, closing),
+                timeout=max(0.0, deadline - loop.time()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -219,7 +220,8 @@ class _Batch:
         if closing.done():
             reason = None if closing.cancelled() else closing.exception()
             error = (
-                reason if isinstance(reason, Exception)
+                reason
+                if isinstance(reason, Exception)
                 else ChannelInvalidStateError(f"the channel closed before the confirm: {reason!r}")
             )
             for future in self.futures:

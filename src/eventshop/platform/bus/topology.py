@@ -1,4 +1,4 @@
-"""The broker topology, declared from code at start-up (DESIGN §5).
+"""The broker topology, declared from code at start-up (docs/DESIGN.md §5.1).
 
     eventshop.events (topic, durable)
         --<routing keys a service handles>--> <service>            (quorum queue)

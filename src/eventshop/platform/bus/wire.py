@@ -1,4 +1,4 @@
-"""Envelope <-> AMQP message: body JSON plus the properties of DESIGN §4."""
+"""Envelope <-> AMQP message: body JSON plus the properties of docs/DESIGN.md §4.2."""
 
 from __future__ import annotations
 

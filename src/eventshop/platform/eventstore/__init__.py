@@ -9,7 +9,8 @@ the stream, its read models, the outbox and the inbox commit together.
     memory.py      InMemoryEventStore: the same semantics, for unit tests
     upcasting.py   Upcasters: old schema versions read as the current one
     snapshots.py   SnapshotPolicy, load_state: a snapshot + the events after it
-    projections.py Projection, CatchUp (live subscription), rebuild (shadow tables, swap)
+    projections.py Projection, CatchUp (live subscription)
+    rebuild.py     rebuild a projection into shadow tables and swap it in
 """
 
 from eventshop.platform.eventstore.memory import InMemoryEventStore, MemoryTransaction

@@ -10,7 +10,7 @@ How the context travels (W3C `traceparent`, "00-<trace id>-<span id>-<flags>"):
       consumer: one CONSUMER span "handle <type>" per traced event, child of the header's
       span; the events the handler emits carry the handler span's traceparent
       database: every statement run while a span is recording is a CLIENT span of it
-      (`TracedConnection`, the pool's connection class)
+      (`sql_spans.TracedConnection`, the pool's connection class)
 
 Events that carry no traceparent (a benchmark's, a test's) get no spans at all: the consumer's
 fast path then pays one attribute check per event. Sampling is decided once, at the root
@@ -25,20 +25,17 @@ which `eventshop trace <correlation or trace id>` reads back as a waterfall.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -50,6 +47,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.util.types import Attributes
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventshop.platform.observability.trace_files import JsonLinesSpanExporter
 
 TRACER_NAME = "eventshop"
 
@@ -313,140 +312,3 @@ def start_span(
     if parent is None:
         return None
     return tracer().start_span(name, context=parent, kind=kind, attributes=attributes)
-
-
-# -- database work ---------------------------------------------------------------------------
-
-_OPERATION = re.compile(r"^\s*(\w+)")
-_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+([\w.\"]+)", re.IGNORECASE)
-_names: dict[str, str] = {}
-
-
-def statement_name(query: str) -> str:
-    """The operation and the first table a statement names ("SELECT orders", "INSERT outbox")."""
-    name = _names.get(query)
-    if name is None:
-        op = _OPERATION.match(query)
-        table = _TABLE.search(query)
-        name = " ".join(
-            p for p in ((op[1].upper() if op else "SQL"), (table[1] if table else "")) if p
-        )
-        if len(_names) > 5_000:
-            _names.clear()
-        _names[query] = name
-    return name
-
-
-class TracedConnection(asyncpg.Connection):  # type: ignore[misc]
-    """An asyncpg connection whose statements are spans when run under a recording span.
-
-    Passed as the pool's `connection_class`. Outside a trace (the relay's polling, untraced
-    events) a statement costs one look-up of the current span more, nothing else. The span
-    holds the statement's text, never its parameters.
-    """
-
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not trace.get_current_span().is_recording():
-            return await super().execute(query, *args, **kwargs)
-        with _statement_span(query):
-            return await super().execute(query, *args, **kwargs)
-
-    async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
-        if not trace.get_current_span().is_recording():
-            return await super().executemany(command, args, **kwargs)
-        with _statement_span(command):
-            return await super().executemany(command, args, **kwargs)
-
-    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not trace.get_current_span().is_recording():
-            return await super().fetch(query, *args, **kwargs)
-        with _statement_span(query):
-            return await super().fetch(query, *args, **kwargs)
-
-    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not trace.get_current_span().is_recording():
-            return await super().fetchrow(query, *args, **kwargs)
-        with _statement_span(query):
-            return await super().fetchrow(query, *args, **kwargs)
-
-    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not trace.get_current_span().is_recording():
-            return await super().fetchval(query, *args, **kwargs)
-        with _statement_span(query):
-            return await super().fetchval(query, *args, **kwargs)
-
-
-def _statement_span(query: str) -> Any:
-    return tracer().start_as_current_span(
-        statement_name(query),
-        kind=SpanKind.CLIENT,
-        attributes={"db.system": "postgresql", "db.statement": query[:1_000]},
-    )
-
-
-# -- the local exporter ----------------------------------------------------------------------
-
-
-def span_record(span: ReadableSpan) -> dict[str, Any]:
-    """One finished span as the JSON object of a line of the local trace file."""
-    ctx = span.get_span_context()
-    assert ctx is not None
-    parent = span.parent
-    start, end = span.start_time or 0, span.end_time or span.start_time or 0
-    return {
-        "trace_id": f"{ctx.trace_id:032x}",
-        "span_id": f"{ctx.span_id:016x}",
-        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "name": span.name,
-        "kind": span.kind.name,
-        "service": str(span.resource.attributes.get("service.name", "")),
-        "start_ns": start,
-        "end_ns": end,
-        "duration_ms": round((end - start) / 1e6, 3),
-        "status": span.status.status_code.name,
-        "attributes": {k: _plain(v) for k, v in (span.attributes or {}).items()},
-    }
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
-
-
-class JsonLinesSpanExporter(SpanExporter):
-    """Finished spans appended as JSON lines to one file (one per service process).
-
-    Each batch is one `write` to a file opened for appending, so the processes of one service
-    may share a file without tearing lines. Past `max_bytes` the file is renamed to `.1`.
-    """
-
-    def __init__(self, path: Path, *, max_bytes: int = 50_000_000) -> None:
-        self.path = path
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not spans:
-            return SpanExportResult.SUCCESS
-        data = "".join(
-            json.dumps(span_record(s), separators=(",", ":")) + "\n" for s in spans
-        ).encode()
-        try:
-            with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, data)
-                    size = os.fstat(fd).st_size
-                finally:
-                    os.close(fd)
-                if size > self._max_bytes:
-                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True

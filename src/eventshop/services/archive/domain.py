@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from eventshop.contracts import Envelope
+
 #: an event type, or a pattern where `*` stands for one dot-separated word ("product.*")
 TYPE_PATTERN = re.compile(r"^([a-z0-9_]+|\*)(\.([a-z0-9_]+|\*))+$")
 
@@ -48,3 +50,10 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ArchivedEvent:
+    position: int
+    archived_at: datetime
+    envelope: Envelope

@@ -1,19 +1,23 @@
-"""archive's composition root: it consumes every event type, publishes nothing."""
+"""archive's composition root: it consumes every event type, publishes nothing.
 
-from eventshop.platform.bus.consumer import BatchHandler
-from eventshop.platform.runtime import ServiceDefinition
+No settings and no resources of its own: replays publish through the bus node's publisher.
+"""
+
+from eventshop.platform.service import EVERY_EVENT, Batch, ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.archive import api, handlers
 
-definition = ServiceDefinition(
+Context = ServiceContext[None, None]
+
+definition: ServiceDefinition[None, None] = ServiceDefinition(
     name="archive",
     port=PORTS["archive"],
-    # "#": the queue is bound with the topic wildcard, and the consumer hands every type here;
-    # a BatchHandler, so a window's consecutive events (all of them: one handler) are one INSERT
-    handlers={"#": BatchHandler(handlers.archive_events)},
+    # EVERY_EVENT: the queue is bound with the topic wildcard, and the consumer hands every type
+    # here; a Batch, so a window's consecutive events (all of them: one handler) are one INSERT
+    handlers={EVERY_EVENT: Batch(handlers.archive_events)},
     publishes=[],
     migrations=["eventshop.services.archive.migrations"],
-    http=api.build_app,
+    router=api.router,
     # nothing waits on the archive: it lets each window fill for 100 ms, one INSERT for many
     linger_s=0.1,
 )

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
 from eventshop.contracts import Envelope
-from eventshop.services.archive.domain import EventFilter
+from eventshop.services.archive.domain import ArchivedEvent, EventFilter
 
 COLUMNS = "position, archived_at, envelope"
-
-
-@dataclass(frozen=True)
-class ArchivedEvent:
-    position: int
-    archived_at: datetime
-    envelope: Envelope
 
 
 #: one row per element of the arrays, in array order (WITH ORDINALITY and ORDER BY make the

@@ -8,6 +8,6 @@ HTTP      GET /products (public, paginated, active only unless ?include_inactive
           POST /products (admin; 409 if the sku exists)
           PUT /products/{sku} (admin; full update; 404 if missing)
 
-Reads are cache-aside in Redis (cache.py explains why the cache never serves a product older
+Reads are cache-aside in Redis (adapters.py explains why the cache never serves a product older
 than its last committed update).
 """

@@ -1,36 +1,65 @@
-"""catalog's composition root: what it consumes, what it publishes, how it is built."""
+"""catalog's composition root: it consumes nothing and publishes product.created/updated.
+
+Its settings (`CatalogSettings`) shape the cache; its one resource is the product cache over
+a Redis client of its own, opened at start and closed at stop. Readiness reports the cache.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from eventshop.platform.runtime import ServiceContext, ServiceDefinition
+from eventshop.contracts.catalog import ProductCreated, ProductUpdated
+from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 from eventshop.services.catalog import api
+from eventshop.services.catalog.adapters import RedisProductCache
 from eventshop.services.catalog.settings import CatalogSettings
 
 
-async def start(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
-    """Validate the catalog's settings and open its Redis client (readiness then checks it)."""
-    settings = CatalogSettings()
-    ctx.extras["catalog_settings"] = settings
+@dataclass
+class Resources:
+    cache: RedisProductCache
+
+    async def checks(self) -> dict[str, bool]:
+        """Whether Redis answers (the catalog still serves, from the database, when it does not)."""
+        try:
+            return {"cache": bool(await asyncio.wait_for(self.cache.redis.ping(), 2))}
+        except Exception:
+            return {"cache": False}
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: CatalogSettings, platform: PlatformSettings
+) -> AsyncIterator[Resources]:
+    """The cache over a Redis client of the catalog's own, closed when the service stops."""
     redis = Redis.from_url(
-        ctx.settings.redis_url,
+        platform.redis_url,
         socket_timeout=settings.cache_timeout_s,
         socket_connect_timeout=settings.cache_timeout_s,
     )
-    ctx.extras["redis"] = redis
-    return redis.aclose
+    try:
+        yield Resources(
+            cache=RedisProductCache(redis, prefix=settings.cache_prefix, ttl_s=settings.cache_ttl_s)
+        )
+    finally:
+        await redis.aclose()
 
 
-definition = ServiceDefinition(
+Context = ServiceContext[CatalogSettings, Resources]
+
+definition: ServiceDefinition[CatalogSettings, Resources] = ServiceDefinition(
     name="catalog",
     port=PORTS["catalog"],
-    handlers={},
-    publishes=["product.created", "product.updated"],
+    publishes=[ProductCreated, ProductUpdated],
     migrations=["eventshop.services.catalog.migrations"],
-    http=api.build_app,
-    on_start=start,
+    router=api.router,
+    settings=CatalogSettings,
+    resources=open_resources,
 )

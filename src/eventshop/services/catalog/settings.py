@@ -10,7 +10,7 @@ class CatalogSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_CATALOG_", extra="ignore")
 
     #: lifetime of every cached product and list page; also bounds how long a cache entry
-    #: written from a stale read could survive if every other guard failed (see cache.py)
+    #: written from a stale read could survive if every other guard failed (see adapters.py)
     cache_ttl_s: int = Field(default=60, ge=1, le=86_400)
     #: how long one Redis call may take before the read falls back to the database: a cache
     #: that hangs must not make the catalog slower than having no cache

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, StrictInt
 
-from eventshop.contracts.inventory import StockAdjusted
-from eventshop.platform.http import (
-    Admin,
-    Caller,
-    StrictBody,
-    correlation_id_of,
-    install_conventions,
-    not_found,
-)
-from eventshop.platform.runtime import ServiceContext
-from eventshop.platform.uow import UnitOfWork
-from eventshop.services.inventory import store
+from eventshop.platform.http import Admin, Caller, StrictBody
+from eventshop.platform.service import Context, CorrelationId
+from eventshop.services.inventory import handlers
+from eventshop.services.inventory.domain import StockLevel
+
+router = APIRouter()
 
 MAX_PAGE_SIZE = 100
 MAX_RESTOCK = 1_000_000
@@ -42,7 +36,7 @@ class StockOut(BaseModel):
     restocked_total: int
 
     @classmethod
-    def of(cls, level: store.StockLevel) -> StockOut:
+    def of(cls, level: StockLevel) -> StockOut:
         return cls(
             sku=level.sku,
             on_hand=level.on_hand,
@@ -60,46 +54,27 @@ class StockPage(BaseModel):
     total: int
 
 
-def build_app(ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title="inventory")
-    install_conventions(app)
+@router.get("/stock")
+async def list_stock(
+    ctx: Context,
+    who: Caller,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> StockPage:
+    levels, total = await handlers.stock_levels(ctx, limit=limit, offset=offset)
+    return StockPage(
+        items=[StockOut.of(s) for s in levels], limit=limit, offset=offset, total=total
+    )
 
-    @app.get("/stock")
-    async def list_stock(
-        who: Caller,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    ) -> StockPage:
-        async with ctx.pool.acquire() as conn:
-            levels, total = await store.stock_levels(conn, limit=limit, offset=offset)
-        return StockPage(
-            items=[StockOut.of(s) for s in levels], limit=limit, offset=offset, total=total
-        )
 
-    @app.get("/stock/{sku}")
-    async def get_stock(sku: Sku, who: Caller) -> StockOut:
-        async with ctx.pool.acquire() as conn:
-            level = await store.stock_level(conn, sku)
-        if level is None:
-            raise not_found(f"stock of {sku}")
-        return StockOut.of(level)
+@router.get("/stock/{sku}")
+async def get_stock(ctx: Context, sku: Sku, who: Caller) -> StockOut:
+    return StockOut.of(await handlers.stock_of(ctx, sku))
 
-    @app.post("/stock/{sku}/restock")
-    async def restock(sku: Sku, body: Restock, who: Admin, request: Request) -> StockOut:
-        """Add units on hand. A sku inventory has not heard of (no product.created yet) is a
-        404: stock for a product that does not exist could never be sold."""
-        async with UnitOfWork.begin(
-            ctx.pool, service=ctx.name, correlation_id=correlation_id_of(request)
-        ) as uow:
-            level = await store.restock(uow.conn, sku, body.quantity)
-            if level is None:
-                raise not_found(f"stock of {sku}")
-            uow.emit(
-                StockAdjusted(
-                    sku=sku, delta=body.quantity, on_hand=level.on_hand, reason="restock"
-                ),
-                aggregate_id=sku,
-            )
-        return StockOut.of(level)
 
-    return app
+@router.post("/stock/{sku}/restock")
+async def restock(
+    ctx: Context, correlation_id: CorrelationId, sku: Sku, body: Restock, who: Admin
+) -> StockOut:
+    """Add units on hand (admin); 404 for a sku inventory has not heard of."""
+    return StockOut.of(await handlers.restock(ctx, correlation_id, sku, body.quantity))

@@ -26,6 +26,22 @@ from enum import StrEnum
 from typing import Literal
 
 
+@dataclass(frozen=True)
+class StockLevel:
+    """A sku's units: on_hand + reserved + sold = restocked_total."""
+
+    sku: str
+    on_hand: int
+    reserved: int
+    sold: int
+    restocked_total: int
+
+    @property
+    def available(self) -> int:
+        """What a new order can still reserve: reserved units are already spoken for."""
+        return self.on_hand
+
+
 class ReservationStatus(StrEnum):
     RESERVED = "reserved"
     RELEASED = "released"

@@ -1,4 +1,5 @@
-"""inventory's event handlers: event -> domain decision -> stock moves and events, one transaction.
+"""inventory's use cases: every event it handles (event -> domain decision -> stock moves and
+events, one transaction), the restock HTTP calls and the stock levels it reads.
 
 Locks are always taken in one order, the order's reservation row first and then its stock rows
 in sku order, so handlers running concurrently for the same order or the same skus queue up
@@ -9,17 +10,26 @@ exception: exceptions are for faults a retry may fix.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventshop.contracts import Envelope
 from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
-from eventshop.contracts.inventory import InventoryRejected, InventoryReleased, InventoryReserved
+from eventshop.contracts.inventory import (
+    InventoryRejected,
+    InventoryReleased,
+    InventoryReserved,
+    StockAdjusted,
+)
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
+from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.http import not_found
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.uow import UnitOfWork
 from eventshop.services.inventory import domain, store
-from eventshop.services.inventory.domain import Effect, ReservationStatus
+from eventshop.services.inventory.domain import Effect, ReservationStatus, StockLevel
+
+if TYPE_CHECKING:
+    from eventshop.services.inventory.service import Context
 
 log = get_logger(__name__)
 
@@ -32,12 +42,14 @@ def _wanted(lines: Iterable[dict[str, Any]]) -> dict[str, int]:
     return domain.quantities_by_sku((line["sku"], int(line["quantity"])) for line in lines)
 
 
-async def add_stock_item(uow: UnitOfWork, env: Envelope, event: ProductCreated) -> None:
+async def add_stock_item(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: ProductCreated
+) -> None:
     """A new product: track its sku with nothing in stock (a restock adds units)."""
     await store.add_stock_item(uow.conn, event.sku)
 
 
-async def reserve_stock(uow: UnitOfWork, env: Envelope, event: OrderCreated) -> None:
+async def reserve_stock(ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderCreated) -> None:
     """Reserve every line of the order or none of them."""
     lines = _stored(event.lines)
     if not await store.claim_order(uow.conn, event.order_id, lines):
@@ -59,7 +71,9 @@ async def reserve_stock(uow: UnitOfWork, env: Envelope, event: OrderCreated) -> 
     )
 
 
-async def release_stock(uow: UnitOfWork, env: Envelope, event: OrderCancelled) -> None:
+async def release_stock(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderCancelled
+) -> None:
     """Give a cancelled order's units back; if its order.created is yet to come, make sure it
     reserves nothing when it does."""
     reservation = await store.reservation_for_update(uow.conn, event.order_id)
@@ -88,7 +102,9 @@ async def release_stock(uow: UnitOfWork, env: Envelope, event: OrderCancelled) -
     )
 
 
-async def sell_reserved_stock(uow: UnitOfWork, env: Envelope, event: OrderConfirmed) -> None:
+async def sell_reserved_stock(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderConfirmed
+) -> None:
     """A confirmed order's reserved units become sold."""
     reservation = await store.reservation_for_update(uow.conn, event.order_id)
     status = reservation.status if reservation else None
@@ -105,3 +121,33 @@ async def sell_reserved_stock(uow: UnitOfWork, env: Envelope, event: OrderConfir
     await store.lock_stock(uow.conn, sorted(wanted))
     await store.sell(uow.conn, wanted)
     await store.set_reservation_status(uow.conn, event.order_id, ReservationStatus.COMMITTED)
+
+
+# -- commands and queries (HTTP) ------------------------------------------------------------------
+async def restock(ctx: Context, correlation_id: str, sku: str, quantity: int) -> StockLevel:
+    """Add units on hand and say so (stock.adjusted). A sku inventory has not heard of (no
+    product.created yet) is a 404: stock for a product that does not exist could never be sold."""
+    async with ctx.unit_of_work(correlation_id) as uow:
+        level = await store.restock(uow.conn, sku, quantity)
+        if level is None:
+            raise not_found(f"stock of {sku}")
+        uow.emit(
+            StockAdjusted(sku=sku, delta=quantity, on_hand=level.on_hand, reason="restock"),
+            aggregate_id=sku,
+        )
+    return level
+
+
+async def stock_of(ctx: Context, sku: str) -> StockLevel:
+    """A sku's stock level; 404 if inventory has not heard of it."""
+    async with ctx.pool.acquire() as conn:
+        level = await store.stock_level(conn, sku)
+    if level is None:
+        raise not_found(f"stock of {sku}")
+    return level
+
+
+async def stock_levels(ctx: Context, *, limit: int, offset: int) -> tuple[list[StockLevel], int]:
+    """One page of stock levels in sku order, and how many skus there are."""
+    async with ctx.pool.acquire() as conn:
+        return await store.stock_levels(conn, limit=limit, offset=offset)

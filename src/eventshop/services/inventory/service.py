@@ -1,19 +1,32 @@
-"""inventory's composition root: what it consumes, what it publishes, how it is built."""
+"""inventory's composition root: what it consumes, what it publishes, how it is built.
 
-from eventshop.platform.runtime import ServiceDefinition
+It has no settings and no resources of its own: its context is the platform's pool and bus.
+"""
+
+from eventshop.contracts.catalog import ProductCreated
+from eventshop.contracts.inventory import (
+    InventoryRejected,
+    InventoryReleased,
+    InventoryReserved,
+    StockAdjusted,
+)
+from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
+from eventshop.platform.service import ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.inventory import api, handlers
 
-definition = ServiceDefinition(
+Context = ServiceContext[None, None]
+
+definition: ServiceDefinition[None, None] = ServiceDefinition(
     name="inventory",
     port=PORTS["inventory"],
     handlers={
-        "product.created": handlers.add_stock_item,
-        "order.created": handlers.reserve_stock,
-        "order.cancelled": handlers.release_stock,
-        "order.confirmed": handlers.sell_reserved_stock,
+        ProductCreated: handlers.add_stock_item,
+        OrderCreated: handlers.reserve_stock,
+        OrderCancelled: handlers.release_stock,
+        OrderConfirmed: handlers.sell_reserved_stock,
     },
-    publishes=["inventory.reserved", "inventory.rejected", "inventory.released", "stock.adjusted"],
+    publishes=[InventoryReserved, InventoryRejected, InventoryReleased, StockAdjusted],
     migrations=["eventshop.services.inventory.migrations"],
-    http=api.build_app,
+    router=api.router,
 )

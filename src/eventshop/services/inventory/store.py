@@ -14,21 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from eventshop.services.inventory.domain import ReservationStatus
-
-
-@dataclass(frozen=True)
-class StockLevel:
-    sku: str
-    on_hand: int
-    reserved: int
-    sold: int
-    restocked_total: int
-
-    @property
-    def available(self) -> int:
-        """What a new order can still reserve: reserved units are already spoken for."""
-        return self.on_hand
+from eventshop.services.inventory.domain import ReservationStatus, StockLevel
 
 
 @dataclass(frozen=True)

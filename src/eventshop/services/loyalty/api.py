@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from eventshop.platform.http import Caller, install_conventions
-from eventshop.platform.runtime import ServiceContext
-from eventshop.services.loyalty import store
+from eventshop.platform.http import Caller
+from eventshop.platform.service import Context
+from eventshop.services.loyalty import handlers
+
+router = APIRouter()
 
 
 class Award(BaseModel):
@@ -24,16 +26,7 @@ class Points(BaseModel):
     history: list[Award]
 
 
-def build_app(ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title="loyalty")
-    install_conventions(app)
-
-    @app.get("/points")
-    async def my_points(who: Caller) -> Points:
-        async with ctx.pool.acquire() as conn:
-            points, history = await store.balance_of(conn, who.user_id)
-        return Points(
-            user_id=who.user_id, points=points, history=[Award(**dict(r)) for r in history]
-        )
-
-    return app
+@router.get("/points")
+async def my_points(ctx: Context, who: Caller) -> Points:
+    points, history = await handlers.points_of(ctx, who.user_id)
+    return Points(user_id=who.user_id, points=points, history=[Award(**dict(r)) for r in history])

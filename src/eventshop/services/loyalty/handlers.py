@@ -1,15 +1,22 @@
-"""loyalty's event handlers."""
+"""loyalty's use cases: every event it handles and every command or query HTTP calls."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
 
 from eventshop.contracts import Envelope
 from eventshop.contracts.loyalty import PointsAwarded
 from eventshop.contracts.orders import OrderConfirmed
-from eventshop.platform.uow import UnitOfWork
+from eventshop.platform.bus import UnitOfWork
 from eventshop.services.loyalty import domain, store
 
+if TYPE_CHECKING:
+    from eventshop.services.loyalty.service import Context
 
-async def award_points(uow: UnitOfWork, env: Envelope, event: OrderConfirmed) -> None:
+
+async def award_points(ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderConfirmed) -> None:
     points = domain.points_for(event.total_minor)
     balance = await store.record_award(uow.conn, event.order_id, event.user_id, points)
     if balance is None:
@@ -20,3 +27,9 @@ async def award_points(uow: UnitOfWork, env: Envelope, event: OrderConfirmed) ->
         ),
         aggregate_id=event.user_id,
     )
+
+
+async def points_of(ctx: Context, user_id: str) -> tuple[int, list[asyncpg.Record]]:
+    """A customer's balance and their latest awards, newest first."""
+    async with ctx.pool.acquire() as conn:
+        return await store.balance_of(conn, user_id)

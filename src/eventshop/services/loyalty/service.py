@@ -1,16 +1,23 @@
-"""loyalty's composition root: what it consumes, what it publishes, how it is built."""
+"""loyalty's composition root: what it consumes, what it publishes, how it is built.
 
-from eventshop.platform.runtime import ServiceDefinition
+It has no settings and no resources of its own: its context is the platform's pool and bus.
+"""
+
+from eventshop.contracts.loyalty import PointsAwarded
+from eventshop.contracts.orders import OrderConfirmed
+from eventshop.platform.service import ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.loyalty import api, handlers
 
-definition = ServiceDefinition(
+Context = ServiceContext[None, None]
+
+definition: ServiceDefinition[None, None] = ServiceDefinition(
     name="loyalty",
     port=PORTS["loyalty"],
-    handlers={"order.confirmed": handlers.award_points},
-    publishes=["loyalty.points_awarded"],
+    handlers={OrderConfirmed: handlers.award_points},
+    publishes=[PointsAwarded],
     migrations=["eventshop.services.loyalty.migrations"],
-    http=api.build_app,
+    router=api.router,
     # points a moment later cost nobody anything: windows of many events, fewer transactions
     linger_s=0.05,
 )

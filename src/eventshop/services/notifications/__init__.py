@@ -11,5 +11,5 @@ that asked for it; its row is inserted first (a second one for the same (kind, r
 nothing), the mail is sent by SMTP, and notification.sent is emitted, all in the handler's
 transaction. The mail's Message-ID is derived from (kind, ref) too, so a send repeated after a
 crash between the SMTP send and the commit is the same message again, which the receiving
-side (here the SMTP sink, `eventshop.smtp_sink`) recognises as a duplicate.
+side (here the SMTP sink, `eventshop.tooling.smtp_sink`) recognises as a duplicate.
 """

@@ -6,12 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from eventshop.platform.http import Caller, install_conventions
-from eventshop.platform.runtime import ServiceContext
-from eventshop.services.notifications import store
+from eventshop.platform.http import Caller
+from eventshop.platform.service import Context
+from eventshop.services.notifications import handlers
+
+router = APIRouter()
 
 
 class Notification(BaseModel):
@@ -28,19 +30,10 @@ class Notifications(BaseModel):
     notifications: list[Notification]
 
 
-def build_app(ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title="notifications")
-    install_conventions(app)
-
-    @app.get("/notifications")
-    async def my_notifications(
-        who: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50
-    ) -> Notifications:
-        """The caller's notifications, newest first."""
-        async with ctx.pool.acquire() as conn:
-            rows = await store.notifications_of(
-                conn, user_id=who.user_id, email=who.email, limit=limit
-            )
-        return Notifications(notifications=[Notification(**dict(r)) for r in rows])
-
-    return app
+@router.get("/notifications")
+async def my_notifications(
+    ctx: Context, who: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> Notifications:
+    """The caller's notifications, newest first."""
+    rows = await handlers.notifications_of(ctx, user_id=who.user_id, email=who.email, limit=limit)
+    return Notifications(notifications=[Notification(**dict(r)) for r in rows])

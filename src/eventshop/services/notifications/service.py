@@ -1,44 +1,64 @@
-"""notifications' composition root: what it consumes, what it publishes, how it is built."""
+"""notifications' composition root: what it consumes, what it publishes, how it is built.
+
+Its settings (`NotificationsSettings`) say where mail goes; its one resource is the mailer.
+Opening it opens no connection: the mailer opens its SMTP session at the first send, and the
+service closes it when it stops.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from eventshop.platform.runtime import ServiceContext, ServiceDefinition
+from eventshop.contracts.notifications import NotificationSent
+from eventshop.contracts.orders import OrderCancelled, OrderConfirmed
+from eventshop.contracts.users import UserRegistered
+from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
-from eventshop.services.notifications import api
-from eventshop.services.notifications.handlers import Mailer, Notifier
-from eventshop.services.notifications.mailer import SmtpMailer
+from eventshop.services.notifications import api, handlers
+from eventshop.services.notifications.adapters import Mailer, SmtpMailer
 from eventshop.services.notifications.settings import NotificationsSettings
 
 
-def build(mailer: Mailer | None = None) -> ServiceDefinition:
-    """The service, sending through `mailer` (by default SMTP, as its settings say).
+@dataclass
+class Resources:
+    mailer: Mailer
 
-    Building opens no connection: the mailer opens its session at the first send, and the
-    service closes it when it stops.
-    """
-    mailer = mailer or SmtpMailer.from_settings(NotificationsSettings())
-    notifier = Notifier(mailer)
 
-    async def start(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
-        return mailer.close
-
-    return ServiceDefinition(
-        name="notifications",
-        port=PORTS["notifications"],
-        handlers={
-            "user.registered": notifier.welcome,
-            "order.confirmed": notifier.order_confirmed,
-            "order.cancelled": notifier.order_cancelled,
-        },
-        publishes=["notification.sent"],
-        migrations=["eventshop.services.notifications.migrations"],
-        http=api.build_app,
-        on_start=start,
-        # a mail a moment later costs nobody anything: windows of many events, fewer transactions
-        linger_s=0.05,
+@asynccontextmanager
+async def open_resources(
+    settings: NotificationsSettings, platform: PlatformSettings
+) -> AsyncIterator[Resources]:
+    """The SMTP mailer its settings describe; its session (if one is open) ends at stop."""
+    mailer = SmtpMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.sender,
+        timeout_s=settings.smtp_timeout_s,
     )
+    try:
+        yield Resources(mailer=mailer)
+    finally:
+        await mailer.close()
 
 
-definition = build()
+Context = ServiceContext[NotificationsSettings, Resources]
+
+definition: ServiceDefinition[NotificationsSettings, Resources] = ServiceDefinition(
+    name="notifications",
+    port=PORTS["notifications"],
+    handlers={
+        UserRegistered: handlers.welcome_user,
+        OrderConfirmed: handlers.mail_order_confirmation,
+        OrderCancelled: handlers.mail_order_cancellation,
+    },
+    publishes=[NotificationSent],
+    migrations=["eventshop.services.notifications.migrations"],
+    router=api.router,
+    settings=NotificationsSettings,
+    resources=open_resources,
+    # a mail a moment later costs nobody anything: windows of many events, fewer transactions
+    linger_s=0.05,
+)

@@ -1,4 +1,4 @@
-"""orders: places orders and runs the order saga (DESIGN §3). Orders are event-sourced: each is
+"""orders: places orders and runs their saga (docs/DESIGN.md §3). Orders are event-sourced: each is
 a stream of domain events in its own `events` table, with the `orders` table as read model.
 
 consumes  product.created, product.updated           (its own price list: no call to catalog)

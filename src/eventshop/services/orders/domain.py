@@ -1,10 +1,8 @@
-"""The order and its saga (DESIGN §3): pure, no I/O.
+"""The order and its saga (docs/DESIGN.md §3): pure, no I/O.
 
-An order is event-sourced. Its stream holds *domain* events, facts about this one order in the
-orders service's own words (`OrderPlaced`, `StockReserved`, `OrderCancelled`, ...). They are
-distinct from the *integration* events of eventshop.contracts that the service publishes to
-others (`order.created`, `payment.requested`, ...): the stream can say more, or say it
-differently, without changing any contract.
+An order is event-sourced: its stream holds *domain* events in orders' own words (`OrderPlaced`,
+`StockReserved`, ...), distinct from the *integration* events it publishes (eventshop.contracts,
+`order.created`, ...), so the stream can say more, or differently, without changing a contract.
 
 The saga is `decide(order, event) -> Decision(state, record, emit)`:
 
@@ -18,10 +16,9 @@ The saga is `decide(order, event) -> Decision(state, record, emit)`:
                                            emit order.cancelled (stock_reserved as it was)
 
 `record` is what to append to the stream: the fact that came in, then the decision it led to
-(`PaymentRequested`, `OrderConfirmed`, `OrderCancelled`). `state` is those events folded onto
-the order by `evolve`, the same function that rebuilds an order from its stream, so the state
-after a decision and the state after a replay can't disagree. Anything else (a late or
-duplicate fact, an event out of place) records and emits nothing.
+(`PaymentRequested`, `OrderConfirmed`, `OrderCancelled`). `state` is those events folded by
+`evolve`, which also rebuilds an order from its stream, so a decision's state and a replay's
+can't disagree. Anything else (a late or duplicate fact, an event out of place) does nothing.
 """
 
 from __future__ import annotations
@@ -73,7 +70,7 @@ class OrderPlaced(DomainEvent):
     currency: str
     payment_token: str
     placed_at: datetime
-    #: when the saga gives up and cancels it (DESIGN §3: final within its timeout)
+    #: when the saga gives up and cancels it (docs/DESIGN.md §3: final within its timeout)
     deadline: datetime
 
 
@@ -100,7 +97,7 @@ class PaymentSucceeded(DomainEvent):
     """Payments captured the order's payment.
 
     v2 records the captured amount as money (amount and currency); v1 had the amount only, and
-    reads as v2 with `currency` None, "not recorded" (eventshop.services.orders.upcasters).
+    reads as v2 with `currency` None, "not recorded" (eventshop.services.orders.eventlog).
     """
 
     schema_version: ClassVar[int] = 2

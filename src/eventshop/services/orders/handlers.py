@@ -1,15 +1,31 @@
-"""orders' event handlers: each translates an integration event into the saga's own terms and
-advances the order (lock, load its stream, decide, append + read model + outbox)."""
+"""orders' use cases: the saga's steps (each translates an integration event into the saga's
+own terms and advances the order: lock, load its stream, decide, append + read model + outbox),
+placing an order, timing out the orders past their deadline, and the queries HTTP serves."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import asyncpg
+
 from eventshop.contracts import Envelope
 from eventshop.contracts.catalog import ProductCreated, ProductUpdated
+from eventshop.contracts.common import Line
 from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
+from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.eventstore import RecordedEvent
+from eventshop.platform.eventstore.snapshots import SnapshotPolicy
+from eventshop.platform.http import ApiError, Identity, not_found
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.uow import UnitOfWork
 from eventshop.services.orders import domain, metrics, store
+
+if TYPE_CHECKING:
+    from eventshop.services.orders.service import Context
 
 log = get_logger(__name__)
 
@@ -22,8 +38,13 @@ FAILURE_REASONS: dict[str, domain.PaymentFailureReason] = {
 }
 
 
+def snapshots_of(ctx: Context) -> SnapshotPolicy:
+    return SnapshotPolicy(ctx.settings.snapshot_every)
+
+
+# -- the saga's steps, from events ------------------------------------------------------------
 async def keep_price(
-    uow: UnitOfWork, env: Envelope, event: ProductCreated | ProductUpdated
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: ProductCreated | ProductUpdated
 ) -> None:
     price = domain.Price(
         sku=event.sku,
@@ -35,30 +56,43 @@ async def keep_price(
     await store.keep_price(uow.conn, price, as_of=env.occurred_at)
 
 
-async def stock_reserved(uow: UnitOfWork, env: Envelope, event: InventoryReserved) -> None:
-    await advance(uow, event.order_id, domain.StockReserved())
+async def request_payment(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: InventoryReserved
+) -> None:
+    await advance(uow, event.order_id, domain.StockReserved(), snapshots=snapshots_of(ctx))
 
 
-async def stock_rejected(uow: UnitOfWork, env: Envelope, event: InventoryRejected) -> None:
-    await advance(uow, event.order_id, domain.StockRejected(reason=event.reason, skus=event.skus))
+async def cancel_for_missing_stock(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: InventoryRejected
+) -> None:
+    fact = domain.StockRejected(reason=event.reason, skus=event.skus)
+    await advance(uow, event.order_id, fact, snapshots=snapshots_of(ctx))
 
 
-async def payment_succeeded(uow: UnitOfWork, env: Envelope, event: PaymentSucceeded) -> None:
+async def confirm_paid_order(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentSucceeded
+) -> None:
     fact = domain.PaymentSucceeded(
         payment_id=event.payment_id, amount_minor=event.amount_minor, currency=event.currency
     )
-    await advance(uow, event.order_id, fact)
+    await advance(uow, event.order_id, fact, snapshots=snapshots_of(ctx))
 
 
-async def payment_failed(uow: UnitOfWork, env: Envelope, event: PaymentFailed) -> None:
+async def cancel_unpaid_order(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentFailed
+) -> None:
     fact = domain.PaymentFailed(
         payment_id=event.payment_id, reason=FAILURE_REASONS[event.reason], detail=event.detail
     )
-    await advance(uow, event.order_id, fact)
+    await advance(uow, event.order_id, fact, snapshots=snapshots_of(ctx))
 
 
 async def advance(
-    uow: UnitOfWork, order_id: str, event: domain.SagaEvent
+    uow: UnitOfWork,
+    order_id: str,
+    event: domain.SagaEvent,
+    *,
+    snapshots: SnapshotPolicy = store.NO_SNAPSHOTS,
 ) -> domain.Decision | None:
     """One saga step for one order, in `uow`'s transaction; None if there is no such order."""
     if not await store.lock_order(uow.conn, order_id):
@@ -66,7 +100,7 @@ async def advance(
         # event is about an order of another deployment (or a wiped one). Nothing to do.
         log.warning("orders.unknown_order", order_id=order_id, fact=event.type_name())
         return None
-    order = await store.load_order(uow.conn, order_id)
+    order = await store.load_order(uow.conn, order_id, snapshots)
     if order is None:
         raise domain.UnknownOrderStreamError(f"order {order_id} has a read model but no stream")
     decision = domain.decide(order, event)
@@ -84,6 +118,7 @@ async def advance(
         decision,
         correlation_id=uow.correlation_id or None,
         causation_id=uow.causation_id,
+        snapshots=snapshots,
     )
     for outgoing in decision.emit:
         uow.emit(outgoing, aggregate_id=order_id)
@@ -97,3 +132,152 @@ async def advance(
         status_to=decision.state.status.value,
     )
     return decision
+
+
+# -- commands ---------------------------------------------------------------------------------
+async def place_order(
+    ctx: Context,
+    who: Identity,
+    wanted: Sequence[Line],
+    *,
+    payment_token: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+    correlation_id: str,
+) -> str:
+    """Price the lines from the local price list and, in one transaction, start the order's
+    stream, write its read model, put order.created in the outbox and record the
+    Idempotency-Key (the same key and request again: the same order). The order's id."""
+    order_id = str(uuid.uuid4())
+    async with ctx.unit_of_work(correlation_id) as uow:
+        if idempotency_key is not None:
+            earlier = await store.claim_idempotency_key(
+                uow.conn, who.user_id, idempotency_key, order_id, fingerprint
+            )
+            if earlier is not None:
+                if earlier.request_hash != fingerprint:
+                    raise ApiError(
+                        422,
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was already used with a different request",
+                    )
+                return earlier.order_id
+        prices = await store.prices_of(uow.conn, [w.sku for w in wanted])
+        try:
+            decision = domain.place(
+                order_id=order_id,
+                user_id=who.user_id,
+                email=who.email,
+                wanted=list(wanted),
+                prices=prices,
+                payment_token=payment_token,
+                now=datetime.now(UTC),
+                timeout=ctx.settings.timeout,
+            )
+        except domain.UnknownSkuError as exc:
+            raise ApiError(
+                422, "unknown_sku", str(exc), [{"field": "lines", "skus": list(exc.skus)}]
+            ) from None
+        except domain.OrderRejectedError as exc:
+            raise ApiError(422, "order_rejected", str(exc)) from None
+        await store.record_new_order(
+            uow.conn, decision, correlation_id=uow.correlation_id, snapshots=snapshots_of(ctx)
+        )
+        for outgoing in decision.emit:
+            uow.emit(outgoing, aggregate_id=order_id)
+    return order_id
+
+
+async def time_out_due_orders(ctx: Context) -> int:
+    """Time out one batch of orders past their deadline (the saga's TimedOut step, in one
+    transaction, a savepoint each); how many were cancelled. The rows are taken FOR UPDATE SKIP
+    LOCKED, so several orders processes split the work and never wait on an order a consumer
+    is advancing (it is looked at again next time; the saga ignores a late timeout)."""
+    cancelled = 0
+    async with ctx.unit_of_work() as batch:
+        due = await store.lock_orders_past_deadline(batch.conn, ctx.settings.timeout_scan_batch)
+        for order in due:
+            # each order's events carry the correlation id of the request that placed it
+            uow = UnitOfWork(
+                conn=batch.conn,
+                service=ctx.name,
+                correlation_id=order.correlation_id,
+                pending=batch.pending,
+                committed_hooks=batch.committed_hooks,  # run once the batch commits
+            )
+            emitted = len(batch.pending)
+            try:
+                async with batch.conn.transaction():  # a savepoint: one bad order stays alone
+                    decision = await advance(
+                        uow,
+                        order.order_id,
+                        domain.TimedOut(at=order.checked_at),
+                        snapshots=snapshots_of(ctx),
+                    )
+            except Exception:
+                del batch.pending[emitted:]
+                log.exception("orders.timeout_failed", order_id=order.order_id)
+                continue
+            if decision is not None and decision.record:
+                cancelled += 1
+    if cancelled:
+        log.info("orders.timed_out", count=cancelled)
+    return cancelled
+
+
+# -- queries ----------------------------------------------------------------------------------
+def _may_see(who: Identity, owner: str) -> bool:
+    return who.is_admin or who.user_id == owner
+
+
+async def orders_of(ctx: Context, who: Identity, limit: int) -> list[asyncpg.Record]:
+    async with ctx.pool.acquire() as conn:
+        return await store.orders_of(conn, who.user_id, limit)
+
+
+async def order_of(ctx: Context, who: Identity, order_id: str) -> asyncpg.Record:
+    """The caller's order (any order, for an admin); 404 otherwise."""
+    async with ctx.pool.acquire() as conn:
+        row = await store.get_order(conn, order_id)
+    if row is None or not _may_see(who, row["user_id"]):
+        raise not_found("order")
+    return row
+
+
+async def order_as_of(
+    ctx: Context,
+    who: Identity,
+    order_id: str,
+    *,
+    version: int | None,
+    at: datetime | None,
+) -> domain.Order:
+    """Time travel: the order after its `version`-th event, or as it stood at time `at`."""
+    async with ctx.pool.acquire() as conn:
+        owner = await store.owner_of(conn, order_id)
+        if owner is None or not _may_see(who, owner):
+            raise not_found("order")
+        order = await store.order_as_of(
+            conn, order_id, version=version, at=at, snapshots=snapshots_of(ctx)
+        )
+    if order is None:
+        raise not_found("order at that point")
+    return order
+
+
+@dataclass(frozen=True)
+class Step:
+    """One event of an order's stream, and the order's status right after it."""
+
+    recorded: RecordedEvent
+    status_after: str
+
+
+async def history_of(ctx: Context, who: Identity, order_id: str) -> list[Step]:
+    async with ctx.pool.acquire() as conn:
+        owner = await store.owner_of(conn, order_id)
+        if owner is None or not _may_see(who, owner):
+            raise not_found("order")
+        recorded = await store.history_of(conn, order_id)
+    steps = domain.timeline(store.to_domain(r) for r in recorded)
+    return [Step(r, state.status.value) for r, (_, state) in zip(recorded, steps, strict=True)]

@@ -12,14 +12,12 @@ writer here appends last: read model and snapshot first, then the stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import orjson
 
-from eventshop.contracts.common import Line
 from eventshop.platform.eventstore import (
     NewEvent,
     PostgresEventStore,
@@ -34,17 +32,15 @@ from eventshop.services.orders.domain import (
     DomainEvent,
     Order,
     Price,
-    Status,
     evolve,
 )
-from eventshop.services.orders.settings import OrdersSettings
-from eventshop.services.orders.upcasters import UPCASTERS
+from eventshop.services.orders.eventlog import CODEC, UPCASTERS
 
+#: the orders' event store: its SQL and upcasters, no state and no connection of its own
 events = PostgresEventStore(UPCASTERS)
 
-#: when an order's state is snapshotted (EVENTSHOP_ORDERS_SNAPSHOT_EVERY; read at load, as
-#: service.py reads its settings, so a bad value stops the service at start)
-SNAPSHOTS = SnapshotPolicy(OrdersSettings().snapshot_every)
+#: snapshots off: the default of EVENTSHOP_ORDERS_SNAPSHOT_EVERY (handlers pass the setting's)
+NO_SNAPSHOTS = SnapshotPolicy(0)
 
 
 def stream_of(order_id: str) -> str:
@@ -53,33 +49,6 @@ def stream_of(order_id: str) -> str:
 
 def order_id_of(stream_id: str) -> str:
     return stream_id.removeprefix("order-")
-
-
-class OrderCodec:
-    """An order's state in a snapshot; bump `schema_version` when `Order` changes shape."""
-
-    schema_version = 1
-
-    def encode(self, order: Order) -> dict[str, Any]:
-        state = asdict(order)
-        state["lines"] = [line.model_dump(mode="json") for line in order.lines]
-        state["placed_at"] = order.placed_at.isoformat()
-        state["deadline"] = order.deadline.isoformat()
-        return state
-
-    def decode(self, data: dict[str, Any]) -> Order:
-        return Order(
-            **{
-                **data,
-                "lines": tuple(Line.model_validate(line) for line in data["lines"]),
-                "placed_at": datetime.fromisoformat(data["placed_at"]),
-                "deadline": datetime.fromisoformat(data["deadline"]),
-                "status": Status(data["status"]),
-            }
-        )
-
-
-CODEC = OrderCodec()
 
 
 # -- the price list -------------------------------------------------------------------------------
@@ -157,9 +126,11 @@ def fold(order: Order | None, recorded: RecordedEvent) -> Order:
     return evolve(order, to_domain(recorded))
 
 
-async def load_order(conn: asyncpg.Connection, order_id: str) -> Order | None:
+async def load_order(
+    conn: asyncpg.Connection, order_id: str, snapshots: SnapshotPolicy = NO_SNAPSHOTS
+) -> Order | None:
     """The order now: its snapshot (if snapshots are on) and the events after it."""
-    codec = CODEC if SNAPSHOTS.every else None
+    codec = CODEC if snapshots.every else None
     return (await load_state(events, conn, stream_of(order_id), fold, codec)).state
 
 
@@ -169,9 +140,10 @@ async def order_as_of(
     *,
     version: int | None = None,
     at: datetime | None = None,
+    snapshots: SnapshotPolicy = NO_SNAPSHOTS,
 ) -> Order | None:
     """Time travel: the order as it was after `version`, or at time `at` (None: not yet placed)."""
-    codec = CODEC if SNAPSHOTS.every else None
+    codec = CODEC if snapshots.every else None
     loaded = await load_state(
         events, conn, stream_of(order_id), fold, codec, to_version=version, until=at
     )
@@ -187,7 +159,7 @@ async def record_new_order(
     decision: Decision,
     *,
     correlation_id: str,
-    snapshots: SnapshotPolicy | None = None,
+    snapshots: SnapshotPolicy = NO_SNAPSHOTS,
 ) -> None:
     """Start an order's stream and its read-model row."""
     order = decision.state
@@ -221,7 +193,7 @@ async def record_decision(
     *,
     correlation_id: str | None,
     causation_id: str | None,
-    snapshots: SnapshotPolicy | None = None,
+    snapshots: SnapshotPolicy = NO_SNAPSHOTS,
 ) -> None:
     """Append a saga step's events and bring the read model to the new state."""
     if not decision.record:
@@ -242,7 +214,7 @@ async def record_decision(
 
 
 async def _snapshot(
-    conn: asyncpg.Connection, before: int, order: Order, snapshots: SnapshotPolicy | None
+    conn: asyncpg.Connection, before: int, order: Order, snapshots: SnapshotPolicy
 ) -> None:
     await snapshot_if_due(
         events,
@@ -251,7 +223,7 @@ async def _snapshot(
         order,
         before=before,
         after=order.version,
-        policy=snapshots or SNAPSHOTS,
+        policy=snapshots,
         codec=CODEC,
     )
 

@@ -6,12 +6,14 @@ from datetime import datetime
 from typing import Annotated
 
 import asyncpg
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from eventshop.platform.http import Caller, install_conventions, not_found
-from eventshop.platform.runtime import ServiceContext
-from eventshop.services.payments import store
+from eventshop.platform.http import Caller
+from eventshop.platform.service import Context
+from eventshop.services.payments import handlers
+
+router = APIRouter()
 
 
 class PaymentView(BaseModel):
@@ -28,27 +30,16 @@ class PaymentView(BaseModel):
     updated_at: datetime
 
 
-def build_app(ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title="payments")
-    install_conventions(app)
+@router.get("/payments")
+async def my_payments(
+    ctx: Context, who: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> list[PaymentView]:
+    return [_view(r) for r in await handlers.payments_of(ctx, who.user_id, limit)]
 
-    @app.get("/payments")
-    async def my_payments(
-        who: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 20
-    ) -> list[PaymentView]:
-        async with ctx.pool.acquire() as conn:
-            rows = await store.payments_of(conn, who.user_id, limit)
-        return [_view(r) for r in rows]
 
-    @app.get("/payments/{payment_id}")
-    async def get_payment(payment_id: str, who: Caller) -> PaymentView:
-        async with ctx.pool.acquire() as conn:
-            row = await store.get_payment(conn, payment_id)
-        if row is None or not (who.is_admin or row["user_id"] == who.user_id):
-            raise not_found("payment")
-        return _view(row)
-
-    return app
+@router.get("/payments/{payment_id}")
+async def get_payment(ctx: Context, payment_id: str, who: Caller) -> PaymentView:
+    return _view(await handlers.payment_seen_by(ctx, who, payment_id))
 
 
 def _view(row: asyncpg.Record) -> PaymentView:

@@ -73,10 +73,10 @@ def _is_blocked(domain: str, blocked: frozenset[str]) -> bool:
 
 
 class Status(StrEnum):
-    PENDING = "pending"  # accepted, waiting for the charge worker
-    CHARGING = "charging"  # the worker is calling the provider
+    PENDING = "pending"  # accepted, waiting for the charge job
+    CHARGING = "charging"  # the charge job is calling the provider
     CAPTURED = "captured"
-    REFUNDING = "refunding"  # captured, the worker is refunding it
+    REFUNDING = "refunding"  # captured, the charge job is refunding it
     REFUNDED = "refunded"
     FAILED = "failed"  # fraud, declined or provider_error: never captured
     VOIDED = "voided"  # cancelled before any charge (or a tombstone)

@@ -1,25 +1,45 @@
-"""payments' event handlers. They never call the provider: a provider call can take seconds
-(or, with "tok_slow", ten), and a consumer's transaction holds a whole batch of events. The
-handlers only decide and record; the charge worker (worker.py) does the calls."""
+"""payments' use cases: the events it handles, the outcomes its charge job records, the reads
+its HTTP routes make. Every event payments publishes is emitted here.
+
+The event handlers never call the provider: a provider call can take seconds (or, with
+"tok_slow", ten), and a consumer's transaction holds a whole batch of events. They only decide
+and record; the charge job (jobs.py) makes the calls and hands each outcome to `settle_charge`,
+`retry_or_fail_charge`, `settle_refund` or `retry_refund_later`, which record it where the
+job's claim still holds, with its events, in the order's chain (its correlation id and cause).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Literal
+
+import asyncpg
 
 from eventshop.contracts import Envelope
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
-from eventshop.contracts.payments import PaymentFailed
+from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.http import Identity, not_found
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.uow import UnitOfWork
 from eventshop.services.payments import domain, store
+from eventshop.services.payments.adapters import Charge
+from eventshop.services.payments.domain import Status
+from eventshop.services.payments.store import ClaimedPayment
+
+if TYPE_CHECKING:
+    from eventshop.services.payments.service import Context
 
 log = get_logger(__name__)
 
 
-async def take_payment_request(
-    uow: UnitOfWork, env: Envelope, event: PaymentRequested, *, rules: domain.FraudRules
+# -- events ---------------------------------------------------------------------------------------
+async def screen_payment(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentRequested
 ) -> None:
-    """Refuse it as fraud at once, or queue it for the charge worker."""
+    """Screen a payment request for fraud: refuse it at once, or queue it for the charge job."""
+    rules = ctx.settings.fraud_rules()
     recent = await store.recent_requests(uow.conn, event.user_id, rules.velocity_window_s)
     attempt = domain.PaymentAttempt(
         amount_minor=event.amount_minor, email=event.email, recent_requests=recent
@@ -55,7 +75,9 @@ async def take_payment_request(
         )
 
 
-async def cancel_payment(uow: UnitOfWork, env: Envelope, event: OrderCancelled) -> None:
+async def cancel_payment(
+    ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderCancelled
+) -> None:
     """Compensate: never charge a cancelled order, refund it if it was (or gets) captured."""
     cause = str(env.event_id)
     state = await store.request_cancellation(uow.conn, event.order_id, cause)
@@ -70,5 +92,115 @@ async def cancel_payment(uow: UnitOfWork, env: Envelope, event: OrderCancelled) 
     action = domain.on_cancel(state.status, charge_attempted=state.attempts > 0)
     if action is domain.OnCancel.VOID:
         await store.void(uow.conn, event.order_id)
-    # REFUND and REFUND_AFTER_CAPTURE: the row is marked; the worker refunds it (a provider call)
+    # REFUND and REFUND_AFTER_CAPTURE: the row is marked; the charge job refunds it
     log.info("payments.cancel_noted", order_id=event.order_id, action=action.value)
+
+
+# -- the charge job's outcomes --------------------------------------------------------------------
+async def settle_charge(ctx: Context, claimed: ClaimedPayment, charge: Charge) -> bool:
+    """Record the provider's answer to a charge: payment.succeeded or payment.failed (declined).
+
+    True if the capture is to be refunded right away: the order was cancelled while it was
+    being charged (the row went straight to refunding, under the same claim).
+    """
+    async with _in_the_orders_chain(ctx, claimed, caused_by=claimed.causation_id) as uow:
+        if not charge.captured:
+            if await store.record_failure(uow.conn, claimed, "declined", charge.decline_code):
+                uow.emit(
+                    _failed(claimed, "declined", charge.decline_code),
+                    aggregate_id=claimed.payment_id,
+                )
+            return False
+        status = await store.record_capture(uow.conn, claimed, charge.reference)
+        if status is None:
+            return False  # our lease ran out and another process took over: it records it
+        uow.emit(
+            PaymentSucceeded(
+                payment_id=claimed.payment_id,
+                order_id=claimed.order_id,
+                amount_minor=claimed.amount_minor,
+                currency=claimed.currency,
+            ),
+            aggregate_id=claimed.payment_id,
+        )
+    log.info("payments.captured", payment_id=claimed.payment_id, order_id=claimed.order_id)
+    return status is Status.REFUNDING
+
+
+async def retry_or_fail_charge(ctx: Context, claimed: ClaimedPayment, error: str) -> None:
+    """The provider gave no answer to a charge: give it back to be tried again later or, after
+    its last attempt, fail it (payment.failed, provider_error)."""
+    settings = ctx.settings
+    if claimed.attempts < settings.charge_max_attempts:
+        log.warning("payments.provider_retry", payment_id=claimed.payment_id, error=error)
+        async with ctx.pool.acquire() as conn:
+            await store.retry_later(conn, claimed, settings.charge_retry_delay_s, error)
+        return
+    log.error("payments.provider_gave_up", payment_id=claimed.payment_id, error=error)
+    async with _in_the_orders_chain(ctx, claimed, caused_by=claimed.causation_id) as uow:
+        if await store.record_failure(uow.conn, claimed, "provider_error", error):
+            uow.emit(_failed(claimed, "provider_error", error), aggregate_id=claimed.payment_id)
+
+
+async def settle_refund(ctx: Context, claimed: ClaimedPayment, refund_ref: str) -> None:
+    """Record a refund the provider made: payment.refunded, caused by the order's cancellation."""
+    async with _in_the_orders_chain(ctx, claimed, caused_by=claimed.cancel_event_id) as uow:
+        if await store.record_refund(uow.conn, claimed, refund_ref):
+            uow.emit(
+                PaymentRefunded(
+                    payment_id=claimed.payment_id,
+                    order_id=claimed.order_id,
+                    amount_minor=claimed.amount_minor,
+                    currency=claimed.currency,
+                ),
+                aggregate_id=claimed.payment_id,
+            )
+    log.info("payments.refunded", payment_id=claimed.payment_id, order_id=claimed.order_id)
+
+
+async def retry_refund_later(ctx: Context, claimed: ClaimedPayment, error: str) -> None:
+    """The provider gave no answer to a refund: a refund is owed whatever happens, so it is
+    given back to be tried again, with no limit."""
+    log.warning("payments.refund_retry", payment_id=claimed.payment_id, error=error)
+    async with ctx.pool.acquire() as conn:
+        await store.retry_later(conn, claimed, ctx.settings.charge_retry_delay_s, error)
+
+
+@asynccontextmanager
+async def _in_the_orders_chain(
+    ctx: Context, claimed: ClaimedPayment, *, caused_by: str | None
+) -> AsyncIterator[UnitOfWork]:
+    """A unit of work whose events join the order's chain: the job emits long after the event
+    that asked for it was handled, so its correlation id, cause and trace were kept on the row."""
+    async with UnitOfWork.begin(
+        ctx.pool,
+        service=ctx.name,
+        correlation_id=claimed.correlation_id,
+        causation_id=caused_by,
+        traceparent=claimed.traceparent,
+    ) as uow:
+        yield uow
+
+
+def _failed(
+    claimed: ClaimedPayment, reason: Literal["declined", "provider_error"], detail: str
+) -> PaymentFailed:
+    return PaymentFailed(
+        payment_id=claimed.payment_id, order_id=claimed.order_id, reason=reason, detail=detail
+    )
+
+
+# -- queries --------------------------------------------------------------------------------------
+async def payments_of(ctx: Context, user_id: str, limit: int) -> list[asyncpg.Record]:
+    """The user's payments, newest first."""
+    async with ctx.pool.acquire() as conn:
+        return await store.payments_of(conn, user_id, limit)
+
+
+async def payment_seen_by(ctx: Context, who: Identity, payment_id: str) -> asyncpg.Record:
+    """A payment of the caller's own (any, for an admin); 404 for any other."""
+    async with ctx.pool.acquire() as conn:
+        row = await store.get_payment(conn, payment_id)
+    if row is None or not (who.is_admin or row["user_id"] == who.user_id):
+        raise not_found("payment")
+    return row

@@ -1,39 +1,59 @@
-"""payments' composition root: what it consumes, what it publishes, how it is built."""
+"""payments' composition root: what it consumes, what it publishes, how it is built.
+
+Its settings (`PaymentsSettings`) hold the fraud rules, the simulated provider's behaviour and
+the charge job's bounds; its one resource is the payment provider (adapters.py), in-process:
+nothing to open or close, nothing that can fail a readiness check. Its one job charges and
+refunds (jobs.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from eventshop.platform.runtime import ServiceContext, ServiceDefinition
+from eventshop.contracts.orders import OrderCancelled, PaymentRequested
+from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
-from eventshop.services.payments import api, handlers
-from eventshop.services.payments.adapters import SimulatedProvider
+from eventshop.services.payments import api, handlers, jobs
+from eventshop.services.payments.adapters import PaymentProvider, SimulatedProvider
 from eventshop.services.payments.settings import PaymentsSettings
-from eventshop.services.payments.worker import ChargeWorker
-
-#: read from the environment when the service is loaded, so a bad value stops it at start
-settings = PaymentsSettings()
 
 
-async def start_charge_worker(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
-    provider = SimulatedProvider(
-        latency_ms=settings.provider_latency_ms,
-        slow_latency_ms=settings.slow_latency_ms,
-        decline_rate=settings.decline_rate,
+@dataclass
+class Resources:
+    provider: PaymentProvider
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: PaymentsSettings, platform: PlatformSettings
+) -> AsyncIterator[Resources]:
+    """The simulated provider its settings describe (latency, random declines)."""
+    yield Resources(
+        provider=SimulatedProvider(
+            latency_ms=settings.provider_latency_ms,
+            slow_latency_ms=settings.slow_latency_ms,
+            decline_rate=settings.decline_rate,
+        )
     )
-    return ChargeWorker(ctx.pool, provider, settings, service=ctx.name).start()
 
 
-definition = ServiceDefinition(
+Context = ServiceContext[PaymentsSettings, Resources]
+
+definition: ServiceDefinition[PaymentsSettings, Resources] = ServiceDefinition(
     name="payments",
     port=PORTS["payments"],
     handlers={
-        "payment.requested": partial(handlers.take_payment_request, rules=settings.fraud_rules()),
-        "order.cancelled": handlers.cancel_payment,
+        PaymentRequested: handlers.screen_payment,
+        OrderCancelled: handlers.cancel_payment,
     },
-    publishes=["payment.succeeded", "payment.failed", "payment.refunded"],
+    publishes=[PaymentSucceeded, PaymentFailed, PaymentRefunded],
     migrations=["eventshop.services.payments.migrations"],
-    http=api.build_app,
-    on_start=start_charge_worker,
+    router=api.router,
+    settings=PaymentsSettings,
+    resources=open_resources,
+    jobs=[jobs.charge_payments],
 )

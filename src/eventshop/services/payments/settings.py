@@ -25,23 +25,26 @@ class PaymentsSettings(BaseSettings):
     fraud_velocity_max_requests: int = Field(default=20, ge=1)
     fraud_velocity_window_s: float = Field(default=60.0, gt=0)
 
-    # -- the charge worker --------------------------------------------------------------------
+    # -- the charge job (jobs.py) -------------------------------------------------------------
     #: provider calls in flight at once, per process
     charge_concurrency: int = Field(default=32, ge=1, le=1_000)
-    #: how often the worker looks for work when it found none
+    #: how often the job looks for work when it found none
     charge_poll_s: float = Field(default=0.1, gt=0)
     #: a provider call taking longer counts as failed (and is tried again)
     provider_timeout_s: float = Field(default=20.0, gt=0)
-    #: a charging row claimed longer ago than this is taken over (its worker died)
+    #: a charging row claimed longer ago than this is taken over (its process died)
     charge_lease_s: float = Field(default=30.0, gt=0)
     #: provider errors before a charge is given up as failed (provider_error)
     charge_max_attempts: int = Field(default=5, ge=1)
     #: wait before a charge that met a provider error is tried again
     charge_retry_delay_s: float = Field(default=1.0, ge=0)
+    #: at stop, how long calls in flight may finish before they are cancelled (their leases run
+    #: out and another process charges them again, with the same idempotency key)
+    charge_stop_grace_s: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def lease_outlives_a_call(self) -> PaymentsSettings:
-        # a lease shorter than a call would let a second worker charge a row still in flight
+        # a lease shorter than a call would let a second process charge a row still in flight
         if self.charge_lease_s <= self.provider_timeout_s:
             raise ValueError("charge_lease_s must be longer than provider_timeout_s")
         return self

@@ -1,8 +1,8 @@
 """payments' table: one payment per order (see migrations/0001_payments.sql for its states).
 
-The charge worker's rows are leased, never locked across a provider call: `claim_work` marks
-them charging/refunding with a fresh claim id and commits; every outcome is then recorded only
-where that claim id still holds, so a worker whose lease was taken over records nothing.
+The charge job's rows (jobs.py) are leased, never locked across a provider call: `claim_work`
+marks them charging/refunding with a fresh claim id and commits; every outcome is then recorded
+only where that claim id still holds, so a process whose lease was taken over records nothing.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ async def recent_requests(conn: asyncpg.Connection, user_id: str, window_s: floa
 async def record_request(
     conn: asyncpg.Connection, payment: NewPayment, *, fraud: str | None
 ) -> bool:
-    """Record a payment request: pending (for the worker) or failed as fraud. False if the order
-    already has its row: a duplicate request, or a tombstone (the order was cancelled first)."""
+    """Record a payment request: pending (for the charge job) or failed as fraud. False if the
+    order already has its row: a duplicate request, or a tombstone (the order was cancelled
+    first)."""
     inserted = await conn.fetchval(
         """
         INSERT INTO payments (payment_id, order_id, user_id, email, amount_minor, currency,
@@ -140,10 +141,10 @@ async def void(conn: asyncpg.Connection, order_id: str) -> None:
     )
 
 
-# -- the charge worker's side ---------------------------------------------------------------------
+# -- the charge job's side ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Job:
-    """A payment the worker has claimed: to charge, or to refund."""
+class ClaimedPayment:
+    """A payment the charge job has claimed: to charge, or to refund."""
 
     kind: Literal["charge", "refund"]
     payment_id: str
@@ -185,12 +186,12 @@ RETURNING p.status, p.payment_id, p.order_id, p.claim_id, p.amount_minor, p.curr
 """
 
 
-async def claim_work(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[Job]:
+async def claim_work(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[ClaimedPayment]:
     """Lease up to `limit` payments with work to do: pending ones to charge, captured ones of
-    cancelled orders to refund, and those whose previous worker's lease ran out."""
+    cancelled orders to refund, and those whose previous holder's lease ran out."""
     rows = await conn.fetch(CLAIM, limit, lease_s)
     return [
-        Job(
+        ClaimedPayment(
             kind="refund" if r["status"] == Status.REFUNDING else "charge",
             payment_id=r["payment_id"],
             order_id=r["order_id"],
@@ -209,9 +210,11 @@ async def claim_work(conn: asyncpg.Connection, limit: int, lease_s: float) -> li
     ]
 
 
-async def record_capture(conn: asyncpg.Connection, job: Job, charge_ref: str) -> Status | None:
+async def record_capture(
+    conn: asyncpg.Connection, claimed: ClaimedPayment, charge_ref: str
+) -> Status | None:
     """The charge was captured: captured, or straight to refunding if the order was cancelled
-    meanwhile (the same worker refunds it next, under the same claim).
+    meanwhile (the same job refunds it next, under the same claim).
 
     None if the claim was lost.
     """
@@ -224,8 +227,8 @@ async def record_capture(conn: asyncpg.Connection, job: Job, charge_ref: str) ->
          WHERE payment_id = $1 AND claim_id = $2 AND status = 'charging'
         RETURNING status
         """,
-        job.payment_id,
-        job.claim_id,
+        claimed.payment_id,
+        claimed.claim_id,
         charge_ref,
     )
     return None if status is None else Status(status)
@@ -233,7 +236,7 @@ async def record_capture(conn: asyncpg.Connection, job: Job, charge_ref: str) ->
 
 async def record_failure(
     conn: asyncpg.Connection,
-    job: Job,
+    claimed: ClaimedPayment,
     reason: Literal["declined", "provider_error"],
     detail: str,
 ) -> bool:
@@ -246,15 +249,17 @@ async def record_failure(
          WHERE payment_id = $1 AND claim_id = $2 AND status = 'charging'
         RETURNING 1
         """,
-        job.payment_id,
-        job.claim_id,
+        claimed.payment_id,
+        claimed.claim_id,
         reason,
         detail,
     )
     return done is not None
 
 
-async def retry_later(conn: asyncpg.Connection, job: Job, delay_s: float, error: str) -> None:
+async def retry_later(
+    conn: asyncpg.Connection, claimed: ClaimedPayment, delay_s: float, error: str
+) -> None:
     """The provider did not answer: give the row back, to be tried again after `delay_s`.
 
     The charge is tried again even if the order was cancelled meanwhile: the call that got no
@@ -269,14 +274,14 @@ async def retry_later(conn: asyncpg.Connection, job: Job, delay_s: float, error:
                claim_id = NULL, updated_at = now()
          WHERE payment_id = $1 AND claim_id = $2 AND status IN ('charging', 'refunding')
         """,
-        job.payment_id,
-        job.claim_id,
+        claimed.payment_id,
+        claimed.claim_id,
         delay_s,
         error[:500],
     )
 
 
-async def record_refund(conn: asyncpg.Connection, job: Job, refund_ref: str) -> bool:
+async def record_refund(conn: asyncpg.Connection, claimed: ClaimedPayment, refund_ref: str) -> bool:
     """The captured charge was refunded; False if the claim was lost."""
     done = await conn.fetchval(
         """
@@ -286,8 +291,8 @@ async def record_refund(conn: asyncpg.Connection, job: Job, refund_ref: str) -> 
          WHERE payment_id = $1 AND claim_id = $2 AND status = 'refunding'
         RETURNING 1
         """,
-        job.payment_id,
-        job.claim_id,
+        claimed.payment_id,
+        claimed.claim_id,
         refund_ref,
     )
     return done is not None

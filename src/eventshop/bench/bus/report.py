@@ -1,0 +1,182 @@
+"""The bus benchmark's report: the JSON figures of a run, and the tables for a human."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psutil
+
+from eventshop.bench.bus.config import MESSAGE_SIZE, BenchConfig
+from eventshop.bench.bus.measure import Phase
+
+PROCESSES = ("writer", "relay", "consumer", "publisher", "broker", "database")
+OUTSIDE = ("bench", "other processes", "kernel irq", "steal")
+
+
+def _busy(p: Phase, cores: int) -> float:
+    return p.cpu["machine"] / (p.cpu["wall"] * cores) if p.cpu["wall"] > 0 else 0.0
+
+
+def _limit(p: Phase, cores: int) -> str:
+    """What limited a phase, in a sentence: the machine, the stage that finished last, the
+    process that spent the most CPU per message (and how much of one core that was)."""
+    spent = {k: v for k, v in p.cpu.items() if k in PROCESSES}
+    top = max(spent, key=lambda k: spent[k])
+    total = sum(spent.values()) / p.count * 1e6
+    busy = _busy(p, cores)
+    state = "CPU-bound: the machine was" if busy > 0.9 else "the machine was"
+    text = f"{state} {busy:.0%} busy ({total:.0f} us of CPU per message, {cores} cores)"
+    stages = {
+        k: p.extra[f"{k}_done_s"]
+        for k in ("writer", "relay", "consumer")
+        if f"{k}_done_s" in p.extra
+    }
+    if stages:
+        order = sorted(stages, key=lambda k: stages[k])
+        last, before = order[-1], order[-2]
+        text += (
+            f"; the {last} stage paced it, done {stages[last] - stages[before]:.2f} s after the"
+            f" {before} (writer {stages['writer']:.2f} s, relay {stages['relay']:.2f} s,"
+            f" consumer {stages['consumer']:.2f} s)"
+        )
+    core = spent[top] / p.seconds
+    text += (
+        f"; the {top} spent the most CPU, {spent[top] / p.count * 1e6:.0f} us per message,"
+        f" {core:.0%} of a core" + (": that process was saturated" if core > 0.85 else "")
+    )
+    share = _outside_share(p)
+    if share > 0.1:
+        text += f"; NOISY: processes outside the benchmark took {share:.0%} of the CPU used"
+    return text
+
+
+def _outside_share(p: Phase) -> float:
+    """The part of the machine's CPU spent by processes outside the benchmark."""
+    return p.cpu["other processes"] / p.cpu["machine"] if p.cpu["machine"] > 0 else 0.0
+
+
+def summarise(cfg: BenchConfig, phases: list[Phase]) -> dict[str, Any]:
+    cores = psutil.cpu_count() or 1
+    by = {p.name: p for p in phases}
+    e2e = by["outbox e2e"]
+    raw_runs = [p for p in phases if p.name.startswith("raw end to end")]
+    raw_e2e = max(raw_runs, key=lambda p: p.rate) if raw_runs else None
+
+    def rate(name: str) -> float | None:
+        return round(by[name].rate, 1) if name in by else None
+
+    def per_msg(p: Phase) -> dict[str, float]:
+        return {k: round(v / p.count * 1e6, 1) for k, v in p.cpu.items() if k in PROCESSES}
+
+    report: dict[str, Any] = {
+        "events": e2e.count,
+        "seconds": round(e2e.seconds, 3),
+        "events_per_s": round(e2e.rate, 1),
+        "raw_publish_per_s": rate("raw publish"),
+        "raw_consume_per_s": rate("raw consume"),
+        "raw_e2e_per_s": round(raw_e2e.rate, 1) if raw_e2e else None,
+        "raw_e2e_pattern": raw_e2e.name.rsplit(", ", 1)[-1] if raw_e2e else None,
+        "ratio_to_raw_e2e": round(e2e.rate / raw_e2e.rate, 3) if raw_e2e else None,
+        "lost": e2e.extra["lost"],
+        "duplicate_effects": e2e.extra["duplicate_effects"],
+        "cpu_s": {k: round(v, 3) for k, v in e2e.cpu.items() if k in PROCESSES},
+        "cpu_us_per_event": per_msg(e2e),
+        # CPU of the machine spent outside the measured processes in the same interval
+        "cpu_outside_s": {k: round(e2e.cpu[k], 3) for k in OUTSIDE},
+        "machine_busy": round(_busy(e2e, cores), 3),
+        "outside_share": round(_outside_share(e2e), 3),
+        "limit": _limit(e2e, cores),
+        "raw_limit": _limit(raw_e2e, cores) if raw_e2e else None,
+        "phases": [
+            {
+                "name": p.name,
+                "messages": p.count,
+                "seconds": round(p.seconds, 3),
+                "per_s": round(p.rate, 1),
+                "machine_busy": round(_busy(p, cores), 3),
+                "cpu_s": {k: round(v, 3) for k, v in p.cpu.items() if k in PROCESSES},
+                "cpu_us_per_message": per_msg(p),
+                "cpu_outside_s": {k: round(p.cpu[k], 3) for k in OUTSIDE},
+            }
+            for p in phases
+        ],
+        "details": {k: v for k, v in e2e.extra.items() if k not in ("lost", "duplicate_effects")},
+        "client": "aio-pika 10.2.1 on uvloop",
+        "cores": cores,
+        "message_bytes": MESSAGE_SIZE,
+        "write_batch": cfg.write_batch,
+        "prefetch": cfg.prefetch,
+    }
+    report["targets_met"] = bool(
+        report["events_per_s"] >= 5_000
+        and (report["ratio_to_raw_e2e"] or 0) >= 0.6
+        and report["lost"] == 0
+        and report["duplicate_effects"] == 0
+    )
+    return report
+
+
+def print_report(report: Mapping[str, Any], console: Any) -> None:
+    """Two tables (rates; CPU per message by process) and the limit, for a human."""
+    from rich.table import Table
+
+    phases = report["phases"]
+    rates = Table(title=f"bus benchmark: {report['client']}, {report['cores']} cores")
+    for col, just in (
+        ("phase", "left"),
+        ("messages", "right"),
+        ("seconds", "right"),
+        ("per second", "right"),
+        ("CPU busy", "right"),
+    ):
+        rates.add_column(col, justify=just)  # type: ignore[arg-type]
+    for p in phases:
+        rates.add_row(
+            p["name"],
+            f"{p['messages']:,}",
+            f"{p['seconds']:.2f}",
+            f"{p['per_s']:,.0f}",
+            f"{p['machine_busy']:.0%}",
+        )
+    console.print(rates)
+
+    cpu = Table(title="CPU per message, microseconds (seconds in all)")
+    cpu.add_column("process")
+    for p in phases:
+        cpu.add_column(p["name"], justify="right")
+    for name in PROCESSES:
+        if not any(name in p["cpu_s"] for p in phases):
+            continue
+        cpu.add_row(
+            name,
+            *(
+                f"{p['cpu_us_per_message'][name]:.0f} ({p['cpu_s'][name]:.2f})"
+                if name in p["cpu_s"]
+                else "-"
+                for p in phases
+            ),
+        )
+    cpu.add_row("all of these", *(f"{sum(p['cpu_us_per_message'].values()):.0f}" for p in phases))
+    for name in OUTSIDE:
+        cpu.add_row(
+            f"[dim]{name}[/]",
+            *(
+                f"[dim]{p['cpu_outside_s'][name] / p['messages'] * 1e6:.0f}"
+                f" ({p['cpu_outside_s'][name]:.2f})[/]"
+                for p in phases
+            ),
+        )
+    console.print(cpu)
+    d = report["details"]
+    ratio = report["ratio_to_raw_e2e"]
+    console.print(
+        f"end to end through outbox and inbox: [bold]{report['events_per_s']:,.0f} events/s[/]"
+        + (f", {ratio:.0%} of the raw client's end-to-end rate" if ratio is not None else "")
+        + f"; lost {report['lost']}, duplicate effects {report['duplicate_effects']}"
+        f" (committed {d['committed']:,}, effect rows {d['effect_rows']:,},"
+        f" {d['consumer_batches']} consumer transactions)"
+    )
+    console.print(f"limit: {report['limit']}")
+    if report["raw_limit"]:
+        console.print(f"raw client limit: {report['raw_limit']}")

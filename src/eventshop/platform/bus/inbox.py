@@ -1,0 +1,33 @@
+"""The inbox: which events a consumer has handled, recorded in the handler's own transaction.
+
+A consumer records the event ids of a window in one multi-row INSERT .. ON CONFLICT DO NOTHING
+RETURNING: the ids it returns are new, the others are duplicates (a redelivery), acknowledged
+with no effect. The row commits with the handler's effect, so a redelivered event never takes
+effect twice. The table is in platform/migrations/0001_outbox_inbox.sql.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+INSERT_INBOX_MANY = """
+INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+ON CONFLICT DO NOTHING RETURNING event_id
+"""
+INSERT_INBOX_ONE = """
+INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+
+async def record_new(
+    conn: asyncpg.Connection, consumer: str, event_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Record a window's event ids; returns those not recorded before."""
+    return {r["event_id"] for r in await conn.fetch(INSERT_INBOX_MANY, consumer, event_ids)}
+
+
+async def record_one(conn: asyncpg.Connection, consumer: str, event_id: uuid.UUID) -> bool:
+    """Record one event id; False when it was already there (a duplicate)."""
+    return bool(await conn.fetchval(INSERT_INBOX_ONE, consumer, event_id))

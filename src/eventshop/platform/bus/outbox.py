@@ -1,0 +1,135 @@
+"""The outbox writer: the unit of work, a state change and the events it causes in one transaction.
+
+    async with UnitOfWork.begin(pool, service="orders", correlation_id=cid) as uow:
+        await uow.conn.execute("INSERT INTO orders ...")
+        uow.emit(OrderCreated(...), aggregate_id=order_id)
+
+Emitted events are written to the outbox by the same transaction when the block ends; if it
+raises, the transaction rolls back and nothing is published. Inside a consumer the unit of work
+is made by the bus with the handled event as cause: correlation id, causation id and trace
+context follow from it. Outside one (an HTTP route), the trace context is the current span's
+(the request's), unless given.
+
+`uow.after_commit(fn)` runs `fn` once the transaction has committed, never if it rolls back
+(metrics of what was decided: counted once, however often a batch is retried).
+
+The outbox table and the trigger whose NOTIFY wakes the relay are in
+platform/migrations/0001_outbox_inbox.sql; relay.py publishes the committed rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from eventshop.contracts import Envelope, EventPayload
+from eventshop.contracts.envelope import new_envelope
+from eventshop.platform.bus.wire import encode_body
+from eventshop.platform.observability.tracing import current_traceparent
+
+
+@dataclass
+class UnitOfWork:
+    conn: asyncpg.Connection
+    service: str
+    correlation_id: str
+    causation_id: str | None = None
+    traceparent: str | None = None
+    pending: list[Envelope] = field(default_factory=list)
+    #: run after the commit (shared by the units of work of one transaction)
+    committed_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    @asynccontextmanager
+    async def begin(
+        cls,
+        pool: asyncpg.Pool,
+        *,
+        service: str,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> AsyncIterator[UnitOfWork]:
+        async with pool.acquire() as conn, conn.transaction():
+            uow = cls(
+                conn=conn,
+                service=service,
+                correlation_id=correlation_id or str(uuid.uuid4()),
+                causation_id=causation_id,
+                traceparent=traceparent or current_traceparent(),
+            )
+            yield uow
+            await uow.flush()
+        uow.run_committed_hooks()
+
+    def caused_by(self, cause: Envelope) -> UnitOfWork:
+        """The same transaction, now emitting events caused by `cause`."""
+        return UnitOfWork(
+            conn=self.conn,
+            service=self.service,
+            correlation_id=cause.correlation_id,
+            causation_id=str(cause.event_id),
+            traceparent=cause.traceparent,
+            pending=self.pending,
+            committed_hooks=self.committed_hooks,
+        )
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run `hook` once this transaction has committed (not if it rolls back)."""
+        self.committed_hooks.append(hook)
+
+    def run_committed_hooks(self) -> None:
+        """Called by whoever committed the transaction; a failing hook is not the commit's."""
+        hooks = list(self.committed_hooks)
+        self.committed_hooks.clear()
+        for hook in hooks:
+            with contextlib.suppress(Exception):
+                hook()
+
+    def emit(
+        self, event: EventPayload, *, aggregate_id: str, occurred_at: datetime | None = None
+    ) -> Envelope:
+        envelope = new_envelope(
+            event.event_type,
+            event.schema_version,
+            aggregate_id,
+            event.model_dump(mode="json"),
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+            traceparent=self.traceparent,
+            occurred_at=occurred_at or datetime.now(UTC),
+        )
+        self.pending.append(envelope)
+        return envelope
+
+    async def flush(self) -> None:
+        if self.pending:
+            await write_outbox(self.conn, self.pending)
+            self.pending.clear()
+
+
+async def write_outbox(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
+    """Append events to the outbox: one multi-row INSERT (and so one NOTIFY) for them all."""
+    await conn.execute(
+        """
+        INSERT INTO outbox (event_id, event_type, aggregate_id, correlation_id, causation_id,
+                            traceparent, schema_version, occurred_at, body)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::int[], $8::timestamptz[], $9::bytea[])
+        """,
+        [e.event_id for e in envelopes],
+        [e.event_type for e in envelopes],
+        [e.aggregate_id for e in envelopes],
+        [e.correlation_id for e in envelopes],
+        [e.causation_id for e in envelopes],
+        [e.traceparent for e in envelopes],
+        [e.schema_version for e in envelopes],
+        [e.occurred_at for e in envelopes],
+        [encode_body(e) for e in envelopes],
+    )

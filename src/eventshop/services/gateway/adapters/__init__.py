@@ -1,0 +1,1 @@
+"""The gateway's adapters: tokens and sessions (auth), rate limits, the upstream services."""

@@ -1,0 +1,132 @@
+"""payments' background job: the charge loop. It calls the provider for pending payments (and
+refunds of cancelled orders) outside of any consumer, so a slow provider never holds up the
+events behind it.
+
+A payment goes through three short steps, no row lock ever held across the provider call:
+1. claim: mark a batch of rows charging/refunding with a claim id and a lease; commit;
+2. call the provider (up to `charge_concurrency` calls in flight, each bounded by a timeout);
+3. record the outcome where the claim still holds, with its events, in one unit of work
+   (handlers.py: `settle_charge`, `retry_or_fail_charge`, `settle_refund`, `retry_refund_later`).
+
+A process that dies in step 2 leaves its rows charging; another one takes them over when the
+lease runs out and calls again with the same idempotency key, so nothing is charged twice.
+Several payments processes share the work (the claim is FOR UPDATE SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from eventshop.platform.observability.logging import get_logger
+from eventshop.services.payments import handlers, store
+from eventshop.services.payments.adapters import ProviderError
+from eventshop.services.payments.store import ClaimedPayment
+
+if TYPE_CHECKING:
+    from eventshop.services.payments.service import Context
+
+log = get_logger(__name__)
+
+
+async def charge_payments(ctx: Context) -> None:
+    """Keep up to `charge_concurrency` provider calls in flight until cancelled; a slow call
+    holds one slot, not the loop.
+
+    When it is cancelled (the service stops), the calls in flight get `charge_stop_grace_s` to
+    finish, then are cancelled too: their leases run out and another process takes them over.
+    """
+    settings = ctx.settings
+    in_flight: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            free = settings.charge_concurrency - len(in_flight)
+            claimed: list[ClaimedPayment] = []
+            if free > 0:
+                try:
+                    claimed = await _claim(ctx, free)
+                except Exception as exc:  # the database is away: wait a little longer
+                    log.warning("payments.claim_failed", error=repr(exc))
+                    await asyncio.sleep(1.0)
+            for payment in claimed:
+                task = asyncio.create_task(
+                    _see_through(ctx, payment), name=f"payments:{payment.kind}:{payment.payment_id}"
+                )
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if not claimed:
+                await asyncio.sleep(settings.charge_poll_s)
+    finally:
+        await _let_finish(in_flight, settings.charge_stop_grace_s)
+
+
+async def charge_due_payments(ctx: Context) -> int:
+    """One pass: claim what is due (up to the concurrency bound) and see every one through;
+    how many were claimed."""
+    claimed = await _claim(ctx, ctx.settings.charge_concurrency)
+    await asyncio.gather(*(_see_through(ctx, payment) for payment in claimed))
+    return len(claimed)
+
+
+async def _let_finish(in_flight: set[asyncio.Task[None]], grace_s: float) -> None:
+    if not in_flight:
+        return
+    _, pending = await asyncio.wait(set(in_flight), timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _claim(ctx: Context, limit: int) -> list[ClaimedPayment]:
+    async with ctx.pool.acquire() as conn:
+        return await store.claim_work(conn, limit, ctx.settings.charge_lease_s)
+
+
+async def _see_through(ctx: Context, payment: ClaimedPayment) -> None:
+    try:
+        if payment.kind == "charge":
+            await _charge(ctx, payment)
+        else:
+            await _refund(ctx, payment)
+    except Exception:
+        # the database is away, most likely: the row keeps its claim until the lease runs
+        # out, then it is taken over and the provider asked again with the same key
+        log.exception("payments.job_failed", payment_id=payment.payment_id, kind=payment.kind)
+
+
+async def _charge(ctx: Context, payment: ClaimedPayment) -> None:
+    try:
+        charge = await asyncio.wait_for(
+            ctx.resources.provider.charge(
+                idempotency_key=payment.payment_id,
+                token=payment.payment_token,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+            ),
+            ctx.settings.provider_timeout_s,
+        )
+    except (ProviderError, TimeoutError) as exc:
+        await handlers.retry_or_fail_charge(ctx, payment, f"{type(exc).__name__}: {exc}")
+        return
+    if await handlers.settle_charge(ctx, payment, charge):
+        # the order was cancelled while it was being charged: refund it now, same claim
+        await _refund(ctx, replace(payment, kind="refund", charge_ref=charge.reference))
+
+
+async def _refund(ctx: Context, payment: ClaimedPayment) -> None:
+    assert payment.charge_ref is not None, "only a captured charge is refunded"
+    try:
+        refund_ref = await asyncio.wait_for(
+            ctx.resources.provider.refund(
+                idempotency_key=f"refund:{payment.payment_id}",
+                charge_reference=payment.charge_ref,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+            ),
+            ctx.settings.provider_timeout_s,
+        )
+    except (ProviderError, TimeoutError) as exc:
+        await handlers.retry_refund_later(ctx, payment, repr(exc))
+        return
+    await handlers.settle_refund(ctx, payment, refund_ref)

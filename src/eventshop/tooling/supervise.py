@@ -1,0 +1,302 @@
+"""`eventshop up` / `eventshop down`: every service a process under supervisord.
+
+supervisord (the Python package, pinned in pyproject) restarts a process that dies; `up`
+writes its configuration under ./var, provisions the broker (one RabbitMQ user per service,
+allowed to publish only its own event types), starts it, waits until every service answers
+/health/ready, and prints where the API and its docs are. `down` stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from eventshop.contracts import PRODUCERS
+from eventshop.services import PORTS, SMTP_SINK_PORT
+
+SERVICES = [s for s in PORTS if s != "gateway"] + ["gateway"]
+VHOST = "eventshop"
+EXCHANGE = "eventshop.events"
+#: the SMTP sink's module, run as `python -m` under supervisord
+SMTP_SINK_MODULE = "eventshop.tooling.smtp_sink"
+
+#: the demo profile: short enough timeouts that the demo shows them in seconds, not minutes
+DEMO_ENV = {
+    "EVENTSHOP_ORDERS_TIMEOUT_S": "10",
+    "EVENTSHOP_PAYMENTS_SLOW_LATENCY_MS": "14000",
+    "EVENTSHOP_GATEWAY_RATE_PER_USER": "200",
+    "EVENTSHOP_GATEWAY_RATE_PER_IP": "2000",
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def var(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def conf(self) -> Path:
+        return self.var / "supervisord.conf"
+
+    @property
+    def sock(self) -> Path:
+        return self.var / "supervisor.sock"
+
+    @property
+    def logs(self) -> Path:
+        return self.var / "log"
+
+
+def project_root() -> Path:
+    env = os.environ.get("EVENTSHOP_HOME")
+    return Path(env) if env else Path.cwd()
+
+
+def service_password(service: str) -> str:
+    return os.environ.get(f"EVENTSHOP_{service.upper()}_AMQP_PASSWORD", f"{service}-dev-only")
+
+
+def amqp_url(service: str) -> str:
+    return f"amqp://{service}:{service_password(service)}@127.0.0.1:5672/{VHOST}"
+
+
+def _rabbitmqctl(*args: str, check: bool = True) -> str:
+    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def _rows(out: str) -> list[tuple[str, ...]]:
+    return [tuple(line.split("\t")) for line in out.splitlines() if line]
+
+
+def provision_broker(services: list[str]) -> list[str]:
+    """One RabbitMQ user per service; its topic permission lets it publish only its events.
+
+    Reads what exists first and changes only what differs (each rabbitmqctl call costs ~1 s).
+    """
+    done: list[str] = []
+    users = {r[0] for r in _rows(_rabbitmqctl("list_users"))}
+    perms = {r[0]: r[1:4] for r in _rows(_rabbitmqctl("list_permissions", "-p", VHOST))}
+    topic = {
+        (r[0], r[1]): r[2:4] for r in _rows(_rabbitmqctl("list_topic_permissions", "-p", VHOST))
+    }
+    for service in services:
+        own = rf"{service}(\..*)?"
+        if service not in users:
+            _rabbitmqctl("add_user", service, service_password(service))
+            done.append(f"user {service}")
+        wanted = (
+            rf"^({EXCHANGE}|{own})$",
+            rf"^({EXCHANGE}|amq\.default|{own})$",
+            rf"^({EXCHANGE}|{own})$",
+        )
+        if perms.get(service) != wanted:
+            _rabbitmqctl("set_permissions", "-p", VHOST, service, *wanted)
+            done.append(f"permissions {service}")
+        types = sorted(t for t, producer in PRODUCERS.items() if producer == service)
+        # RabbitMQ matches the routing key against the write pattern: nothing else is allowed
+        write = "^(" + "|".join(t.replace(".", r"\.") for t in types) + ")$" if types else "^$"
+        if topic.get((service, EXCHANGE)) != (write, ".*"):
+            _rabbitmqctl("set_topic_permissions", "-p", VHOST, service, EXCHANGE, write, ".*")
+            done.append(f"topic permissions {service}")
+    return done
+
+
+def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    eventshop = str(Path(python).with_name("eventshop"))
+    base_env = {**DEMO_ENV, **env_extra}
+    sections = [
+        "[unix_http_server]",
+        f"file={layout.sock}",
+        "",
+        "[supervisord]",
+        f"logfile={layout.logs / 'supervisord.log'}",
+        f"pidfile={layout.var / 'supervisord.pid'}",
+        f"directory={layout.root}",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{layout.sock}",
+        "",
+        "[program:smtp-sink]",
+        f"command={python} -m {SMTP_SINK_MODULE}",
+        f'environment=EVENTSHOP_SMTP_SINK_DIR="{layout.var / "mail"}"',
+        "autorestart=true",
+        f"stdout_logfile={layout.logs / 'smtp-sink.log'}",
+        "redirect_stderr=true",
+        "stopsignal=TERM",
+        "",
+    ]
+    for service in SERVICES:
+        env = {**base_env, "EVENTSHOP_AMQP_URL": amqp_url(service)}
+        env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
+        sections += [
+            f"[program:{service}]",
+            f"command={eventshop} run {service}",
+            f"environment={env_line}",
+            "autorestart=true",
+            "startsecs=2",
+            "startretries=10",
+            "stopsignal=TERM",
+            "stopwaitsecs=20",
+            f"stdout_logfile={layout.logs / (service + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "redirect_stderr=true",
+            "",
+        ]
+    layout.conf.write_text("\n".join(sections))
+
+
+def _supervisorctl(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
+    ctl = str(Path(sys.executable).with_name("supervisorctl"))
+    return subprocess.run(
+        [ctl, "-c", str(layout.conf), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def supervisor_running(layout: Layout) -> bool:
+    return layout.sock.exists() and _supervisorctl(layout, "pid").returncode == 0
+
+
+class PlatformConflictError(RuntimeError):
+    """The platform's ports are taken by processes this checkout did not start."""
+
+
+def _port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_foreign(layout: Layout) -> list[str]:
+    """Shut down eventshop platforms that other checkouts started (their supervisord processes).
+
+    Used by the test suite, which must test this checkout's code, never a stale platform.
+    """
+    import psutil
+
+    stopped: list[str] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if not any(part.endswith("supervisord") for part in cmd[:2]) or "-c" not in cmd:
+            continue
+        conf = Path(cmd[cmd.index("-c") + 1])
+        if conf == layout.conf or conf.name != "supervisord.conf":
+            continue
+        other = Layout(conf.parent.parent)
+        _supervisorctl(other, "shutdown")
+        try:
+            proc.wait(timeout=60)
+        except psutil.TimeoutExpired:
+            proc.kill()
+        stopped.append(str(other.root))
+    return stopped
+
+
+def start(
+    layout: Layout, env_extra: dict[str, str] | None = None, say: Callable[[str], object] = print
+) -> None:
+    if not supervisor_running(layout):
+        taken = [f"{name}:{port}" for name, port in PORTS.items() if _port_taken(port)]
+        if taken:
+            raise PlatformConflictError(
+                f"ports {', '.join(taken)} are in use by something this checkout ({layout.root})"
+                " did not start, perhaps eventshop from another directory: stop it there with"
+                " `eventshop down` first"
+            )
+    provisioned = provision_broker(SERVICES)
+    if provisioned:
+        say(f"broker: created {', '.join(provisioned)}")
+    write_config(layout, env_extra or {})
+    if supervisor_running(layout):
+        _supervisorctl(layout, "update")
+        _supervisorctl(layout, "start", "all")
+    else:
+        supervisord = str(Path(sys.executable).with_name("supervisord"))
+        subprocess.run([supervisord, "-c", str(layout.conf)], check=True, timeout=60)
+
+
+def stop(layout: Layout) -> bool:
+    """Stop every process and supervisord itself; returns False if it was not running."""
+    pidfile = layout.var / "supervisord.pid"
+    pid = int(pidfile.read_text().strip()) if pidfile.exists() else None
+    if not supervisor_running(layout):
+        return False
+    _supervisorctl(layout, "shutdown")
+    deadline = time.monotonic() + 60
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    return True
+
+
+def service_pid(layout: Layout, service: str) -> str:
+    """The process id supervisord has for `service` ("0" when it is not running)."""
+    return _supervisorctl(layout, "pid", service).stdout.strip() or "0"
+
+
+def restart_service(layout: Layout, service: str) -> None:
+    _supervisorctl(layout, "restart", service)
+
+
+def stop_service(layout: Layout, service: str) -> None:
+    _supervisorctl(layout, "stop", service)
+
+
+def start_service(layout: Layout, service: str) -> None:
+    _supervisorctl(layout, "start", service)
+
+
+async def readiness(services: list[str] | None = None) -> dict[str, bool]:
+    names = services or SERVICES
+    async with httpx.AsyncClient(timeout=2.0) as client:
+
+        async def probe(name: str) -> bool:
+            try:
+                r = await client.get(f"http://127.0.0.1:{PORTS[name]}/health/ready")
+                return r.status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        results = await asyncio.gather(*(probe(n) for n in names))
+    return dict(zip(names, results, strict=True))
+
+
+async def wait_ready(services: list[str] | None = None, timeout_s: float = 90.0) -> dict[str, bool]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = await readiness(services)
+        if all(state.values()) or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.3)
+
+
+def smtp_port() -> int:
+    return SMTP_SINK_PORT
+
+
+def which(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
