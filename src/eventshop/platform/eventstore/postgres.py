@@ -190,6 +190,15 @@ class PostgresEventStore:
         position: int = await conn.fetchval("SELECT position FROM event_log_head")
         return position
 
+    async def take_append_turn(self, conn: asyncpg.Connection) -> None:
+        """Take, for the rest of the transaction, the lock every append takes (the head row).
+
+        A writer that locks several aggregates' rows and then appends to each (orders' timeout
+        scan) takes it first: otherwise it may hold an aggregate's row that an appender holding
+        this lock waits for, while it waits for this lock itself (a deadlock, seen under load).
+        """
+        await conn.execute("SELECT 1 FROM event_log_head FOR UPDATE")
+
     async def read_all(
         self,
         conn: asyncpg.Connection,

@@ -195,6 +195,9 @@ async def time_out_due_orders(ctx: Context) -> int:
     is advancing (it is looked at again next time; the saga ignores a late timeout)."""
     cancelled = 0
     async with ctx.unit_of_work() as batch:
+        # the append lock before the orders' rows: a consumer that holds it (it appended for one
+        # order of its window) and waits for an order's row never waits on this scan
+        await store.events.take_append_turn(batch.conn)
         due = await store.lock_orders_past_deadline(batch.conn, ctx.settings.timeout_scan_batch)
         for order in due:
             # each order's events carry the correlation id of the request that placed it
