@@ -125,6 +125,7 @@ from eventshop.cli.trace import trace as _trace  # noqa: E402
 app.command("trace")(_trace)
 
 from eventshop.cli.events import events_app  # noqa: E402
+from eventshop.cli.projections import rebuild_projection  # noqa: E402, F401 (its commands join events_app)
 
 app.add_typer(events_app, name="events")
 

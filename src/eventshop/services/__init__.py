@@ -1,14 +1,19 @@
-"""The shop's services. Each folder has the same shape (see docs/SERVICES.md):
+"""The shop's services, and the one registry of them. Each folder has the same shape
+(docs/SERVICES.md; tests/unit/architecture/test_service_shape.py keeps it):
 
-    contracts live in eventshop.contracts.<service>   what it publishes
     domain.py      pure rules and state machines; imports nothing of platform/ or I/O libraries
-    handlers.py    event handlers: envelope -> domain -> unit of work
-    api.py         internal HTTP routes (behind the gateway)
+    handlers.py    every use case: event handlers and the commands HTTP calls; every `emit`
+    api.py         a module-level router: HTTP in, one handler call, HTTP out
     store.py       its tables and queries (asyncpg)
     migrations/    its SQL migrations, applied at start
-    service.py     the composition root: `definition`, what it consumes and publishes
+    service.py     the composition root: `definition` (settings, resources, handler table)
 
-No service imports another service; they share only eventshop.contracts.
+and, where a service needs them, adapters.py, jobs.py, projections.py, eventlog.py, settings.py.
+What it publishes lives in eventshop.contracts.<service>. No service imports another service;
+they share only eventshop.contracts.
+
+`PORTS` is the single list of services: the gateway's upstreams, the supervisor's process list,
+the AsyncAPI document and every service's port are read from it.
 """
 
 #: every service and its HTTP port on loopback; the gateway is the only public one
@@ -23,4 +28,6 @@ PORTS: dict[str, int] = {
     "loyalty": 8007,
     "archive": 8008,
 }
+#: the services behind the gateway, in start order (the gateway starts last)
+BACKENDS: tuple[str, ...] = tuple(name for name in PORTS if name != "gateway")
 SMTP_SINK_PORT = 8025

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 
 from eventshop.contracts import PRODUCERS
-from eventshop.services import PORTS, SMTP_SINK_PORT
+from eventshop.services import BACKENDS, PORTS, SMTP_SINK_PORT
 
-SERVICES = [s for s in PORTS if s != "gateway"] + ["gateway"]
+SERVICES = [*BACKENDS, "gateway"]
 VHOST = "eventshop"
 EXCHANGE = "eventshop.events"
 #: the SMTP sink's module, run as `python -m` under supervisord

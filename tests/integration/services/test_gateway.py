@@ -35,13 +35,14 @@ from redis.asyncio import Redis
 from eventshop.platform.db import migrate
 from eventshop.platform.service import ServiceContext, build_app
 from eventshop.platform.settings import PlatformSettings
+from eventshop.services import BACKENDS
 from eventshop.services.gateway.adapters import ratelimit
 from eventshop.services.gateway.adapters.auth import Tokens
 from eventshop.services.gateway.adapters.ratelimit import RateLimiter
 from eventshop.services.gateway.adapters.upstream import Upstreams
 from eventshop.services.gateway.service import Resources, assemble, connect_redis
 from eventshop.services.gateway.service import definition as gateway_definition
-from eventshop.services.gateway.settings import UPSTREAMS, GatewaySettings
+from eventshop.services.gateway.settings import GatewaySettings
 from eventshop.services.users import service as users_service
 from eventshop.services.users.settings import UsersSettings
 from tests.conftest import SchemaFactory
@@ -212,7 +213,7 @@ async def make_shop(
         }
         gateway_settings = GatewaySettings(**values)
         upstreams = Upstreams.at(
-            {name: url_of(name) for name in UPSTREAMS},
+            {name: url_of(name) for name in BACKENDS},
             timeout_s=gateway_settings.upstream_timeout_s,
             connect_timeout_s=gateway_settings.upstream_connect_timeout_s,
         )

@@ -34,7 +34,7 @@ OPTIONAL = {
 #: the gateway owns no tables and handles no events (docs/SERVICES.md): no domain, store,
 #: handlers or migrations; its adapters may be a package
 GATEWAY_REQUIRED = {"__init__.py", "api.py", "service.py"}
-GATEWAY_OPTIONAL = {"settings.py", "adapters.py", "adapters", "handlers.py", "domain.py"}
+GATEWAY_OPTIONAL = {"settings.py", "edge.py", "adapters.py", "adapters", "handlers.py", "domain.py"}
 
 SERVICES = sorted(p.name for p in SERVICES_DIR.iterdir() if (p / "service.py").is_file())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from eventshop.services import BACKENDS
 from eventshop.services.gateway.settings import DEV_JWT_SECRET, GatewaySettings
 
 STRONG = "a-production-secret-that-is-32-chars-or-more"
@@ -29,16 +30,24 @@ def test_production_takes_a_strong_secret() -> None:
 
 
 def test_services_default_to_their_loopback_port_and_can_be_moved() -> None:
-    settings = GatewaySettings(orders_url="http://orders.internal:9000")
-    assert settings.upstream_url("users") == "http://127.0.0.1:8001"
-    assert settings.upstream_url("archive") == "http://127.0.0.1:8008"
-    assert settings.upstream_url("orders") == "http://orders.internal:9000"
+    settings = GatewaySettings(upstreams={"orders": "http://orders.internal:9000"})
+    urls = settings.upstream_urls()
+    assert sorted(urls) == sorted(BACKENDS)  # every service behind the gateway, and only those
+    assert urls["users"] == "http://127.0.0.1:8001"
+    assert urls["archive"] == "http://127.0.0.1:8008"
+    assert urls["orders"] == "http://orders.internal:9000"
+
+
+@pytest.mark.parametrize("name", ["gateway", "shipping", "Orders"])
+def test_an_upstream_that_is_no_service_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"no such service: {name}"):
+        GatewaySettings(upstreams={name: "http://10.0.0.9:9000"})
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTSHOP_GATEWAY_RATE_PER_USER", "7")
     monkeypatch.setenv("EVENTSHOP_GATEWAY_RATE_PER_IP", "70")
-    monkeypatch.setenv("EVENTSHOP_GATEWAY_CATALOG_URL", "http://10.0.0.2:8002")
+    monkeypatch.setenv("EVENTSHOP_GATEWAY_UPSTREAMS", '{"catalog": "http://10.0.0.2:8002"}')
     settings = GatewaySettings()
     assert (settings.rate_per_user, settings.rate_per_ip) == (7, 70)
-    assert settings.upstream_url("catalog") == "http://10.0.0.2:8002"
+    assert settings.upstream_urls()["catalog"] == "http://10.0.0.2:8002"

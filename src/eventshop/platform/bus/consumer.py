@@ -222,34 +222,23 @@ class Consumer:
             env = item.envelope
             self.metrics.failed(env.event_type)
             outgoing.append((step.queue, step.message))
+            about = {
+                "consumer": self.name,
+                "event_type": env.event_type,
+                "event_id": str(env.event_id),
+                "correlation_id": env.correlation_id,
+                "causation_id": env.causation_id,
+                "trace_id": tracing.trace_id_of(env.traceparent),
+                "error": step.error,
+            }
             if not step.parked:
                 self.stats.retried += 1
                 self.metrics.retried(env.event_type)
-                log.warning(
-                    "consumer.retry",
-                    consumer=self.name,
-                    event_type=env.event_type,
-                    event_id=str(env.event_id),
-                    correlation_id=env.correlation_id,
-                    causation_id=env.causation_id,
-                    trace_id=tracing.trace_id_of(env.traceparent),
-                    attempt=step.attempt,
-                    error=step.error,
-                )
+                log.warning("consumer.retry", **about, attempt=step.attempt)
             else:
                 self.stats.parked += 1
                 self.metrics.parked(env.event_type, "handler_failed")
-                log.error(
-                    "consumer.parked",
-                    consumer=self.name,
-                    event_type=env.event_type,
-                    event_id=str(env.event_id),
-                    correlation_id=env.correlation_id,
-                    causation_id=env.causation_id,
-                    trace_id=tracing.trace_id_of(env.traceparent),
-                    attempts=step.attempt,
-                    error=step.error,
-                )
+                log.error("consumer.parked", **about, attempts=step.attempt)
             sources.append(msg)
         for msg, error in to_park:
             step = rejected(msg, error, self.queues, consumer=self.name, now=now)

@@ -58,15 +58,7 @@ class ProductOut(BaseModel):
 
     @classmethod
     def of(cls, product: Product) -> ProductOut:
-        return cls(
-            sku=product.sku,
-            name=product.name,
-            price_minor=product.price_minor,
-            currency=product.currency,
-            active=product.active,
-            version=product.version,
-            updated_at=product.updated_at,
-        )
+        return cls.model_validate(product, from_attributes=True)
 
 
 class ProductPage(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from eventshop.contracts.catalog import ProductCreated, ProductUpdated
 from eventshop.platform.http import ApiError, not_found
@@ -19,6 +19,8 @@ from eventshop.services.catalog.domain import PageRequest, Product, ProductDetai
 
 if TYPE_CHECKING:
     from eventshop.services.catalog.service import Context
+
+StateT = TypeVar("StateT", ProductCreated, ProductUpdated)
 
 
 async def list_products(ctx: Context, asked: PageRequest) -> tuple[Page, bool]:
@@ -59,17 +61,7 @@ async def create_product(
         product = await store.add_product(uow.conn, sku, details)
         if product is None:
             raise ApiError(409, "conflict", f"product {sku} already exists")
-        uow.emit(
-            ProductCreated(
-                sku=product.sku,
-                name=product.name,
-                price_minor=product.price_minor,
-                currency=product.currency,
-                active=product.active,
-                version=product.version,
-            ),
-            aggregate_id=product.sku,
-        )
+        uow.emit(_state(ProductCreated, product), aggregate_id=product.sku)
     # after the commit: never cache what may roll back
     await ctx.resources.cache.product_changed(product)
     return product
@@ -87,18 +79,20 @@ async def update_product(
         revised = domain.revise(current, wanted, now=datetime.now(UTC))
         if revised is not None:
             await store.save_revision(uow.conn, revised)
-            uow.emit(
-                ProductUpdated(
-                    sku=revised.sku,
-                    name=revised.name,
-                    price_minor=revised.price_minor,
-                    currency=revised.currency,
-                    active=revised.active,
-                    version=revised.version,
-                ),
-                aggregate_id=revised.sku,
-            )
+            uow.emit(_state(ProductUpdated, revised), aggregate_id=revised.sku)
     if revised is None:
         return current
     await ctx.resources.cache.product_changed(revised)
     return revised
+
+
+def _state(kind: type[StateT], product: Product) -> StateT:
+    """The whole product as both catalog events carry it (contracts.catalog.ProductState)."""
+    return kind(
+        sku=product.sku,
+        name=product.name,
+        price_minor=product.price_minor,
+        currency=product.currency,
+        active=product.active,
+        version=product.version,
+    )

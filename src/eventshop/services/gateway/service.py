@@ -30,11 +30,11 @@ from eventshop.platform.runtime import readiness
 from eventshop.platform.service import ServiceContext, ServiceDefinition
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
-from eventshop.services.gateway import api
+from eventshop.services.gateway import api, edge
 from eventshop.services.gateway.adapters.auth import Authenticator, RedisSessionStore, Tokens
 from eventshop.services.gateway.adapters.ratelimit import RateLimiter
 from eventshop.services.gateway.adapters.upstream import Upstreams
-from eventshop.services.gateway.api import Gateway
+from eventshop.services.gateway.edge import Gateway
 from eventshop.services.gateway.settings import DEV_JWT_SECRET, GatewaySettings
 
 log = get_logger(__name__)
@@ -127,7 +127,7 @@ async def ready(
 
 
 def finish_app(app: FastAPI, ctx: Context) -> None:
-    api.install_gateway(app, ctx.resources.gateway)
+    edge.install_gateway(app, ctx.resources.gateway)
     app.add_api_route("/health/ready", ready, methods=["GET"], include_in_schema=False)
 
 

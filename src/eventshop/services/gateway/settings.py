@@ -7,12 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventshop.services import PORTS
-
-#: the services the gateway forwards to
-UPSTREAMS = (
-    "users", "catalog", "inventory", "orders", "payments", "notifications", "loyalty", "archive",
-)  # fmt: skip
+from eventshop.services import BACKENDS, PORTS
 
 #: known to everyone, so refused outside development; 32+ bytes all the same (RFC 7518 3.2 asks
 #: that of an HS256 key, and PyJWT warns on every token otherwise)
@@ -41,15 +36,9 @@ class GatewaySettings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=1.0, gt=0)
     upstream_timeout_s: float = Field(default=10.0, gt=0)
 
-    # where each service listens; unset means http://127.0.0.1:<its port>
-    users_url: str | None = None
-    catalog_url: str | None = None
-    inventory_url: str | None = None
-    orders_url: str | None = None
-    payments_url: str | None = None
-    notifications_url: str | None = None
-    loyalty_url: str | None = None
-    archive_url: str | None = None
+    #: where a service listens, by name, when not at http://127.0.0.1:<its port>; from the
+    #: environment as JSON: EVENTSHOP_GATEWAY_UPSTREAMS='{"orders": "http://orders:8004"}'
+    upstreams: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _no_dev_secret_outside_development(self) -> GatewaySettings:
@@ -60,6 +49,18 @@ class GatewaySettings(BaseSettings):
             )
         return self
 
-    def upstream_url(self, service: str) -> str:
-        url: str | None = getattr(self, f"{service}_url")
-        return url or f"http://127.0.0.1:{PORTS[service]}"
+    @model_validator(mode="after")
+    def _only_known_upstreams(self) -> GatewaySettings:
+        unknown = sorted(set(self.upstreams) - set(BACKENDS))
+        if unknown:
+            raise ValueError(
+                f"EVENTSHOP_GATEWAY_UPSTREAMS names no such service: {', '.join(unknown)}"
+                f" (known: {', '.join(BACKENDS)})"
+            )
+        return self
+
+    def upstream_urls(self) -> dict[str, str]:
+        """Every service behind the gateway at its URL: the configured one, else loopback."""
+        return {
+            name: self.upstreams.get(name) or f"http://127.0.0.1:{PORTS[name]}" for name in BACKENDS
+        }

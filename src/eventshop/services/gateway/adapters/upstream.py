@@ -39,7 +39,7 @@ from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.observability.metrics import LATENCY_BUCKETS
 from eventshop.services.gateway.adapters.auth import Principal
-from eventshop.services.gateway.settings import UPSTREAMS, GatewaySettings
+from eventshop.services.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
 
@@ -129,7 +129,7 @@ class Upstreams:
     def over_http(cls, settings: GatewaySettings) -> Upstreams:
         """Every service at its configured URL (loopback by default)."""
         return cls.at(
-            {name: settings.upstream_url(name) for name in UPSTREAMS},
+            settings.upstream_urls(),
             timeout_s=settings.upstream_timeout_s,
             connect_timeout_s=settings.upstream_connect_timeout_s,
         )
