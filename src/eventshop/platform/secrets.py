@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import secrets as _random
+import time
 from pathlib import Path
 
 DEFAULT_DIR = Path("/var/lib/eventshop/secrets")
