@@ -49,6 +49,8 @@ def settings(vhost: str) -> PlatformSettings:
         relay_poll_s=0.2,
         confirm_timeout_s=5.0,
         handler_timeout_s=5.0,
+        # guest for every service on this throwaway vhost: the user every event must come from
+        broker_identity="shared",
     )
 
 

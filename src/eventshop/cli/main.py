@@ -20,7 +20,9 @@ def selfcheck(pings: int = typer.Option(200, help="how many events to send")) ->
     """Send events through the real broker and database; show what happened to them."""
     from eventshop.cli.selfcheck import run_selfcheck
 
-    report = asyncio.run(run_selfcheck(PlatformSettings(), pings, say=console.print))
+    report = asyncio.run(
+        run_selfcheck(PlatformSettings(broker_identity="shared"), pings, say=console.print)
+    )
     table = Table(title="bus self-check")
     table.add_column("what")
     table.add_column("count", justify="right")

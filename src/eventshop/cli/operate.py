@@ -196,7 +196,7 @@ def _act(
 
     async def apply(conn: aio_pika.abc.AbstractConnection) -> int:
         done = 0
-        publisher = Publisher(conn, PlatformSettings().exchange)
+        publisher = Publisher(conn, PlatformSettings().exchange, impersonate=True)
         await publisher.start()
         try:
             for s in sorted({s for s, _ in matched}):

@@ -64,3 +64,14 @@ def secret(name: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
+
+
+def keep_secret(name: str, value: str) -> None:
+    """Write (or overwrite) a secret the caller chose, with the same modes as `secret`."""
+    path = _path(name)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = path.with_name(f".{name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    partial.replace(path)

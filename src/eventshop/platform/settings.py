@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventshop.platform.secrets import read_secret
 
 
 class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_", extra="ignore")
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/eventshop"
+    #: unset: the operator's user when this machine's set-up made one (platform/secrets.py),
+    #: for the CLI's tools; every service is given its own user's URL by whoever starts it
+    amqp_url: str = Field(default_factory=lambda: default_amqp_url())
     database_url: str = "postgresql://root@127.0.0.1:5432/eventshop"
     redis_url: str = "redis://127.0.0.1:6379/0"
     exchange: str = "eventshop.events"
+    #: "per_service": every service connects as a broker user named after it, and a consumer
+    #: accepts an event only from the user of its producer (platform/bus/provenance.py);
+    #: "shared": one user for all (tests and tools, each on a vhost of its own)
+    broker_identity: Literal["per_service", "shared"] = "per_service"
     #: unacked messages a consumer may hold; also the largest batch handled in one transaction
     prefetch: int = Field(default=256, ge=1, le=10_000)
     #: the retry ladder: delays in milliseconds, one delay queue each
@@ -24,3 +34,16 @@ class PlatformSettings(BaseSettings):
     #: the relay's polling fallback when no NOTIFY arrives
     relay_poll_s: float = 1.0
     relay_batch: int = Field(default=1_000, ge=1)
+
+
+#: the broker user of operators' tools (`eventshop dlq`, `status`, the benchmarks): every right
+#: on the platform's vhost, and the `impersonator` tag to replay a parked message as the service
+#: that parked it
+OPERATOR_USER = "eventshop-operator"
+
+
+def default_amqp_url() -> str:
+    password = read_secret("amqp-operator")
+    if password is None:  # not set up by `eventshop up` (yet): RabbitMQ's own development user
+        return "amqp://guest:guest@127.0.0.1:5672/eventshop"
+    return f"amqp://{OPERATOR_USER}:{password}@127.0.0.1:5672/eventshop"

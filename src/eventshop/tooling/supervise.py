@@ -9,7 +9,9 @@ allowed to publish only its own event types), starts it, waits until every servi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,10 @@ from pathlib import Path
 import httpx
 
 from eventshop.contracts import PRODUCERS
+from eventshop.platform.bus.provenance import REPLAYER
+from eventshop.platform.bus.topology import REPLAY_EXCHANGE
+from eventshop.platform.secrets import keep_secret, read_secret, secret
+from eventshop.platform.settings import OPERATOR_USER
 from eventshop.services import BACKENDS, PORTS, SMTP_SINK_PORT
 
 SERVICES = [*BACKENDS, "gateway"]
@@ -65,7 +71,8 @@ def project_root() -> Path:
 
 
 def service_password(service: str) -> str:
-    return os.environ.get(f"EVENTSHOP_{service.upper()}_AMQP_PASSWORD", f"{service}-dev-only")
+    """The service's broker password: from the environment, else this installation's own."""
+    return os.environ.get(f"EVENTSHOP_{service.upper()}_AMQP_PASSWORD") or secret(f"amqp-{service}")
 
 
 def amqp_url(service: str) -> str:
@@ -83,10 +90,54 @@ def _rows(out: str) -> list[tuple[str, ...]]:
     return [tuple(line.split("\t")) for line in out.splitlines() if line]
 
 
-def provision_broker(services: list[str]) -> list[str]:
-    """One RabbitMQ user per service; its topic permission lets it publish only its events.
+def _either(*names: str) -> str:
+    """A regex alternation matching exactly these names."""
+    return "|".join(re.escape(n) for n in names)
 
-    Reads what exists first and changes only what differs (each rabbitmqctl call costs ~1 s).
+
+def broker_rights(service: str) -> tuple[str, str, str]:
+    """(configure, write, read) for a service's user: its own queues and direct exchange, the
+    events exchange (where the topic permission limits it to its own event types) and the replay
+    exchange its queue is bound to. Never the default exchange (`amq.default`): through it a
+    service could drop any event into any queue. Only the archive writes to the replay exchange.
+    """
+    own = rf"{re.escape(service)}(\..*)?"
+    configure = rf"^({_either(EXCHANGE, REPLAY_EXCHANGE)}|{own})$"
+    writable = (EXCHANGE, REPLAY_EXCHANGE) if service == REPLAYER else (EXCHANGE,)
+    write = rf"^({_either(*writable)}|{own})$"
+    return configure, write, configure
+
+
+def topic_rights(service: str) -> str:
+    """The routing keys (event types) the service may publish to the events exchange."""
+    types = sorted(t for t, producer in PRODUCERS.items() if producer == service)
+    # RabbitMQ matches the routing key against the write pattern: nothing else is allowed
+    return f"^({_either(*types)})$" if types else "^$"
+
+
+def _ensure_user(name: str, password: str, users: set[str], done: list[str]) -> None:
+    if name not in users:
+        _rabbitmqctl("add_user", name, password)
+        done.append(f"user {name}")
+        return
+    if subprocess.run(
+        ["rabbitmqctl", "-q", "authenticate_user", name, password],
+        capture_output=True,
+        timeout=60,
+    ).returncode:
+        _rabbitmqctl("change_password", name, password)
+        done.append(f"password {name}")
+
+
+def provision_broker(services: list[str]) -> list[str]:
+    """One RabbitMQ user per service, with a password of this installation; the operator's user;
+    and guest left without rights on the platform's vhost.
+
+    A service's user may write only to the events exchange (its own event types, by topic
+    permission), to its own direct exchange, and read only its own queues (`broker_rights`).
+    Reads what exists first and changes only what differs (each rabbitmqctl call costs ~1 s);
+    whether a password is current is remembered as a digest beside the secrets, so a second
+    `up` asks the broker nothing it need not.
     """
     done: list[str] = []
     users = {r[0] for r in _rows(_rabbitmqctl("list_users"))}
@@ -94,25 +145,31 @@ def provision_broker(services: list[str]) -> list[str]:
     topic = {
         (r[0], r[1]): r[2:4] for r in _rows(_rabbitmqctl("list_topic_permissions", "-p", VHOST))
     }
+    accounts = {service: service_password(service) for service in services}
+    accounts[OPERATOR_USER] = secret("amqp-operator")
+    digest = hashlib.sha256(repr(sorted(accounts.items())).encode()).hexdigest()
+    known = read_secret("amqp-provisioned") == digest and set(accounts) <= users
+    for name, password in accounts.items():
+        if not known or name not in users:
+            _ensure_user(name, password, users, done)
+    if not known:
+        _rabbitmqctl("set_user_tags", OPERATOR_USER, "impersonator", "monitoring")
+    if perms.get(OPERATOR_USER) != (".*", ".*", ".*"):
+        _rabbitmqctl("set_permissions", "-p", VHOST, OPERATOR_USER, ".*", ".*", ".*")
+        done.append(f"permissions {OPERATOR_USER}")
+    if "guest" in perms:
+        _rabbitmqctl("clear_permissions", "-p", VHOST, "guest")
+        done.append("guest: no rights on the platform's vhost")
     for service in services:
-        own = rf"{service}(\..*)?"
-        if service not in users:
-            _rabbitmqctl("add_user", service, service_password(service))
-            done.append(f"user {service}")
-        wanted = (
-            rf"^({EXCHANGE}|{own})$",
-            rf"^({EXCHANGE}|amq\.default|{own})$",
-            rf"^({EXCHANGE}|{own})$",
-        )
+        wanted = broker_rights(service)
         if perms.get(service) != wanted:
             _rabbitmqctl("set_permissions", "-p", VHOST, service, *wanted)
             done.append(f"permissions {service}")
-        types = sorted(t for t, producer in PRODUCERS.items() if producer == service)
-        # RabbitMQ matches the routing key against the write pattern: nothing else is allowed
-        write = "^(" + "|".join(t.replace(".", r"\.") for t in types) + ")$" if types else "^$"
+        write = topic_rights(service)
         if topic.get((service, EXCHANGE)) != (write, ".*"):
             _rabbitmqctl("set_topic_permissions", "-p", VHOST, service, EXCHANGE, write, ".*")
             done.append(f"topic permissions {service}")
+    keep_secret("amqp-provisioned", digest)
     return done
 
 

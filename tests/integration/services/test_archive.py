@@ -32,6 +32,7 @@ from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCrea
 from eventshop.contracts.selfcheck import PingedV1
 from eventshop.platform.bus import BatchHandler, Delivery, Subscription, UnitOfWork
 from eventshop.platform.bus.node import BusNode
+from eventshop.platform.bus.topology import REPLAY_EXCHANGE, declare_direct_exchange
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import migrate
 from eventshop.platform.service import EVERY_EVENT, Batch, ServiceContext, open_service
@@ -91,6 +92,7 @@ async def target(channel: AbstractChannel) -> AsyncIterator[AbstractQueue]:
     queue = await channel.declare_queue(
         f"target_{uuid.uuid4().hex[:8]}", durable=True, arguments={"x-queue-type": "quorum"}
     )
+    await queue.bind(await declare_direct_exchange(channel, REPLAY_EXCHANGE), queue.name)
     yield queue
     await queue.delete(if_unused=False, if_empty=False)
 

@@ -66,6 +66,7 @@ async def _start_node(
         exchange=cfg["exchange"],
         prefetch=cfg["prefetch"],
         relay_batch=cfg["relay_batch"],
+        broker_identity="shared",  # one user for every role, on the benchmark's own vhost
     )
     node = BusNode(
         service=cfg["service"],

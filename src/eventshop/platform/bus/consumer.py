@@ -32,6 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from eventshop.contracts import Registry
 from eventshop.platform import faults
 from eventshop.platform.bus.failures import after_handler_failure, is_infrastructure, rejected
+from eventshop.platform.bus.provenance import Provenance
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import declare_service_queues
 from eventshop.platform.bus.types import ConsumerStats, Subscription
@@ -53,10 +54,12 @@ class Consumer:
         publisher: Publisher,
         registry: Registry,
         exchange: str,
+        provenance: Provenance,
         prefetch: int = 256,
         handler_timeout_s: float = 30.0,
     ) -> None:
         self.subscription = subscription
+        self.provenance = provenance
         self.queues = subscription.queues
         self._connection = connection
         self._publisher = publisher
@@ -174,6 +177,9 @@ class Consumer:
                 envelope, payload = self._registry.decode(message.body)
             except Exception as exc:  # ContractError, or an upcaster's bug: no retry fixes it
                 to_park.append((message, f"{type(exc).__name__}: {exc}"))
+                continue
+            if (refusal := self.provenance.refusal(message, envelope.event_type)) is not None:
+                to_park.append((message, refusal))
                 continue
             if self.subscription.handler_for(envelope.event_type) is None:
                 to_park.append((message, f"no handler in {self.name} for {envelope.event_type}"))

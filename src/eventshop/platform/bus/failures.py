@@ -29,6 +29,7 @@ from eventshop.platform.bus.wire import (
     H_FIRST_FAILURE,
     H_PARKED_AT,
     H_PARKED_BY,
+    H_PRODUCER,
     H_ROUTING_KEY,
     header_int,
 )
@@ -96,6 +97,8 @@ def redirected(
     headers[H_ERROR] = error
     headers.setdefault(H_FIRST_FAILURE, now)
     headers.setdefault(H_ROUTING_KEY, msg.routing_key or msg.type or "")
+    # the publisher re-stamps user_id with the consumer's own user; who first sent it stays here
+    headers.setdefault(H_PRODUCER, msg.user_id or "")
     if park_by is not None:
         headers[H_PARKED_AT] = now
         headers[H_PARKED_BY] = park_by

@@ -12,8 +12,10 @@ from aio_pika.abc import AbstractRobustConnection
 
 from eventshop.contracts import Registry
 from eventshop.platform.bus.consumer import Consumer
-from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.provenance import Provenance
+from eventshop.platform.bus.publisher import Publisher, user_of
 from eventshop.platform.bus.relay import OutboxRelay
+from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.bus.types import Subscription
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.settings import PlatformSettings
@@ -50,7 +52,10 @@ class BusNode:
             s.amqp_url, client_properties={"connection_name": f"eventshop-{self.service}"}
         )
         self.publisher = Publisher(
-            self.connection, s.exchange, confirm_timeout_s=s.confirm_timeout_s
+            self.connection,
+            s.exchange,
+            confirm_timeout_s=s.confirm_timeout_s,
+            direct=direct_exchange_of(self.service),
         )
         await self.publisher.start()
         self.relay = OutboxRelay(
@@ -71,6 +76,8 @@ class BusNode:
                 publisher=self.publisher,
                 registry=self.registry,
                 exchange=s.exchange,
+                # the user RabbitMQ knows this connection as, stamped on all it publishes
+                provenance=Provenance(user_of(self.connection), s.broker_identity),
                 prefetch=s.prefetch,
                 handler_timeout_s=s.handler_timeout_s,
             )

@@ -131,8 +131,10 @@ async def replay_parked(
                 correlation_id=msg.correlation_id,
                 timestamp=msg.timestamp,
                 app_id=msg.app_id,
+                # the service's own user, as it parked it: the operator's user may impersonate
+                user_id=msg.user_id,
             ),
-            to_queue=True,
+            via=queues.direct,
         )
         await msg.ack()
         replayed.append(parked)

@@ -32,7 +32,7 @@ from pamqp.commands import Basic
 from pamqp.constants import FRAME_BODY, FRAME_END
 from pamqp.header import ContentHeader
 
-from eventshop.platform.bus.topology import declare_exchange
+from eventshop.platform.bus.topology import declare_direct_exchange, declare_exchange
 
 #: a message in wire form: routing key, body, AMQP properties
 Prepared = tuple[str, bytes, Basic.Properties]
@@ -43,57 +43,88 @@ class PublishError(RuntimeError):
 
 
 class Publisher:
+    """Publishes to the events exchange (routing key: the event type) or, `to_queue=True`, to a
+    direct exchange whose bindings name queues: `direct`, the service's own (`<service>.direct`:
+    its retry ladder and parking lot), or the one given per call (`via=`, the archive's replays).
+    Without `direct` it is the default exchange, which no service user may write to: only tools
+    on a vhost of their own (tests, benchmarks) publish that way.
+
+    Every message is stamped with the connection's user as its `user_id`: RabbitMQ refuses a
+    message whose user_id is not the connection's user, so a consumer knows for sure who
+    published what it receives. `impersonate=True` keeps the user_id each message has (the
+    operator's replay of a parked message, as the service that parked it: its user needs the
+    broker's `impersonator` tag).
+    """
+
     def __init__(
-        self, connection: AbstractConnection, exchange: str, *, confirm_timeout_s: float = 10.0
+        self,
+        connection: AbstractConnection,
+        exchange: str,
+        *,
+        confirm_timeout_s: float = 10.0,
+        direct: str | None = None,
+        impersonate: bool = False,
     ) -> None:
         self._connection = connection
         self._exchange_name = exchange
+        self._direct_name = direct or ""
         self._timeout = confirm_timeout_s
+        self.user_id: str | None = None if impersonate else user_of(connection)
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._default: AbstractExchange | None = None
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
         self._exchange = await declare_exchange(self._channel, self._exchange_name)
-        self._default = self._channel.default_exchange
+        if self._direct_name:
+            await declare_direct_exchange(self._channel, self._direct_name)
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     async def publish_many(
-        self, messages: Sequence[tuple[str, aio_pika.Message]], *, to_queue: bool = False
+        self,
+        messages: Sequence[tuple[str, aio_pika.Message]],
+        *,
+        to_queue: bool = False,
+        via: str | None = None,
     ) -> list[BaseException | None]:
         """Publish (routing_key, message) pairs; one result per message, None when confirmed.
 
-        `to_queue=True` sends through the default exchange, the routing key naming a queue
-        (the retry ladder, the parking lot, replays).
+        `to_queue=True` sends through the direct exchange, the routing key naming a queue
+        (the retry ladder, the parking lot); `via` names another direct exchange (replays).
         """
         return await self.publish_prepared(
-            [(key, msg.body, msg.properties) for key, msg in messages], to_queue=to_queue
+            [(key, msg.body, msg.properties) for key, msg in messages], to_queue=to_queue, via=via
         )
 
     async def publish_prepared(
-        self, messages: Sequence[Prepared], *, to_queue: bool = False
+        self, messages: Sequence[Prepared], *, to_queue: bool = False, via: str | None = None
     ) -> list[BaseException | None]:
         """`publish_many` for messages already in wire form: (routing_key, body, properties).
 
         What the relay sends: it builds the AMQP properties of a row directly
         (`wire.properties_from_row`) rather than an `aio_pika.Message` per row.
         """
-        exchange = self._default if to_queue else self._exchange
-        if exchange is None or self._channel is None:
+        if self._exchange is None or self._channel is None:
             raise RuntimeError("Publisher.start() was not awaited")
+        if via is not None:
+            exchange_name = via
+        else:
+            exchange_name = self._direct_name if to_queue else self._exchange.name
         if not messages:
             return []
+        if self.user_id is not None:
+            for _, _, properties in messages:
+                properties.user_id = self.user_id
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
                 channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                batch = await _send_batch(channel, exchange.name, messages)
+                batch = await _send_batch(channel, exchange_name, messages)
         except Exception as exc:  # not sent, or not known to be: none of it counts as sent
             return [exc] * len(messages)
         await batch.settle(channel, deadline)
@@ -110,11 +141,21 @@ class Publisher:
         return out
 
     async def publish(
-        self, routing_key: str, message: aio_pika.Message, *, to_queue: bool = False
+        self,
+        routing_key: str,
+        message: aio_pika.Message,
+        *,
+        to_queue: bool = False,
+        via: str | None = None,
     ) -> None:
-        [err] = await self.publish_many([(routing_key, message)], to_queue=to_queue)
+        [err] = await self.publish_many([(routing_key, message)], to_queue=to_queue, via=via)
         if err is not None:
             raise PublishError(f"{routing_key}: {err!r}") from err
+
+
+def user_of(connection: AbstractConnection) -> str:
+    """The broker user a connection logged in as (what RabbitMQ checks a user_id against)."""
+    return cast(aio_pika.Connection, connection).url.user or "guest"
 
 
 # -- one write per batch ---------------------------------------------------------------------

@@ -4,10 +4,15 @@
         --<routing keys a service handles>--> <service>            (quorum queue)
     <service>.retry.<delay>   classic durable, x-message-ttl=<delay>, dead-letters back to <service>
     <service>.parked          quorum queue: the parking lot, read by operators
+    <service>.direct (direct) --<queue name>--> each of the three above: the service's own way
+                              into its queues (only its user and the operator may write to it)
+    eventshop.replay (direct) --<service>--> <service>: the archive's replays
 
 A failing message is re-published by the consumer to the delay queue of its attempt through
-the default exchange; when its TTL runs out RabbitMQ dead-letters it back into the service
+its own direct exchange; when its TTL runs out RabbitMQ dead-letters it back into the service
 queue. RabbitMQ 3.10 has no delayed-message plugin here, and per-queue TTL keeps expiry FIFO.
+No service may write to the default exchange: it reaches every queue, so a service allowed on
+it could drop any event into any other service's queue (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+#: the direct exchange the archive replays through, to one service's queue at a time
+REPLAY_EXCHANGE = "eventshop.replay"
+
+
+def direct_exchange_of(service: str) -> str:
+    """The direct exchange into a service's own queues (retry ladder, parking lot)."""
+    return f"{service}.direct"
 
 
 class TopologyMismatchError(RuntimeError):
@@ -38,12 +51,22 @@ class ServiceQueues:
         return self.service
 
     @property
+    def direct(self) -> str:
+        return direct_exchange_of(self.service)
+
+    @property
     def parked(self) -> str:
         return f"{self.service}.parked"
 
     def retry(self, attempt: int) -> str:
         """The delay queue for the `attempt`-th failure (1-based)."""
         return f"{self.service}.retry.{self.retry_delays_ms[attempt - 1]}ms"
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        """Its queue, the delay queues of its retry ladder, its parking lot."""
+        retries = tuple(f"{self.service}.retry.{d}ms" for d in self.retry_delays_ms)
+        return (self.main, *retries, self.parked)
 
     @property
     def max_attempts(self) -> int:
@@ -92,6 +115,13 @@ async def declare_exchange(channel: AbstractChannel, name: str) -> AbstractExcha
         raise TopologyMismatchError(explain_precondition(exc)) from None
 
 
+async def declare_direct_exchange(channel: AbstractChannel, name: str) -> AbstractExchange:
+    try:
+        return await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT, durable=True)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyMismatchError(explain_precondition(exc)) from None
+
+
 async def _declare_queue(
     connection: aio_pika.abc.AbstractConnection, name: str, arguments: dict[str, object]
 ) -> None:
@@ -113,6 +143,8 @@ async def declare_service_queues(
     channel = await connection.channel()
     try:
         ex = await declare_exchange(channel, exchange)
+        direct = await declare_direct_exchange(channel, queues.direct)
+        replay = await declare_direct_exchange(channel, REPLAY_EXCHANGE)
     finally:
         await channel.close()
     await _declare_queue(connection, queues.main, queues.main_arguments())
@@ -126,6 +158,10 @@ async def declare_service_queues(
         queue = await channel.get_queue(queues.main, ensure=False)
         for key in queues.routing_keys:
             await queue.bind(ex, routing_key=key)
+        await queue.bind(replay, routing_key=queues.service)
+        for name in queues.all_names:
+            own = await channel.get_queue(name, ensure=False)
+            await own.bind(direct, routing_key=name)
     finally:
         await channel.close()
 

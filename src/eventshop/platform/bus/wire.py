@@ -21,6 +21,9 @@ H_FIRST_FAILURE = "x-first-failure-at"
 H_ROUTING_KEY = "x-original-routing-key"
 H_PARKED_AT = "x-parked-at"
 H_PARKED_BY = "x-parked-by"
+#: the broker user that first published a message now on the retry ladder or parked
+#: (its user_id is then the consuming service's own: provenance.py)
+H_PRODUCER = "x-producer"
 
 
 def header_int(headers: Mapping[str, Any] | None, key: str) -> int:

@@ -5,8 +5,10 @@
                           target="loyalty", flt=EventFilter(event_type="order.confirmed"),
                           limit=10_000)
 
-Messages go through the default exchange with the target's queue name as routing key, so only
-that service receives them, never the other subscribers of those event types. Each keeps its
+Messages go through the replay exchange (`eventshop.replay`, direct: each service's queue is
+bound to it by the service's name), so only that service receives them, never the other
+subscribers of those event types. They carry app_id "archive" and the archive's broker user:
+the target accepts them as replays (platform/bus/provenance.py). Each keeps its
 original event id as message_id: the target's inbox makes an event it already handled a no-op,
 so a replay is safe to repeat, and a service that did not exist yet gets the history. They are
 published in archive order, a batch at a time, each batch pipelined and confirmed before the
@@ -22,7 +24,9 @@ import aiormq
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
+from eventshop.platform.bus.provenance import REPLAY_APP_ID
 from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.topology import REPLAY_EXCHANGE
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.observability.logging import get_logger
 from eventshop.services.archive import store
@@ -34,8 +38,6 @@ log = get_logger(__name__)
 MAX_REPLAY = 100_000
 #: events read and published per round (bounded memory; one confirm wait each)
 BATCH = 1_000
-#: app_id of replayed messages: a consumer (or an operator) can tell a replay from a first delivery
-REPLAY_APP_ID = "archive"
 
 
 class UnknownQueueError(LookupError):
@@ -111,7 +113,7 @@ async def replay(
         after = events[-1].position
         results = await publisher.publish_many(
             [(target, message_from_envelope(e.envelope, app_id=REPLAY_APP_ID)) for e in events],
-            to_queue=True,
+            via=REPLAY_EXCHANGE,
         )
         for event, error in zip(events, results, strict=True):
             if error is not None:
