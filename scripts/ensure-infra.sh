@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the local infrastructure eventshop needs is installed, running on
 # loopback and provisioned:
-#   RabbitMQ   127.0.0.1:5672  guest/guest, vhost "eventshop", all feature flags on
+#   RabbitMQ   127.0.0.1:5672  vhost "eventshop" (its users: `eventshop up`), guest for the
+#              tests' own vhosts, all feature flags on
 #   PostgreSQL 127.0.0.1:5432  role root (superuser, trust), databases eventshop(_test)
 #   Redis      127.0.0.1:6379
 #
@@ -269,16 +270,19 @@ ensure_rabbitmq() {
         return 0
     fi
 
-    # Two independent queries, run concurrently (each rabbitmqctl call costs ~0.5 s).
-    # Permissions of guest tell us both whether the vhost exists and whether guest
-    # has full access to it (permissions are dropped with the vhost).
-    rmqctl list_user_permissions -s "$RABBIT_USER" >"$TMP/perms" 2>"$TMP/perms.err" &
-    local perms_pid=$!
+    # Three independent queries, run concurrently (each rabbitmqctl call costs ~0.5 s).
+    rmqctl list_users -s >"$TMP/users" 2>"$TMP/users.err" &
+    local users_pid=$!
+    rmqctl list_vhosts -s name >"$TMP/vhosts" 2>"$TMP/vhosts.err" &
+    local vhosts_pid=$!
     rmqctl list_feature_flags -s name state >"$TMP/ff" 2>"$TMP/ff.err" &
     local ff_pid=$!
-    local perms_rc=0 ff_rc=0
-    wait "$perms_pid" || perms_rc=$?
+    local users_rc=0 vhosts_rc=0 ff_rc=0
+    wait "$users_pid" || users_rc=$?
+    wait "$vhosts_pid" || vhosts_rc=$?
     wait "$ff_pid" || ff_rc=$?
+    ((users_rc == 0)) || { cat "$TMP/users.err" >&2; die "rabbitmqctl list_users failed"; }
+    ((vhosts_rc == 0)) || { cat "$TMP/vhosts.err" >&2; die "rabbitmqctl list_vhosts failed"; }
 
     if ((ff_rc != 0)); then
         cat "$TMP/ff.err" >&2
@@ -289,23 +293,19 @@ ensure_rabbitmq() {
         quiet rmqctl enable_feature_flag all || die "rabbitmqctl enable_feature_flag all failed"
     fi
 
-    if ((perms_rc != 0)); then
-        if grep -q no_such_user "$TMP/perms.err"; then
-            say "creating RabbitMQ user '$RABBIT_USER'"
-            try rmqctl add_user "$RABBIT_USER" guest || grep -qi 'already exists' "$TMP/out" \
-                || { cat "$TMP/out" >&2; die "rabbitmqctl add_user failed"; }
-            : >"$TMP/perms"
-        else
-            cat "$TMP/perms.err" >&2
-            die "rabbitmqctl list_user_permissions failed"
-        fi
+    # guest stays RabbitMQ's loopback-only development user: the tests give it a throwaway
+    # vhost each. It has no rights on the platform's vhost: `eventshop up` makes one user per
+    # service and an operator's user there, with passwords of this installation.
+    if ! cut -f1 "$TMP/users" | grep -qxF "$RABBIT_USER"; then
+        say "creating RabbitMQ user '$RABBIT_USER' (for the tests' own vhosts)"
+        try rmqctl add_user "$RABBIT_USER" guest || grep -qi 'already exists' "$TMP/out" \
+            || { cat "$TMP/out" >&2; die "rabbitmqctl add_user failed"; }
+        quiet rmqctl set_user_tags "$RABBIT_USER" administrator || die "rabbitmqctl set_user_tags failed"
     fi
-    if ! grep -qxF "$RABBIT_VHOST"$'\t.*\t.*\t.*' "$TMP/perms"; then
-        say "creating RabbitMQ vhost '$RABBIT_VHOST' with full permissions for '$RABBIT_USER'"
+    if ! grep -qxF "$RABBIT_VHOST" "$TMP/vhosts"; then
+        say "creating RabbitMQ vhost '$RABBIT_VHOST'"
         try rmqctl add_vhost "$RABBIT_VHOST" || grep -qi 'already exists' "$TMP/out" \
             || { cat "$TMP/out" >&2; die "rabbitmqctl add_vhost failed"; }
-        quiet rmqctl set_permissions -p "$RABBIT_VHOST" "$RABBIT_USER" '.*' '.*' '.*' \
-            || die "rabbitmqctl set_permissions failed"
     fi
 }
 

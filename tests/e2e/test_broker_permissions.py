@@ -27,12 +27,11 @@ async def test_a_service_may_publish_its_own_events_and_no_others(
         exchange = await channel.get_exchange(supervise.EXCHANGE, ensure=False)
         # its own event type is accepted (a valid one: the archive keeps every event)
         own = PointsAwarded(user_id="permission-test", order_id="none", points=0, balance=0)
-        await exchange.publish(
-            message_from_envelope(
-                new_envelope(own.event_type, 1, "permission-test", own.model_dump(mode="json"))
-            ),
-            routing_key=own.event_type,
+        message = message_from_envelope(
+            new_envelope(own.event_type, 1, "permission-test", own.model_dump(mode="json"))
         )
+        message.user_id = "loyalty"  # as the platform stamps it (the broker checks it)
+        await exchange.publish(message, routing_key=own.event_type)
         # another service's event type: the broker closes the channel
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             await exchange.publish(_event("order.confirmed"), routing_key="order.confirmed")

@@ -12,6 +12,7 @@ import pytest
 
 from eventshop.asyncapi import build_asyncapi
 from eventshop.contracts import PRODUCERS, registry
+from eventshop.platform.settings import PlatformSettings
 from tests.support.shop import Shop
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,7 @@ EXPECTED = (
 
 
 async def test_every_published_event_matches_its_contract(shop: Shop) -> None:
-    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/eventshop")
+    conn = await aio_pika.connect(PlatformSettings().amqp_url)  # the operator's user
     try:
         channel = await conn.channel()
         tap = await channel.declare_queue(f"contract-tap-{uuid.uuid4().hex[:8]}", exclusive=True)

@@ -11,6 +11,7 @@ import pytest
 from eventshop.contracts import new_envelope
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform.bus.wire import message_from_envelope
+from eventshop.tooling import supervise
 from tests.support.polling import eventually
 from tests.support.shop import API, Shop
 
@@ -124,14 +125,15 @@ async def test_late_and_duplicate_events_after_the_final_state_change_nothing(sh
             payment_id=str(uuid.uuid4()), order_id=oid, amount_minor=1_000, currency="EUR"
         ).model_dump(mode="json"),
     )
-    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/eventshop")
+    # sent as payments itself would send them: its broker user, named in user_id
+    conn = await aio_pika.connect(supervise.amqp_url("payments"))
     try:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("eventshop.events", ensure=False)
         for env in (late_failure, duplicate_success, duplicate_success):
-            await exchange.publish(
-                message_from_envelope(env), routing_key=env.event_type, mandatory=True
-            )
+            message = message_from_envelope(env)
+            message.user_id = "payments"
+            await exchange.publish(message, routing_key=env.event_type, mandatory=True)
     finally:
         await conn.close()
     # the events were handled (the inbox of orders has them) and changed nothing

@@ -272,7 +272,9 @@ async def _parked_total() -> int:
     from eventshop.tooling.supervise import SERVICES
 
     total = 0
-    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/eventshop")
+    from eventshop.platform.settings import PlatformSettings
+
+    conn = await aio_pika.connect(PlatformSettings().amqp_url)  # the operator's user
     try:
         for service in SERVICES:
             channel = await conn.channel()

@@ -170,7 +170,27 @@ def provision_broker(services: list[str]) -> list[str]:
             _rabbitmqctl("set_topic_permissions", "-p", VHOST, service, EXCHANGE, write, ".*")
             done.append(f"topic permissions {service}")
     keep_secret("amqp-provisioned", digest)
+    done += _drop_legacy_delay_queues(services)
     return done
+
+
+def _drop_legacy_delay_queues(services: list[str]) -> list[str]:
+    """Delete the retry ladder's queues of before the direct exchanges (`<service>.retry.*`)
+    once they are empty: they dead-letter through the default exchange, which services may no
+    longer use; the broker still empties them into their service's queue by itself."""
+    names = [r[0] for r in _rows(_rabbitmqctl("list_queues", "-p", VHOST, "name"))]
+    dropped = []
+    for name in names:
+        service, _, rest = name.partition(".retry.")
+        if rest and service in services:
+            out = subprocess.run(
+                ["rabbitmqctl", "-q", "delete_queue", "-p", VHOST, name, "--if-empty"],
+                capture_output=True,
+                timeout=60,
+            )
+            if out.returncode == 0:
+                dropped.append(f"dropped {name}")
+    return dropped
 
 
 def write_config(layout: Layout, env_extra: dict[str, str]) -> None:

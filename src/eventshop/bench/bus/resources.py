@@ -66,7 +66,7 @@ async def cleanup(cfg: BenchConfig) -> None:
         cfg.raw_queue,
         queues.main,
         queues.parked,
-        *(f"{queues.service}.retry.{d}ms" for d in cfg.settings.retry_delays_ms),
+        *(queues.delay_queue(d) for d in cfg.settings.retry_delays_ms),
     ]
     deadline = time.monotonic() + 60
     while True:

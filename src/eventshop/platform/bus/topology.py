@@ -2,7 +2,8 @@
 
     eventshop.events (topic, durable)
         --<routing keys a service handles>--> <service>            (quorum queue)
-    <service>.retry.<delay>   classic durable, x-message-ttl=<delay>, dead-letters back to <service>
+    <service>.delay.<delay>ms classic durable, x-message-ttl=<delay>, dead-letters back to <service>
+                              (through <service>.direct)
     <service>.parked          quorum queue: the parking lot, read by operators
     <service>.direct (direct) --<queue name>--> each of the three above: the service's own way
                               into its queues (only its user and the operator may write to it)
@@ -60,12 +61,18 @@ class ServiceQueues:
 
     def retry(self, attempt: int) -> str:
         """The delay queue for the `attempt`-th failure (1-based)."""
-        return f"{self.service}.retry.{self.retry_delays_ms[attempt - 1]}ms"
+        return self.delay_queue(self.retry_delays_ms[attempt - 1])
+
+    def delay_queue(self, delay_ms: int) -> str:
+        # Not `.retry.` as before the default exchange was closed to services: those queues
+        # dead-letter through it, and RabbitMQ will not let a declaration change that. They
+        # drain by themselves; `eventshop up` deletes them once empty.
+        return f"{self.service}.delay.{delay_ms}ms"
 
     @property
     def all_names(self) -> tuple[str, ...]:
         """Its queue, the delay queues of its retry ladder, its parking lot."""
-        retries = tuple(f"{self.service}.retry.{d}ms" for d in self.retry_delays_ms)
+        retries = tuple(self.delay_queue(d) for d in self.retry_delays_ms)
         return (self.main, *retries, self.parked)
 
     @property
@@ -80,7 +87,9 @@ class ServiceQueues:
         return {
             "x-queue-type": "classic",
             "x-message-ttl": delay_ms,
-            "x-dead-letter-exchange": "",
+            # the service's own exchange: declaring a queue that dead-letters somewhere needs
+            # the right to write there, and no service may write to the default exchange
+            "x-dead-letter-exchange": self.direct,
             "x-dead-letter-routing-key": self.main,
         }
 
@@ -149,9 +158,7 @@ async def declare_service_queues(
         await channel.close()
     await _declare_queue(connection, queues.main, queues.main_arguments())
     for delay in queues.retry_delays_ms:
-        await _declare_queue(
-            connection, f"{queues.service}.retry.{delay}ms", queues.retry_arguments(delay)
-        )
+        await _declare_queue(connection, queues.delay_queue(delay), queues.retry_arguments(delay))
     await _declare_queue(connection, queues.parked, queues.parked_arguments())
     channel = await connection.channel()
     try:
