@@ -196,6 +196,7 @@ class ServiceProcess:
             EVENTSHOP_RELAY_POLL_S=str(s.relay_poll_s),
             EVENTSHOP_CONFIRM_TIMEOUT_S=str(s.confirm_timeout_s),
             EVENTSHOP_HANDLER_TIMEOUT_S=str(s.handler_timeout_s),
+            EVENTSHOP_BROKER_IDENTITY=s.broker_identity,
         )
         env.update(self.extra_env)
         if fault:

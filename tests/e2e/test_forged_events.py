@@ -4,6 +4,7 @@ parks what comes from the wrong publisher. Against the platform as `eventshop up
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +21,10 @@ from eventshop.platform.bus.topology import ServiceQueues, direct_exchange_of
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import BACKENDS
+from eventshop.services.orders.domain import payment_id_for
 from eventshop.tooling import supervise
 from tests.support.polling import eventually
+from tests.support.shop import Shop
 
 pytestmark = pytest.mark.e2e
 
@@ -63,11 +66,35 @@ async def _refused(conn: aio_pika.abc.AbstractConnection, exchange: str, key: st
     return False
 
 
+async def _parked_reason(service: str, event_id: uuid.UUID) -> str:
+    """The error an event was parked with by `service`, waited for."""
+    settings = PlatformSettings()
+    queues = ServiceQueues(service, (), tuple(settings.retry_delays_ms))
+    conn = await aio_pika.connect(settings.amqp_url)  # the operator's user
+    try:
+
+        async def parked_reason() -> str | None:
+            for parked in await list_parked(conn, queues, limit=10_000):
+                if parked.event_id == str(event_id):
+                    return parked.error
+            return None
+
+        reason = await eventually(
+            parked_reason, lambda r: r is not None, interval=0.3, what=f"{event_id} parked"
+        )
+    finally:
+        await conn.close()
+    assert isinstance(reason, str)
+    return reason
+
+
 @pytest.fixture
 async def as_user(
     platform: supervise.Layout,
 ) -> AsyncIterator[dict[str, aio_pika.abc.AbstractConnection]]:
-    conns = {user: await aio_pika.connect(supervise.amqp_url(user)) for user in USERS}
+    conns: dict[str, aio_pika.abc.AbstractConnection] = {
+        user: await aio_pika.connect(supervise.amqp_url(user)) for user in USERS
+    }
     try:
         yield conns
     finally:
@@ -112,14 +139,18 @@ async def test_a_forged_user_id_is_refused_by_the_broker(
         )
 
 
-async def test_guest_has_no_rights_on_the_platforms_vhost(platform: supervise.Layout) -> None:
-    rights = subprocess.run(
-        ["rabbitmqctl", "-q", "list_user_permissions", "guest"],
+def _rights_of(user: str) -> str:
+    return subprocess.run(
+        ["rabbitmqctl", "-q", "list_user_permissions", user],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     ).stdout
+
+
+async def test_guest_has_no_rights_on_the_platforms_vhost(platform: supervise.Layout) -> None:
+    rights = await asyncio.to_thread(_rights_of, "guest")
     assert supervise.VHOST not in [line.split("\t")[0] for line in rights.splitlines()]
     # the broker closes the connection while opening the vhost (aiormq: an unexpected frame)
     with pytest.raises(aiormq.exceptions.AMQPError):
@@ -148,20 +179,10 @@ async def test_an_event_from_the_wrong_publisher_is_parked_not_handled(
         message.user_id = sent_as
         await orders_direct.publish(message, routing_key="orders", timeout=10)
 
-        queues = ServiceQueues("orders", (), tuple(settings.retry_delays_ms))
-
-        async def parked_reason() -> str | None:
-            for parked in await list_parked(conn, queues, limit=10_000):
-                if parked.event_id == str(event_id):
-                    return parked.error
-            return None
-
-        reason = await eventually(
-            parked_reason, lambda r: r is not None, interval=0.3, what="the forged event parked"
-        )
     finally:
         await conn.close()
-    assert reason is not None and "UnauthorisedProducerError" in reason
+    reason = await _parked_reason("orders", event_id)
+    assert "UnauthorisedProducerError" in reason
     assert repr(sent_as) in reason
     db = await asyncpg.connect(settings.database_url)
     try:
@@ -171,3 +192,49 @@ async def test_an_event_from_the_wrong_publisher_is_parked_not_handled(
     finally:
         await db.close()
     assert handled == 0
+
+
+@pytest.mark.parametrize(
+    "payment_id, amount_minor",
+    [("forged-by-loyalty", 1_000), (None, 1)],
+    ids=["another payment id", "the order's payment, another amount"],
+)
+async def test_a_payment_result_for_another_payment_changes_no_order(
+    shop: Shop, payment_id: str | None, amount_minor: int
+) -> None:
+    """Sent with the payments service's own broker user, so every broker check passes: the
+    saga itself refuses a result that is not about the payment the order asked for."""
+    sku = await shop.product(stock=5, price_minor=1_000)
+    user = await shop.register()
+    # tok_slow: the provider answers after 14 s, so the order waits for its payment meanwhile
+    order_id = await shop.place(user, [(sku, 1)], token="tok_slow")
+
+    async def status() -> str:
+        return str((await shop.order(user, order_id))["status"])
+
+    await eventually(status, "AWAITING_PAYMENT", timeout=20, interval=0.1)
+    forged = PaymentSucceeded(
+        payment_id=payment_id or payment_id_for(order_id),
+        order_id=order_id,
+        amount_minor=amount_minor,
+        currency="EUR",
+    )
+    env = new_envelope("payment.succeeded", 1, order_id, forged.model_dump(mode="json"))
+    conn = await aio_pika.connect(supervise.amqp_url("payments"))
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange("eventshop.events", ensure=False)
+        message = message_from_envelope(env)
+        message.user_id = "payments"
+        await exchange.publish(message, routing_key="payment.succeeded", timeout=10)
+    finally:
+        await conn.close()
+    reason = await _parked_reason("orders", env.event_id)
+    assert "ContractViolationError" in reason and order_id in reason
+    assert await status() == "AWAITING_PAYMENT"
+    # the real payment still decides: confirmed after the slow provider, or cancelled at the
+    # order's deadline; either way, never by the forged result
+    final = await shop.final(user, order_id, timeout=40)
+    assert final["status"] in ("CONFIRMED", "CANCELLED")
+    if final["status"] == "CONFIRMED":
+        assert final.get("payment_id") in (None, payment_id_for(order_id))

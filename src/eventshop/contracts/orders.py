@@ -31,6 +31,9 @@ class PaymentRequested(EventPayload):
     currency: str = Field(min_length=3, max_length=3)
     #: the payment method chosen at checkout (a provider token, e.g. "tok_visa")
     payment_token: str = "tok_visa"
+    #: the id the payment is to have: its result must name it, or the order refuses it
+    #: (absent from requests made before orders named their payments)
+    payment_id: str | None = None
 
 
 @registry.event("order.confirmed", version=1)

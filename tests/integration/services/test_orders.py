@@ -31,6 +31,7 @@ from eventshop.platform.db import create_pool
 from eventshop.platform.service import ServiceContext, build_app
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.orders import handlers, jobs
+from eventshop.services.orders.domain import payment_id_for
 from eventshop.services.orders.service import Context, definition
 from eventshop.services.orders.settings import OrdersSettings
 
@@ -186,7 +187,18 @@ def reserved(order_id: str) -> InventoryReserved:
 
 def succeeded(order_id: str) -> PaymentSucceeded:
     return PaymentSucceeded(
-        payment_id=f"pay-{order_id}", order_id=order_id, amount_minor=4_500, currency="EUR"
+        payment_id=payment_id_for(order_id), order_id=order_id, amount_minor=4_500, currency="EUR"
+    )
+
+
+async def paid_in_full(pool: asyncpg.Pool, order_id: str) -> PaymentSucceeded:
+    """The payment result payments would send for this order: its payment, its total."""
+    row = await read_model(pool, order_id)
+    return PaymentSucceeded(
+        payment_id=payment_id_for(order_id),
+        order_id=order_id,
+        amount_minor=row["total_minor"],
+        currency=row["currency"],
     )
 
 
@@ -432,6 +444,7 @@ async def test_confirmed_path(client: httpx.AsyncClient, pool: asyncpg.Pool) -> 
         "amount_minor": 4_500,
         "currency": "EUR",
         "payment_token": "tok_mastercard",
+        "payment_id": payment_id_for(order_id),  # the one payment whose result it accepts
     }
     # the chain's correlation id goes on; the cause is the event handled
     assert (out[1].correlation_id, out[1].causation_id) == (chain, str(cause.event_id))
@@ -451,7 +464,7 @@ async def test_confirmed_path(client: httpx.AsyncClient, pool: asyncpg.Pool) -> 
     ]
     history = (await client.get(f"/orders/{order_id}/history", headers=who)).json()
     assert [h["version"] for h in history] == [1, 2, 3, 4, 5]
-    assert history[3]["data"]["payment_id"] == f"pay-{order_id}"
+    assert history[3]["data"]["payment_id"] == payment_id_for(order_id)
     assert (await client.get(f"/orders/{order_id}", headers=who)).json()["status"] == "CONFIRMED"
 
 
@@ -477,7 +490,9 @@ async def test_failed_payment_cancels_and_releases_stock(
 ) -> None:
     order_id = await place(client, customer())
     await deliver(pool, reserved(order_id))
-    await deliver(pool, PaymentFailed(payment_id="p", order_id=order_id, reason=failure))  # type: ignore[arg-type]
+    await deliver(
+        pool, PaymentFailed(payment_id=payment_id_for(order_id), order_id=order_id, reason=failure)
+    )  # type: ignore[arg-type]
     row = await read_model(pool, order_id)
     assert (row["status"], row["reason"]) == ("CANCELLED", reason)
     out = await outbox(pool, order_id)
@@ -553,7 +568,10 @@ async def test_late_and_duplicate_events_change_nothing(
     outbox_before = await outbox(pool)
     # the payment that was captured as the order timed out: payments refunds it on order.cancelled
     await deliver(pool, succeeded(order_id))
-    await deliver(pool, PaymentFailed(payment_id="p", order_id=order_id, reason="declined"))
+    await deliver(
+        pool,
+        PaymentFailed(payment_id=payment_id_for(order_id), order_id=order_id, reason="declined"),
+    )
     await deliver(pool, reserved(order_id))
     after = await read_model(pool, order_id)
     assert (after["status"], after["reason"], after["version"]) == (

@@ -25,11 +25,13 @@ from eventshop.platform.eventstore import Snapshot, SnapshotPolicy
 from eventshop.platform.eventstore.projections import CatchUp
 from eventshop.platform.eventstore.rebuild import rebuild
 from eventshop.services.orders import domain, eventlog, handlers, projections, store
+from eventshop.services.orders.domain import payment_id_for
 from tests.integration.services import test_orders as orders_tests
 from tests.integration.services.test_orders import (
     ClientFactory,
     customer,
     deliver,
+    paid_in_full,
     place,
     reserved,
     seed_prices,
@@ -119,7 +121,10 @@ async def test_a_stored_v1_payment_succeeded_row_is_read_as_v2(
         "pay-old",
     )
     # the saga goes on over the old row: a late event changes nothing, as for any final order
-    await deliver(pool, PaymentFailed(payment_id="p", order_id=order_id, reason="declined"))
+    await deliver(
+        pool,
+        PaymentFailed(payment_id=payment_id_for(order_id), order_id=order_id, reason="declined"),
+    )
     async with pool.acquire() as conn:
         assert await store.read_model_differences(conn, [order_id]) == {}
 
@@ -236,9 +241,12 @@ async def run_a_small_shop(make_client: ClientFactory, pool: asyncpg.Pool) -> li
         if outcome in (0, 1, 2, 3):
             await deliver(pool, reserved(order_id))
         if outcome in (0, 1):
-            await deliver(pool, succeeded(order_id))
+            await deliver(pool, await paid_in_full(pool, order_id))
         elif outcome == 2:
-            await deliver(pool, PaymentFailed(payment_id="p", order_id=order_id, reason="fraud"))
+            fraud = PaymentFailed(
+                payment_id=payment_id_for(order_id), order_id=order_id, reason="fraud"
+            )
+            await deliver(pool, fraud)
         elif outcome == 5:
             await deliver(pool, InventoryRejected(order_id=order_id, reason="out_of_stock"))
     await time_out_due_orders(pool)

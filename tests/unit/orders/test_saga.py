@@ -44,10 +44,16 @@ PLACED = OrderPlaced(
     placed_at=PLACED_AT,
     deadline=DEADLINE,
 )
-REQUESTED = PaymentRequested(amount_minor=3_000, currency="EUR", payment_token="tok_visa")
-SUCCEEDED = PaymentSucceeded(payment_id="p-1", amount_minor=3_000)
-DECLINED = PaymentFailed(payment_id="p-1", reason="payment_declined", detail="card_declined")
-FRAUD = PaymentFailed(payment_id="p-1", reason="fraud", detail="email domain fraud.test is blocked")
+#: the payment order o-1 asks for (named by the order, the same on every retry)
+PAYMENT_ID = domain.payment_id_for("o-1")
+REQUESTED = PaymentRequested(
+    amount_minor=3_000, currency="EUR", payment_token="tok_visa", payment_id=PAYMENT_ID
+)
+SUCCEEDED = PaymentSucceeded(payment_id=PAYMENT_ID, amount_minor=3_000)
+DECLINED = PaymentFailed(payment_id=PAYMENT_ID, reason="payment_declined", detail="card_declined")
+FRAUD = PaymentFailed(
+    payment_id=PAYMENT_ID, reason="fraud", detail="email domain fraud.test is blocked"
+)
 OUT_OF_STOCK = StockRejected(reason="out_of_stock", skus=("SKU-A",))
 UNKNOWN_SKU = StockRejected(reason="unknown_sku", skus=("SKU-B",))
 LATE = TimedOut(at=DEADLINE + timedelta(milliseconds=1))
@@ -103,6 +109,7 @@ PAYMENT_REQUESTED = integration.PaymentRequested(
     amount_minor=3_000,
     currency="EUR",
     payment_token="tok_visa",
+    payment_id=PAYMENT_ID,
 )
 ORDER_CONFIRMED = integration.OrderConfirmed(
     order_id="o-1",
@@ -219,7 +226,7 @@ def test_a_full_confirmed_run_emits_payment_requested_then_order_confirmed() -> 
         integration.OrderConfirmed,
     ]
     assert step2.state.status == Status.CONFIRMED
-    assert step2.state.payment_id == "p-1"
+    assert step2.state.payment_id == PAYMENT_ID
     assert step2.state.version == 5
 
 
@@ -234,3 +241,38 @@ def test_every_domain_event_round_trips_through_its_stored_form() -> None:
         for event in history:
             kind = domain.DOMAIN_EVENTS[event.type_name()]
             assert kind.model_validate(event.model_dump(mode="json")) == event
+
+
+# -- a payment result must be about the payment the order asked for -----------------------------
+@pytest.mark.parametrize(
+    "result, wrong",
+    [
+        (PaymentSucceeded(payment_id="forged-by-loyalty", amount_minor=3_000), "payment"),
+        (PaymentSucceeded(payment_id=PAYMENT_ID, amount_minor=1), "amount 1"),
+        (PaymentSucceeded(payment_id=PAYMENT_ID, amount_minor=3_000, currency="USD"), "currency"),
+        (PaymentFailed(payment_id="another", reason="payment_declined"), "payment"),
+    ],
+    ids=["other payment id", "other amount", "other currency", "failure of another payment"],
+)
+def test_a_foreign_payment_result_is_refused_and_changes_nothing(
+    result: domain.SagaEvent, wrong: str
+) -> None:
+    before = order("awaiting_payment")
+    with pytest.raises(domain.ForeignPaymentError, match=wrong):
+        domain.decide(before, result)
+    assert before.status == Status.AWAITING_PAYMENT
+
+
+def test_the_order_remembers_which_payment_it_asked_for() -> None:
+    assert order("awaiting_payment").requested_payment_id == PAYMENT_ID
+    assert PAYMENT_ID == domain.payment_id_for("o-1") != domain.payment_id_for("o-2")
+
+
+def test_an_order_that_asked_before_payments_were_named_still_checks_the_amount() -> None:
+    legacy_request = REQUESTED.model_copy(update={"payment_id": None})
+    before = domain.replay([PLACED, StockReserved(), legacy_request])
+    assert before is not None and before.requested_payment_id is None
+    confirmed = domain.decide(before, PaymentSucceeded(payment_id="any", amount_minor=3_000))
+    assert confirmed.state.status == Status.CONFIRMED
+    with pytest.raises(domain.ForeignPaymentError, match="amount"):
+        domain.decide(before, PaymentSucceeded(payment_id="any", amount_minor=2_999))

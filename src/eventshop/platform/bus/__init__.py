@@ -4,7 +4,9 @@ aio-pika carries the AMQP (ADR 0001 says why it over aiormq, FastStream or a han
 client); what no client library does is here: the retry ladder, the parking lot, the
 transactional outbox and the inbox.
 
-    types.py      what a service hands the bus: Handler, BatchHandler, Delivery, Subscription
+    types.py      what a service hands the bus: Handler, BatchHandler, Delivery, Subscription,
+                  and ContractViolationError (raise it to park an event at once)
+    provenance.py who published a message (its broker user_id), and whether it may have
     outbox.py     the outbox writer: UnitOfWork, emit into the outbox in the same transaction
     relay.py      the outbox relay: publishes committed rows, confirmed, in order
     publisher.py  confirmed publishing, one socket write per batch (ADR 0001)
@@ -31,13 +33,28 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from eventshop.platform.bus.node import BusNode
     from eventshop.platform.bus.outbox import UnitOfWork
-    from eventshop.platform.bus.types import BatchHandler, Delivery, Handler, Subscription
+    from eventshop.platform.bus.types import (
+        BatchHandler,
+        ContractViolationError,
+        Delivery,
+        Handler,
+        Subscription,
+    )
 
-__all__ = ["BatchHandler", "BusNode", "Delivery", "Handler", "Subscription", "UnitOfWork"]
+__all__ = [
+    "BatchHandler",
+    "BusNode",
+    "ContractViolationError",
+    "Delivery",
+    "Handler",
+    "Subscription",
+    "UnitOfWork",
+]
 
 _HOMES = {
     "BatchHandler": "eventshop.platform.bus.types",
     "BusNode": "eventshop.platform.bus.node",
+    "ContractViolationError": "eventshop.platform.bus.types",
     "Delivery": "eventshop.platform.bus.types",
     "Handler": "eventshop.platform.bus.types",
     "Subscription": "eventshop.platform.bus.types",

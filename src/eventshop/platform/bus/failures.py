@@ -4,8 +4,10 @@ A database outage is not the message's fault: the batch is held and tried again 
 database is back (`is_infrastructure` tells which errors those are). A handler that fails sends
 its event up the retry ladder (re-published, confirmed, to the delay queue of its attempt) and,
 after the last rung, to the parking lot with the error, attempt count, original routing key and
-first failure time in their headers. A body that can't be decoded, fails its contract, or has a
-type this service has no handler for, is parked at once: no retry would change it.
+first failure time in their headers. A body that can't be decoded, fails its contract, has a
+type this service has no handler for or comes from the wrong publisher, or an event its handler
+finds in breach of the contract (`ContractViolationError`), is parked at once: no retry would
+change it.
 
 The consumer publishes what these decisions return and settles the window (consumer.py); the
 parking lot's operator tooling is parking.py.
@@ -23,6 +25,7 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from eventshop.platform.bus.topology import ServiceQueues
+from eventshop.platform.bus.types import ContractViolationError
 from eventshop.platform.bus.wire import (
     H_ATTEMPT,
     H_ERROR,
@@ -69,10 +72,11 @@ def after_handler_failure(
     consumer: str,
     now: str,
 ) -> Redirect:
-    """The retry ladder: the delay queue of the next attempt, the parking lot after the last."""
+    """The retry ladder: the delay queue of the next attempt, the parking lot after the last
+    (or at once, for a contract violation: no retry would change it)."""
     attempt = header_int(msg.headers, H_ATTEMPT) + 1
     error = f"{type(exc).__name__}: {exc}"[:1_000]
-    if attempt < queues.max_attempts:
+    if attempt < queues.max_attempts and not isinstance(exc, ContractViolationError):
         message = redirected(msg, attempt, error, now)
         return Redirect(queues.retry(attempt), message, attempt, error, parked=False)
     message = redirected(msg, attempt, error, now, park_by=consumer)

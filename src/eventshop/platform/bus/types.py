@@ -16,6 +16,13 @@ from eventshop.contracts import Envelope
 from eventshop.platform.bus.outbox import UnitOfWork
 from eventshop.platform.bus.topology import ServiceQueues
 
+
+class ContractViolationError(Exception):
+    """A handler's verdict that an event, valid in form, breaks the contract it is part of (a
+    payment result for another payment than the order asked for): parked at once with this
+    error, never retried, its transaction rolled back so it changes nothing."""
+
+
 Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 #: what a batch handler gets: for each event, the arguments a `Handler` would get
 Delivery = tuple[UnitOfWork, Envelope, Any]

@@ -23,6 +23,7 @@ can't disagree. Anything else (a late or duplicate fact, an event out of place) 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -86,11 +87,13 @@ class StockRejected(DomainEvent):
 
 
 class PaymentRequested(DomainEvent):
-    """The order asked payments to charge it."""
+    """The order asked payments to charge it, as payment `payment_id` (None in streams written
+    before the order named its payment)."""
 
     amount_minor: int = Field(ge=0)
     currency: str
     payment_token: str
+    payment_id: str | None = None
 
 
 class PaymentSucceeded(DomainEvent):
@@ -170,6 +173,8 @@ class Order:
     reason: CancelReason | None = None
     stock_reserved: bool = False
     payment_id: str | None = None
+    #: the payment it asked for: the only one whose result it accepts
+    requested_payment_id: str | None = None
     #: how many events of its stream this state reflects (the expected version of the next append)
     version: int = 0
 
@@ -212,7 +217,9 @@ def evolve(order: Order | None, event: DomainEvent) -> Order:
         case StockReserved():
             return replace(order, stock_reserved=True)
         case PaymentRequested():
-            return replace(order, status=Status.AWAITING_PAYMENT)
+            return replace(
+                order, status=Status.AWAITING_PAYMENT, requested_payment_id=event.payment_id
+            )
         case PaymentSucceeded():
             return replace(order, payment_id=event.payment_id)
         case PaymentFailed():
@@ -265,13 +272,16 @@ def _transition(order: Order, event: SagaEvent) -> tuple[DomainEvent, ...]:
                 amount_minor=order.total_minor,
                 currency=order.currency,
                 payment_token=order.payment_token,
+                payment_id=payment_id_for(order.order_id),
             )
             return (event, request)
         case StockRejected() if order.status == Status.PENDING:
             return (event, OrderCancelled(reason=event.reason, stock_reserved=False))
         case PaymentSucceeded() if order.status == Status.AWAITING_PAYMENT:
+            _check_payment(order, event.payment_id, event.amount_minor, event.currency)
             return (event, OrderConfirmed())
         case PaymentFailed() if order.status == Status.AWAITING_PAYMENT:
+            _check_payment(order, event.payment_id)
             return (event, OrderCancelled(reason=event.reason, stock_reserved=True))
         case TimedOut() if event.at >= order.deadline:
             # compensate what was done: inventory releases a reservation, payments refunds
@@ -280,6 +290,33 @@ def _transition(order: Order, event: SagaEvent) -> tuple[DomainEvent, ...]:
             return (event, cancel)
         case _:
             return ()  # a duplicate (stock reserved twice) or out of place: nothing to do
+
+
+class ForeignPaymentError(ValueError):
+    """A payment result that is not about the payment the order asked for: another payment id,
+    or another amount or currency than the order's."""
+
+
+#: payment ids are named by the order (uuid5 of its id in this namespace): the same on a retry
+PAYMENT_IDS = uuid.UUID("6f1e2f57-5b0e-4d0c-9a43-3c1b1c0e8a51")
+
+
+def payment_id_for(order_id: str) -> str:
+    return str(uuid.uuid5(PAYMENT_IDS, order_id))
+
+
+def _check_payment(
+    order: Order, payment_id: str, amount_minor: int | None = None, currency: str | None = None
+) -> None:
+    wrong = []
+    if order.requested_payment_id is not None and payment_id != order.requested_payment_id:
+        wrong.append(f"payment {payment_id!r}, asked for {order.requested_payment_id!r}")
+    if amount_minor is not None and amount_minor != order.total_minor:
+        wrong.append(f"amount {amount_minor}, the order's is {order.total_minor}")
+    if currency is not None and currency != order.currency:
+        wrong.append(f"currency {currency!r}, the order's is {order.currency!r}")
+    if wrong:
+        raise ForeignPaymentError(f"order {order.order_id}: " + "; ".join(wrong))
 
 
 def _announce(order: Order, event: DomainEvent) -> EventPayload | None:
@@ -293,6 +330,7 @@ def _announce(order: Order, event: DomainEvent) -> EventPayload | None:
                 amount_minor=event.amount_minor,
                 currency=event.currency,
                 payment_token=event.payment_token,
+                payment_id=event.payment_id,
             )
         case OrderConfirmed():
             return integration.OrderConfirmed(

@@ -17,7 +17,7 @@ from eventshop.contracts.catalog import ProductCreated, ProductUpdated
 from eventshop.contracts.common import Line
 from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
-from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.bus import ContractViolationError, UnitOfWork
 from eventshop.platform.eventstore import RecordedEvent
 from eventshop.platform.eventstore.snapshots import SnapshotPolicy
 from eventshop.platform.http import ApiError, Identity, not_found
@@ -103,7 +103,11 @@ async def advance(
     order = await store.load_order(uow.conn, order_id, snapshots)
     if order is None:
         raise domain.UnknownOrderStreamError(f"order {order_id} has a read model but no stream")
-    decision = domain.decide(order, event)
+    try:
+        decision = domain.decide(order, event)
+    except domain.ForeignPaymentError as exc:  # parked at once, the order left as it is
+        log.warning("orders.foreign_payment", order_id=order_id, error=str(exc))
+        raise ContractViolationError(str(exc)) from exc
     if not decision.record:
         log.info(
             "orders.nothing_to_do",

@@ -46,7 +46,7 @@ async def screen_payment(
     )
     fraud = domain.fraud_check(rules, attempt)
     payment = store.NewPayment(
-        payment_id=str(uuid.uuid4()),
+        payment_id=event.payment_id or str(uuid.uuid4()),
         order_id=event.order_id,
         user_id=event.user_id,
         email=event.email,
