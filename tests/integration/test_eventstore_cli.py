@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 PRICES = {"MUG": domain.Price("MUG", "Mug", 1_250, "EUR")}
 
 
-async def place(pool: asyncpg.Pool, *steps: domain.SagaEvent) -> str:
+async def place(pool: asyncpg.Pool, *steps: domain.SagaEvent, paid: bool = False) -> str:
+    """An order, taken through `steps` (and paid, its own payment in full, when `paid`)."""
     order_id = str(uuid.uuid4())
     decision = domain.place(
         order_id=order_id,
@@ -43,6 +44,11 @@ async def place(pool: asyncpg.Pool, *steps: domain.SagaEvent) -> str:
     )
     async with UnitOfWork.begin(pool, service="orders") as uow:
         await store.record_new_order(uow.conn, decision, correlation_id=uow.correlation_id)
+    if paid:
+        payment = domain.PaymentSucceeded(
+            payment_id=domain.payment_id_for(order_id), amount_minor=2_500, currency="EUR"
+        )
+        steps = (*steps, payment)
     for step in steps:
         async with UnitOfWork.begin(pool, service="orders") as uow:
             await handlers.advance(uow, order_id, step)
@@ -53,11 +59,7 @@ async def place(pool: asyncpg.Pool, *steps: domain.SagaEvent) -> str:
 async def filled(make_schema: SchemaFactory, settings: PlatformSettings) -> tuple[str, list[str]]:
     schema, pool = await make_schema("cli")
     await migrate(pool, [MIGRATIONS, "eventshop.services.orders.migrations"])
-    confirmed = await place(
-        pool,
-        domain.StockReserved(),
-        domain.PaymentSucceeded(payment_id="p-1", amount_minor=2_500, currency="EUR"),
-    )
+    confirmed = await place(pool, domain.StockReserved(), paid=True)
     cancelled = await place(pool, domain.StockRejected(reason="out_of_stock", skus=("MUG",)))
     return schema, [confirmed, cancelled]
 
