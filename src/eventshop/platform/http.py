@@ -6,6 +6,11 @@
 - Identity: the gateway authenticates the caller and forwards who it is in headers
   (X-User-Id, X-User-Role, X-User-Email); services listen on loopback only and trust them.
 - X-Correlation-ID is taken from the request (or made) and returned on the response.
+- Bad input is a 4xx in that shape, before any route runs (`InputGuard`): a body over
+  `MAX_BODY_BYTES` is 413, a NUL character in the path or query 400; in a body, text PostgreSQL
+  cannot store (NUL, unpaired surrogates) is a 422 (`StrictBody`). Whatever else escapes a route
+  is a 500 in the same shape, or a 503 with Retry-After when the database is away: never a
+  plain-text answer.
 
 The correlation id is handled by a pure ASGI middleware, not a `@app.middleware("http")`
 function: starlette runs those (`BaseHTTPMiddleware`) in a task of their own and streams every
@@ -21,7 +26,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,8 +34,46 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CORRELATION_HEADER = "X-Correlation-ID"
 
 
+#: the largest integers PostgreSQL's integer and bigint hold: bounds for ids and positions
+PG_INT_MAX = 2**31 - 1
+PG_BIGINT_MAX = 2**63 - 1
+
+#: the largest request body any route takes (an order of 50 lines is under 4 KB)
+MAX_BODY_BYTES = 64 * 1024
+
+
+def unstorable(text: str) -> bool:
+    """Whether PostgreSQL would refuse this text: a NUL, or a surrogate UTF-8 cannot encode."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _holds_unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return unstorable(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_unstorable(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_unstorable(k) or _holds_unstorable(v) for k, v in value.items())
+    return False  # numbers, and nested StrictBody models (they check their own fields)
+
+
 class StrictBody(BaseModel):
+    """A request body: unknown fields refused, and no text PostgreSQL cannot store."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if _holds_unstorable(value):
+            raise ValueError("text may not contain NUL (U+0000) or unpaired surrogates")
+        return value
 
 
 class ApiError(Exception):
@@ -79,11 +122,75 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "too_large",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+class InputGuard:
+    """Refuses what no route should see: a body over `max_body` bytes (413, by its
+    Content-Length, or as it streams in) and a NUL character in the path or query string (400).
+    A pure ASGI middleware, like CorrelationMiddleware."""
+
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = bytes(scope.get("raw_path") or b"") + b"?" + bytes(scope.get("query_string") or b"")
+        if "\x00" in scope["path"] or b"%00" in raw or b"\x00" in raw:
+            await self._refuse(scope, receive, send, 400, "bad_request", "NUL in the URL")
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._refuse(scope, receive, send, 413, "too_large", self._limit())
+            return
+        if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
+            # no length said: read it here, up to the limit, and hand the route what was read
+            # (the server holds a declared length to its word, so only this case needs it)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                size += len(message.get("body", b""))
+                if size > self.max_body:
+                    await self._refuse(scope, receive, send, 413, "too_large", self._limit())
+                    return
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            given = False
+
+            async def replay() -> Message:
+                nonlocal given
+                if given:
+                    return await receive()
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _limit(self) -> str:
+        return f"the request body is over {self.max_body} bytes"
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
+    ) -> None:
+        answer = JSONResponse(error_body(Request(scope), code, message), status_code=status)
+        await answer(scope, receive, send)
 
 
 class CorrelationMiddleware:
@@ -115,7 +222,27 @@ def install_conventions(app: FastAPI) -> None:
     Call it after the app's own middleware: the correlation id then wraps them all, and every
     answer (a 429 of the gateway's rate limit included) carries it.
     """
+    app.add_middleware(InputGuard)
     app.add_middleware(CorrelationMiddleware)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's outermost middleware calls this for what escaped everything else, and
+        # logs the exception itself. The database away is not a bug: 503, and when to retry.
+        from eventshop.platform.bus.failures import is_infrastructure
+
+        cid = {CORRELATION_HEADER: correlation_id_of(request)}
+        if is_infrastructure(exc):
+            return JSONResponse(
+                error_body(request, "unavailable", "a backing service is unavailable: retry"),
+                status_code=503,
+                headers={"Retry-After": "1", **cid},
+            )
+        return JSONResponse(
+            error_body(request, "internal_error", "internal error: the operators are told"),
+            status_code=500,
+            headers=cid,
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from eventshop.contracts import Envelope
-from eventshop.platform.http import Admin, ApiError, StrictBody
+from eventshop.platform.http import PG_BIGINT_MAX, Admin, ApiError, StrictBody
 from eventshop.platform.service import Context
 from eventshop.services.archive import handlers
 from eventshop.services.archive.adapters import MAX_REPLAY
@@ -93,7 +93,9 @@ async def find_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
-    after: Annotated[int, Query(ge=0, description="the next_after of the previous page")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=PG_BIGINT_MAX, description="the next_after of the previous page")
+    ] = 0,
 ) -> EventPage:
     """Archived events matching every filter given, in archive order, a page at a time."""
     flt = _filter(

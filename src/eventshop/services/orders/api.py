@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from eventshop.contracts.common import Line
 from eventshop.platform.http import (
+    PG_INT_MAX,
     ApiError,
     Caller,
     StrictBody,
@@ -143,7 +144,7 @@ async def order_as_of(
     ctx: Context,
     order_id: str,
     who: Caller,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=PG_INT_MAX)] = None,
     at: Annotated[datetime | None, Query()] = None,
 ) -> OrderAsOf:
     """Time travel: the order after its `version`-th event, or as it stood at time `at`
