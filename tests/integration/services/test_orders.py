@@ -312,6 +312,24 @@ async def test_the_same_idempotency_key_returns_the_same_order(
     assert await pool.fetchval("SELECT count(*) FROM orders") == 4
     assert types(await outbox(pool)) == ["order.created"] * 4
 
+    empty = await client.post("/orders", json=body, headers={**who, "Idempotency-Key": ""})
+    assert empty.status_code == 422
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 4
+
+
+async def test_a_replayed_idempotency_key_answers_the_order_as_it_is_now(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    who = {**customer(), "Idempotency-Key": f"key-{uuid.uuid4().hex}"}
+    body = {"lines": [{"sku": "MUG", "quantity": 1}]}
+    first = await client.post("/orders", json=body, headers=who)
+    assert first.json()["status"] == "PENDING"
+    order_id = first.json()["order_id"]
+    await deliver(pool, reserved(order_id))
+    again = await client.post("/orders", json=body, headers=who)
+    assert again.status_code == 202
+    assert again.json() == {"order_id": order_id, "status": "AWAITING_PAYMENT"}
+
 
 async def test_twenty_concurrent_identical_requests_make_one_order(
     make_client: ClientFactory,

@@ -50,7 +50,7 @@ class PlaceOrder(StrictBody):
 
 class OrderAccepted(BaseModel):
     order_id: str
-    status: str = domain.Status.PENDING.value
+    status: str
 
 
 class OrderLine(BaseModel):
@@ -114,8 +114,9 @@ async def place_order(
     correlation_id: CorrelationId,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> OrderAccepted:
-    """Accept an order (202 and its id): the saga goes on from events, the caller polls it."""
-    order_id = await handlers.place_order(
+    """Accept an order (202 and its id): the saga goes on from events, the caller polls it.
+    The same Idempotency-Key and body again answer the same order, in its current status."""
+    order_id, status = await handlers.place_order(
         ctx,
         who,
         [Line(sku=w.sku, quantity=w.quantity) for w in body.lines],
@@ -124,7 +125,7 @@ async def place_order(
         fingerprint=_fingerprint(body),
         correlation_id=correlation_id,
     )
-    return OrderAccepted(order_id=order_id)
+    return OrderAccepted(order_id=order_id, status=status)
 
 
 @router.get("/orders")

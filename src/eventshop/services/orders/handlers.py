@@ -148,10 +148,11 @@ async def place_order(
     idempotency_key: str | None,
     fingerprint: str,
     correlation_id: str,
-) -> str:
+) -> tuple[str, str]:
     """Price the lines from the local price list and, in one transaction, start the order's
     stream, write its read model, put order.created in the outbox and record the
-    Idempotency-Key (the same key and request again: the same order). The order's id."""
+    Idempotency-Key (the same key and request again: the same order, as it is now). The
+    order's id and status."""
     order_id = str(uuid.uuid4())
     async with ctx.unit_of_work(correlation_id) as uow:
         if idempotency_key is not None:
@@ -165,7 +166,9 @@ async def place_order(
                         "idempotency_key_reused",
                         "this Idempotency-Key was already used with a different request",
                     )
-                return earlier.order_id
+                row = await store.get_order(uow.conn, earlier.order_id)
+                status = row["status"] if row is not None else domain.Status.PENDING.value
+                return earlier.order_id, str(status)
         prices = await store.prices_of(uow.conn, [w.sku for w in wanted])
         try:
             decision = domain.place(
@@ -189,7 +192,7 @@ async def place_order(
         )
         for outgoing in decision.emit:
             uow.emit(outgoing, aggregate_id=order_id)
-    return order_id
+    return order_id, decision.state.status.value
 
 
 async def time_out_due_orders(ctx: Context) -> int:
