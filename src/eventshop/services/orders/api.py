@@ -22,7 +22,7 @@ from eventshop.platform.http import (
     StrictBody,
 )
 from eventshop.platform.service import Context, CorrelationId
-from eventshop.services.orders import domain, handlers
+from eventshop.services.orders import handlers
 
 router = APIRouter()
 
