@@ -51,6 +51,7 @@ def settings(vhost: str) -> PlatformSettings:
         handler_timeout_s=5.0,
         # guest for every service on this throwaway vhost: the user every event must come from
         broker_identity="shared",
+        internal_key="a-key-for-the-tests-only",  # type: ignore[arg-type]
     )
 
 

@@ -190,10 +190,12 @@ async def test_rebuild_while_writers_and_the_live_subscription_run_ends_identica
             pool, store, projection, batch=13, progress=lambda p, h: seen.append((p, h))
         )
         await writing
-        await live.catch_up()
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
+    # after the follower stopped: a catch-up skips a turn another runner holds (as in the test
+    # above), so one made while the follower still ran could return with events left unapplied
+    await live.catch_up()
     assert report.differences == 0 and report.swapped
     assert report.events >= 100 and report.position >= 100
     assert seen and seen[-1][0] == seen[-1][1] == report.position

@@ -482,6 +482,7 @@ async def test_the_gateways_ready_reports_every_service_of_the_platform(
             {"orders": orders_url, "loyalty": f"http://127.0.0.1:{closed_port()}"},
             timeout_s=5.0,
             connect_timeout_s=1.0,
+            identity_key=settings.identity_key(),
         )
         stack.push_async_callback(upstreams.aclose)  # before the orders server stops
         redis = Redis.from_url(REDIS_URL)

@@ -28,6 +28,7 @@ from eventshop.services.orders.service import definition
 from eventshop.services.orders.settings import OrdersSettings
 from tests.conftest import SchemaFactory
 from tests.integration.services.test_orders import orders_context
+from tests.support.identity import ProvenIdentity
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,10 @@ async def test_a_saga_outcome_is_counted_once_when_its_final_step_commits(
     async def place(timeout_s: float) -> str:
         app = build_app(definition, orders_context(pool, OrdersSettings(timeout_s=timeout_s)))
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as c:
+        proven = ProvenIdentity(app.state.identity_key)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://orders", auth=proven
+        ) as c:
             r = await c.post("/orders", json={"lines": [{"sku": sku, "quantity": 1}]}, headers=WHO)
         assert r.status_code == 202, r.text
         return str(r.json()["order_id"])

@@ -27,6 +27,7 @@ from eventshop.platform.service import (
     open_service,
 )
 from eventshop.platform.settings import PlatformSettings
+from tests.support.identity import ProvenIdentity
 
 
 @asynccontextmanager
@@ -87,5 +88,9 @@ async def http_client(
     """An HTTP client on the service's own app (by default the definition named like `ctx`)."""
     app = build_app(definition or load_definition(ctx.name), ctx)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://{ctx.name}") as client:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url=f"http://{ctx.name}",
+        auth=ProvenIdentity(app.state.identity_key),
+    ) as client:
         yield client

@@ -4,7 +4,10 @@
   {"error": {"code": "...", "message": "...", "details": [...]}, "correlation_id": "..."}
 - Bodies reject unknown fields (models derive from `StrictBody`).
 - Identity: the gateway authenticates the caller and forwards who it is in headers
-  (X-User-Id, X-User-Role, X-User-Email); services listen on loopback only and trust them.
+  (X-User-Id, X-User-Role, X-User-Email) with their proof, X-Identity-Proof: an HMAC-SHA256,
+  under the installation's internal key, of those headers, the method, the path and the time.
+  A service believes identity headers only with a proof less than 30 s old: another process on
+  the host cannot act as a user by setting headers (docs/SECURITY.md).
 - X-Correlation-ID is taken from the request (or made) and returned on the response.
 - Bad input is a 4xx in that shape, before any route runs (`InputGuard`): a body over
   `MAX_BODY_BYTES` is 413, a NUL character in the path or query 400; in a body, text PostgreSQL
@@ -19,6 +22,9 @@ answer through memory streams, a cost paid on every request.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -32,6 +38,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = "X-Correlation-ID"
+PROOF_HEADER = "X-Identity-Proof"
+#: how old a proof may be (the gateway signs each request as it forwards it)
+PROOF_MAX_AGE_S = 30
 
 
 #: the largest integers PostgreSQL's integer and bigint hold: bounds for ids and positions
@@ -285,17 +294,97 @@ class Identity:
         return self.role == "admin"
 
 
+def _proof_message(ts: int, method: str, path: str, user_id: str, role: str, email: str) -> bytes:
+    # newline-separated: none of these may hold a newline (HTTP headers cannot)
+    return f"{ts}\n{method.upper()}\n{path}\n{user_id}\n{role}\n{email}".encode()
+
+
+def sign_identity(
+    key: bytes,
+    *,
+    method: str,
+    path: str,
+    user_id: str,
+    role: str,
+    email: str,
+    now: float | None = None,
+) -> str:
+    """The X-Identity-Proof the gateway sends with a caller's identity headers."""
+    ts = int(time.time() if now is None else now)
+    mac = hmac.new(key, _proof_message(ts, method, path, user_id, role, email), hashlib.sha256)
+    return f"{ts}.{mac.hexdigest()}"
+
+
+def identity_proven(
+    key: bytes,
+    proof: str | None,
+    *,
+    method: str,
+    path: str,
+    user_id: str,
+    role: str,
+    email: str,
+    now: float | None = None,
+) -> bool:
+    """Whether `proof` is the gateway's for exactly this identity, request line and moment."""
+    ts_text, _, mac = (proof or "").partition(".")
+    if not ts_text.isdigit() or not mac:
+        return False
+    ts = int(ts_text)
+    if abs((time.time() if now is None else now) - ts) > PROOF_MAX_AGE_S:
+        return False
+    wanted = hmac.new(key, _proof_message(ts, method, path, user_id, role, email), hashlib.sha256)
+    return hmac.compare_digest(wanted.hexdigest(), mac)
+
+
+def identity_key_of(app_state: Any) -> bytes:
+    key: bytes | None = getattr(app_state, "identity_key", None)
+    if not key:
+        raise RuntimeError("no internal identity key on this app (platform.service.build_app)")
+    return key
+
+
 # The dependencies are `async def` although they never await: FastAPI runs a plain `def`
 # dependency on a worker thread, a hop per request that cost the orders service a fifth of its CPU.
 async def caller(
+    request: Request,
     x_user_id: Annotated[str | None, Header()] = None,
     x_user_role: Annotated[str | None, Header()] = None,
     x_user_email: Annotated[str | None, Header()] = None,
+    x_identity_proof: Annotated[str | None, Header()] = None,
 ) -> Identity:
-    """The authenticated caller, as the gateway forwarded it; 401 when there is none."""
+    """The authenticated caller, as the gateway forwarded it and proved it; 401 otherwise."""
     if not x_user_id:
         raise ApiError(401, "unauthenticated", "authentication required")
-    return Identity(user_id=x_user_id, role=x_user_role or "customer", email=x_user_email or "")
+    role, email = x_user_role or "customer", x_user_email or ""
+    if not identity_proven(
+        identity_key_of(request.app.state),
+        x_identity_proof,
+        method=request.method,
+        path=request.url.path,
+        user_id=x_user_id,
+        role=role,
+        email=email,
+    ):
+        raise ApiError(401, "unauthenticated", "identity headers without the gateway's proof")
+    return Identity(user_id=x_user_id, role=role, email=email)
+
+
+async def from_gateway(
+    request: Request, x_identity_proof: Annotated[str | None, Header()] = None
+) -> None:
+    """For routes the gateway calls for nobody in particular (a login's password check): the
+    call must carry the gateway's proof all the same, so no other process can reach them."""
+    if not identity_proven(
+        identity_key_of(request.app.state),
+        x_identity_proof,
+        method=request.method,
+        path=request.url.path,
+        user_id="",
+        role="",
+        email="",
+    ):
+        raise ApiError(401, "unauthenticated", "this route answers the gateway only")
 
 
 async def admin(who: Annotated[Identity, Depends(caller)]) -> Identity:
@@ -305,4 +394,5 @@ async def admin(who: Annotated[Identity, Depends(caller)]) -> Identity:
 
 
 Caller = Annotated[Identity, Depends(caller)]
+FromGateway = Depends(from_gateway)
 Admin = Annotated[Identity, Depends(admin)]

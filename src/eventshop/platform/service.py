@@ -193,6 +193,8 @@ def build_app(definition: ServiceDefinition[Any, Any], ctx: AnyContext) -> FastA
     """The service's HTTP app: its router under the shared conventions, `ctx` for its routes."""
     app = FastAPI(title=definition.name)
     app.state.ctx = ctx
+    # what the gateway proves forwarded identities with (platform/http.py, `caller`)
+    app.state.identity_key = ctx.platform.identity_key()
     if definition.router is not None:
         app.include_router(definition.router)
     if definition.customize_app is not None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventshop.platform.secrets import read_secret
+from eventshop.platform.secrets import read_secret, secret
 
 
 class PlatformSettings(BaseSettings):
@@ -34,6 +34,14 @@ class PlatformSettings(BaseSettings):
     #: the relay's polling fallback when no NOTIFY arrives
     relay_poll_s: float = 1.0
     relay_batch: int = Field(default=1_000, ge=1)
+    #: the key the gateway signs forwarded identities with and the services check them with
+    #: (platform/http.py); unset: this installation's own, made on first use (secrets.py)
+    internal_key: SecretStr | None = None
+
+    def identity_key(self) -> bytes:
+        if self.internal_key is not None:
+            return self.internal_key.get_secret_value().encode()
+        return secret("internal-identity").encode()
 
 
 #: the broker user of operators' tools (`eventshop dlq`, `status`, the benchmarks): every right

@@ -216,6 +216,7 @@ async def make_shop(
             {name: url_of(name) for name in BACKENDS},
             timeout_s=gateway_settings.upstream_timeout_s,
             connect_timeout_s=gateway_settings.upstream_connect_timeout_s,
+            identity_key=settings.identity_key(),  # as the services behind it check it
         )
         gateways_upstreams.append(upstreams)
         gateway_redis = redis

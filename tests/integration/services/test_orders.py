@@ -34,6 +34,7 @@ from eventshop.services.orders import handlers, jobs
 from eventshop.services.orders.domain import payment_id_for
 from eventshop.services.orders.service import Context, definition
 from eventshop.services.orders.settings import OrdersSettings
+from tests.support.identity import ProvenIdentity
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +94,11 @@ async def make_client(
         pool = pool or default_pool
         ctx = orders_context(pool, OrdersSettings(timeout_s=timeout_s))
         app = build_app(definition, ctx)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orders")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://orders",
+            auth=ProvenIdentity(app.state.identity_key),
+        )
         clients.append(client)
         return client
 

@@ -93,7 +93,7 @@ async def open_resources(
     if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
         log.warning("gateway.dev_jwt_secret", hint="set EVENTSHOP_GATEWAY_JWT_SECRET")
     redis = connect_redis(platform.redis_url)
-    upstreams = Upstreams.over_http(settings)
+    upstreams = Upstreams.over_http(settings, platform.identity_key())
     try:
         yield Resources(redis=redis, gateway=assemble(settings, redis, upstreams))
     finally:

@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import APIRouter
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
 
-from eventshop.platform.http import Caller, StrictBody
+from eventshop.platform.http import Caller, FromGateway, StrictBody
 from eventshop.platform.service import Context, CorrelationId
 from eventshop.services.users import domain, handlers
 
@@ -64,7 +64,7 @@ async def register(body: Registration, ctx: Context, correlation_id: Correlation
     return Account.of(row)
 
 
-@router.post("/sessions/verify-password", responses=_errors(401, 422))
+@router.post("/sessions/verify-password", responses=_errors(401, 422), dependencies=[FromGateway])
 async def verify_password(body: Credentials, ctx: Context) -> Account:
     row = await handlers.verify_password(ctx, body.email, body.password.get_secret_value())
     return Account.of(row)

@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.responses import Response
 
-from eventshop.platform.http import CORRELATION_HEADER
+from eventshop.platform.http import CORRELATION_HEADER, PROOF_HEADER, sign_identity
 from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.observability.metrics import LATENCY_BUCKETS
@@ -93,11 +93,25 @@ class UpstreamAnswer:
         return orjson.loads(self.body)
 
 
-def identity_headers(who: Principal | None, correlation_id: str) -> dict[str, str]:
+def identity_headers(
+    who: Principal | None,
+    correlation_id: str,
+    *,
+    key: bytes | None = None,
+    method: str = "GET",
+    path: str = "/",
+) -> dict[str, str]:
+    """Who is calling, for the service, and (with the installation's key) the proof that the
+    gateway says so: the service believes the identity headers only with it."""
     headers = {CORRELATION_HEADER: correlation_id}
     if who is not None:
         headers.update(
             {"X-User-Id": who.user_id, "X-User-Role": who.role, "X-User-Email": who.email}
+        )
+    if key is not None:  # anonymous calls too: some routes answer only the gateway
+        user_id, role, email = (who.user_id, who.role, who.email) if who else ("", "", "")
+        headers[PROOF_HEADER] = sign_identity(
+            key, method=method, path=path, user_id=user_id, role=role, email=email
         )
     return headers
 
@@ -111,27 +125,41 @@ def relay(answer: UpstreamAnswer) -> Response:
 class Upstreams:
     """The services by name, each at its base URL (scheme, host, port, and an optional path)."""
 
-    def __init__(self, urls: Mapping[str, str], timeout: aiohttp.ClientTimeout) -> None:
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+        identity_key: bytes | None = None,
+    ) -> None:
         self._urls = {name: url.rstrip("/") for name, url in urls.items()}
+        #: proves the identities forwarded (None: sent unproven, which services refuse)
+        self._identity_key = identity_key
         self._timeout = timeout
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._closed = False
 
     @classmethod
     def at(
-        cls, urls: Mapping[str, str], *, timeout_s: float, connect_timeout_s: float
+        cls,
+        urls: Mapping[str, str],
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        identity_key: bytes | None = None,
     ) -> Upstreams:
         """The services at these URLs; a call that takes longer than `timeout_s` in all (or
         `connect_timeout_s` to connect) is given up."""
-        return cls(urls, aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s))
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        return cls(urls, timeout, identity_key)
 
     @classmethod
-    def over_http(cls, settings: GatewaySettings) -> Upstreams:
+    def over_http(cls, settings: GatewaySettings, identity_key: bytes) -> Upstreams:
         """Every service at its configured URL (loopback by default)."""
         return cls.at(
             settings.upstream_urls(),
             timeout_s=settings.upstream_timeout_s,
             connect_timeout_s=settings.upstream_connect_timeout_s,
+            identity_key=identity_key,
         )
 
     def _session(self, service: str) -> aiohttp.ClientSession:
@@ -185,7 +213,9 @@ class Upstreams:
         headers: Mapping[str, str] | None = None,
     ) -> UpstreamAnswer:
         """Send one request to a service as `who`; its answer, whatever the status."""
-        sent_headers = identity_headers(who, correlation_id)
+        sent_headers = identity_headers(
+            who, correlation_id, key=self._identity_key, method=method, path=path
+        )
         sent_headers.update(headers or {})
         started = time.perf_counter()
         with tracing.tracer().start_as_current_span(
