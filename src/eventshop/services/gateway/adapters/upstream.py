@@ -69,6 +69,15 @@ KEEPALIVE_S = 4.0
 #: what a service failed with, when it could not be reached or did not answer in time
 #: (refused, reset, timed out, a broken answer, ...)
 _UNAVAILABLE = (aiohttp.ClientError, TimeoutError)
+#: a pooled connection the service had closed: the request never reached it whole
+_STALE = (
+    aiohttp.ClientConnectionResetError,
+    aiohttp.ClientOSError,
+    aiohttp.ServerDisconnectedError,
+)
+#: methods a second try cannot make do twice (RFC 9110 9.2.2); a POST is one with an
+#: Idempotency-Key, which the gateway gives every order it forwards
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class UpstreamUnavailableError(Exception):
@@ -198,7 +207,11 @@ class Upstreams:
             allow_redirects=False,
             timeout=timeout or self._timeout,
         ) as response:
-            return UpstreamAnswer(response.status, response.headers, await response.read())
+            answer = UpstreamAnswer(response.status, response.headers, await response.read())
+            if response.status >= 500:
+                # a service that failed may close the connection after answering: never pool it
+                response.close()
+            return answer
 
     async def call(
         self,
@@ -225,10 +238,20 @@ class Upstreams:
         ) as span:
             if traceparent := tracing.traceparent_of(span):
                 sent_headers["traceparent"] = traceparent
+            retry_safe = method in IDEMPOTENT or "Idempotency-Key" in sent_headers
             try:
-                answer = await self._send(
-                    service, method, path, json=json, query=query, headers=sent_headers
-                )
+                try:
+                    answer = await self._send(
+                        service, method, path, json=json, query=query, headers=sent_headers
+                    )
+                except _STALE as exc:
+                    if not retry_safe:
+                        raise
+                    # once, on a fresh connection: the pooled one was dead
+                    log.info("upstream.retried", upstream=service, error=type(exc).__name__)
+                    answer = await self._send(
+                        service, method, path, json=json, query=query, headers=sent_headers
+                    )
             except _UNAVAILABLE as exc:
                 UPSTREAM_REQUESTS.labels(service, method, "unavailable").inc()
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
