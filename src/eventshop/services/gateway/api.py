@@ -10,6 +10,7 @@ and body relayed as they are.
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -65,7 +66,17 @@ def _body(model: BaseModel) -> dict[str, Any]:
 
 
 # -- bodies: validated here so /docs documents them; the services validate again --------------
-Email = Annotated[str, Field(min_length=3, max_length=320)]
+# Each is the owning service's body field for field (tests/unit/gateway/test_bodies.py compares
+# their JSON schemas), so /docs promises exactly what the service takes. Rules JSON Schema
+# cannot say are in the descriptions.
+Email = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=320,
+        description="an e-mail address: one @, a domain with a dot (checked by users)",
+    ),
+]
 
 
 class Registration(StrictBody):
@@ -75,7 +86,7 @@ class Registration(StrictBody):
 
 
 class Login(StrictBody):
-    email: Email
+    email: Annotated[str, Field(min_length=3, max_length=320)]
     password: Annotated[SecretStr, Field(max_length=1024)]
 
 
@@ -97,12 +108,12 @@ class VerifiedAccount(BaseModel):
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-PriceMinor = Annotated[StrictInt, Field(ge=0)]
+PriceMinor = Annotated[StrictInt, Field(ge=0, le=10**12, description="in minor units (cents)")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
 class NewProduct(StrictBody):
-    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    sku: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: Name
     price_minor: PriceMinor
     currency: Currency
@@ -124,21 +135,25 @@ class Restock(StrictBody):
 
 class OrderLine(StrictBody):
     sku: Annotated[str, Field(min_length=1, max_length=64)]
-    quantity: Annotated[StrictInt, Field(ge=1, le=1_000)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=100)]
 
 
 class PlaceOrder(StrictBody):
-    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=100)]
-    #: the payment method (a provider token such as "tok_visa"); the service's default if unset
-    payment_token: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    lines: Annotated[
+        list[OrderLine],
+        Field(min_length=1, max_length=50, description="one line per sku (a sku twice: 422)"),
+    ]
+    #: the payment method chosen at checkout (a provider token such as "tok_visa")
+    payment_token: Annotated[str, Field(min_length=1, max_length=100)] = "tok_visa"
 
 
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        min_length=1,
         max_length=200,
-        description="retrying with the same key places the order once",
+        description="retrying with the same key places the order once (an empty key: 422)",
     ),
 ]
 
@@ -265,7 +280,9 @@ async def restock(sku: str, body: Restock, who: AdminUser, request: Request) -> 
 async def place_order(
     body: PlaceOrder, who: User, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    # without a key of the client's, one of the gateway's: a forward it retries (a dead pooled
+    # connection) then places the order once all the same
+    headers = {"Idempotency-Key": idempotency_key or f"gateway-{uuid.uuid4()}"}
     return await forward(
         request, "orders", "POST", "/orders", who=who, json=_body(body), headers=headers
     )

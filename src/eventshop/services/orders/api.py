@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from eventshop.contracts.common import Line
 from eventshop.platform.http import (
@@ -29,11 +29,13 @@ router = APIRouter()
 
 class WantedLine(StrictBody):
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=100)
+    quantity: StrictInt = Field(ge=1, le=100)
 
 
 class PlaceOrder(StrictBody):
-    lines: list[WantedLine] = Field(min_length=1, max_length=50)
+    lines: list[WantedLine] = Field(
+        min_length=1, max_length=50, description="one line per sku (a sku twice: 422)"
+    )
     #: the payment method chosen at checkout (a provider token), passed on to payments
     payment_token: str = Field(default="tok_visa", min_length=1, max_length=100)
 

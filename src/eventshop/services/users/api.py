@@ -30,7 +30,7 @@ class Registration(StrictBody):
 
 
 class Credentials(StrictBody):
-    email: Annotated[str, Field(max_length=domain.MAX_EMAIL_LENGTH)]
+    email: Annotated[str, Field(min_length=3, max_length=domain.MAX_EMAIL_LENGTH)]
     password: Annotated[SecretStr, Field(max_length=1024)]
 
 
