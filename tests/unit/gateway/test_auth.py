@@ -26,8 +26,8 @@ class FakeSessionStore:
         self.clock = clock
         self.sessions: dict[str, tuple[str, float]] = {}
 
-    async def open(self, jti: str, user_id: str, ttl_s: int) -> None:
-        self.sessions[jti] = (user_id, self.clock() + ttl_s)
+    async def open(self, jti: str, holder: str, ttl_s: int) -> None:
+        self.sessions[jti] = (holder, self.clock() + ttl_s)
 
     async def holder(self, jti: str) -> str | None:
         user_id, expires = self.sessions.get(jti, (None, 0.0))
@@ -128,7 +128,8 @@ async def test_login_opens_a_session_that_authenticates(tokens: Tokens, clock: F
     sessions = FakeSessionStore(clock)
     auth = Authenticator(tokens, sessions)
     issued = await auth.login(user_id="u1", email="a@x.io", role="customer")
-    assert sessions.sessions[issued.principal.jti] == ("u1", NOW + 3_600)
+    # the session holds the user and the role users gave: the server's word, not the token's
+    assert sessions.sessions[issued.principal.jti] == ("u1 customer", NOW + 3_600)
     assert (await auth.authenticate(issued.access_token)).user_id == "u1"
 
 
@@ -169,7 +170,7 @@ async def test_a_session_known_from_earlier_in_the_request_is_not_looked_up_agai
     auth = Authenticator(tokens, FakeSessionStore(clock))
     issued = tokens.issue(user_id="u1", email="a@x.io", role="customer")
     principal, token = issued.principal, issued.access_token
-    known = KnownSession(token, principal, holder="u1")
+    known = KnownSession(token, principal, holder="u1 customer")
     assert await auth.authenticate(token, known=known) == principal
     with pytest.raises(SessionEndedError):  # read as ended: ended
         await auth.authenticate(token, known=KnownSession(token, principal, holder=None))
@@ -181,3 +182,38 @@ async def test_a_session_known_from_earlier_in_the_request_is_not_looked_up_agai
 def test_the_real_clock_is_the_default() -> None:
     issued = Tokens(SECRET, ttl_s=60).issue(user_id="u1", email="a@x.io", role="customer")
     assert abs(issued.principal.expires_at - (time.time() + 60)) < 5
+
+
+async def test_a_token_re_signed_with_another_role_is_refused(
+    tokens: Tokens, clock: FakeClock
+) -> None:
+    """The session keeps the role users gave at login: a customer that re-signs its own token
+    as admin (the key leaked, or was the development one) keeps the live session id and still
+    gets no further."""
+    auth = Authenticator(tokens, FakeSessionStore(clock))
+    issued = await auth.login(user_id="u1", email="a@x.io", role="customer")
+    claims = jwt.decode(
+        issued.access_token, SECRET, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    forged = jwt.encode({**claims, "role": "admin"}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidTokenError, match="role"):
+        await auth.authenticate(forged)
+    assert (await auth.authenticate(issued.access_token)).role == "customer"
+
+
+@pytest.mark.parametrize(
+    "token, said",
+    [
+        ("not-a-jwt", "invalid token: not a token this platform issues"),
+        (jwt.encode({"sub": "u1"}, "another-key-of-at-least-32-characters!", "HS256"),
+         "invalid token: not signed by this platform"),
+        (jwt.encode({"sub": "u1"}, SECRET, "HS256"), "invalid token: a claim is missing"),
+    ],
+    ids=["garbage", "another key", "claims missing"],
+)  # fmt: skip
+def test_a_refused_token_is_explained_in_the_platforms_words(
+    tokens: Tokens, token: str, said: str
+) -> None:
+    with pytest.raises(InvalidTokenError) as refused:
+        tokens.verify(token)
+    assert str(refused.value) == said

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from eventshop.services import BACKENDS
-from eventshop.services.gateway.settings import DEV_JWT_SECRET, GatewaySettings
+from eventshop.services.gateway import settings as gateway_settings
+from eventshop.services.gateway.settings import GatewaySettings
 
 STRONG = "a-production-secret-that-is-32-chars-or-more"
 
 
-def test_development_runs_with_the_development_secret() -> None:
+def test_development_runs_with_this_installations_own_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTSHOP_SECRETS_DIR", str(tmp_path))
     settings = GatewaySettings(environment="development")
-    assert settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    assert settings.jwt_secret is None
+    key = settings.signing_key()
+    assert len(key) >= 32 and key == GatewaySettings().signing_key()  # made once, then kept
+    assert key not in Path(gateway_settings.__file__).read_text()
     assert settings.jwt_ttl_s == 3_600
 
 
-@pytest.mark.parametrize("secret", [DEV_JWT_SECRET, "short-but-not-the-default"])
-def test_production_refuses_a_weak_or_default_secret(secret: str) -> None:
+def test_production_refuses_to_start_without_a_secret_of_its_own() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET"):
-        GatewaySettings(environment="production", jwt_secret=secret)  # type: ignore[arg-type]
+        GatewaySettings(environment="production")
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_a_short_secret_is_refused(environment: str) -> None:
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        GatewaySettings(environment=environment, jwt_secret="short-but-set")  # type: ignore[arg-type]
 
 
 def test_production_takes_a_strong_secret() -> None:
     settings = GatewaySettings(environment="production", jwt_secret=STRONG)  # type: ignore[arg-type]
-    assert settings.jwt_secret.get_secret_value() == STRONG
+    assert settings.signing_key() == STRONG
     assert STRONG not in repr(settings)
 
 

@@ -35,7 +35,7 @@ from eventshop.services.gateway.adapters.auth import Authenticator, RedisSession
 from eventshop.services.gateway.adapters.ratelimit import RateLimiter
 from eventshop.services.gateway.adapters.upstream import Upstreams
 from eventshop.services.gateway.edge import Gateway
-from eventshop.services.gateway.settings import DEV_JWT_SECRET, GatewaySettings
+from eventshop.services.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
 
@@ -59,7 +59,7 @@ Context = ServiceContext[GatewaySettings, Resources]
 
 def assemble(settings: GatewaySettings, redis: Redis, upstreams: Upstreams) -> Gateway:
     """The gateway's parts from its settings and clients (tests pass their own clients)."""
-    tokens = Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_ttl_s)
+    tokens = Tokens(settings.signing_key(), settings.jwt_ttl_s)
     sessions = RedisSessionStore(redis, prefix=settings.redis_prefix)
     return Gateway(
         auth=Authenticator(tokens, sessions),
@@ -90,8 +90,8 @@ def connect_redis(url: str) -> Redis:
 async def open_resources(
     settings: GatewaySettings, platform: PlatformSettings
 ) -> AsyncIterator[Resources]:
-    if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
-        log.warning("gateway.dev_jwt_secret", hint="set EVENTSHOP_GATEWAY_JWT_SECRET")
+    if settings.jwt_secret is None:
+        log.info("gateway.installation_jwt_secret", hint="set EVENTSHOP_GATEWAY_JWT_SECRET")
     redis = connect_redis(platform.redis_url)
     upstreams = Upstreams.over_http(settings, platform.identity_key())
     try:

@@ -7,20 +7,22 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventshop.platform.secrets import secret
 from eventshop.services import BACKENDS, PORTS
 
-#: known to everyone, so refused outside development; 32+ bytes all the same (RFC 7518 3.2 asks
-#: that of an HS256 key, and PyJWT warns on every token otherwise)
-DEV_JWT_SECRET = "dev-only-secret-never-use-it-in-production"
+#: an HS256 key shorter than its hash is weak (RFC 7518 3.2), and PyJWT warns on every token
+MIN_JWT_SECRET = 32
 
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_GATEWAY_", extra="ignore")
 
-    #: anything but "development" refuses to start with the development JWT secret
+    #: "production" refuses to start without a JWT secret of its own
     environment: Literal["development", "production"] = "development"
 
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    #: unset in development: this installation's own key, made on first start
+    #: (eventshop.platform.secrets, "gateway-jwt"); never a constant of the code
+    jwt_secret: SecretStr | None = None
     #: token lifetime, and so the lifetime of its session in Redis
     jwt_ttl_s: int = Field(default=3_600, ge=1)
 
@@ -41,13 +43,22 @@ class GatewaySettings(BaseSettings):
     upstreams: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _no_dev_secret_outside_development(self) -> GatewaySettings:
-        secret = self.jwt_secret.get_secret_value()
-        if self.environment != "development" and (secret == DEV_JWT_SECRET or len(secret) < 32):
+    def _a_strong_secret(self) -> GatewaySettings:
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret is not None else None
+        if (secret is None and self.environment != "development") or (
+            secret is not None and len(secret) < MIN_JWT_SECRET
+        ):
             raise ValueError(
-                "EVENTSHOP_GATEWAY_JWT_SECRET must be set (32+ characters) outside development"
+                f"EVENTSHOP_GATEWAY_JWT_SECRET must be set ({MIN_JWT_SECRET}+ characters)"
+                " outside development"
             )
         return self
+
+    def signing_key(self) -> str:
+        """The JWT key: the configured one, else (development) this installation's own."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return secret("gateway-jwt")
 
     @model_validator(mode="after")
     def _only_known_upstreams(self) -> GatewaySettings:

@@ -1,9 +1,11 @@
 """Who is calling: JWTs (HS256) backed by a session in Redis.
 
 A JWT alone cannot be taken back before it expires. So login also opens a session,
-`session:<jti>` in Redis, living exactly as long as the token; every authenticated request
-checks the signature, the expiry AND that the session still exists; logout deletes it, and the
-same token is refused from then on.
+`session:<jti>` in Redis, living exactly as long as the token, holding the user AND the role
+users answered at login; every authenticated request checks the signature, the expiry AND that
+the session still exists for that user and role; logout deletes it, and the same token is
+refused from then on. The role is the server's: a token re-signed with another role than its
+session's is refused, whoever holds the signing key.
 
 `Tokens` is the pure part (sign, verify); `Authenticator` adds the sessions, behind the
 `SessionStore` port so its logic is unit-tested with a fake and run against Redis.
@@ -32,6 +34,15 @@ log = get_logger(__name__)
 
 ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ("sub", "email", "role", "jti", "exp")
+
+
+_TOKEN_REFUSALS: dict[type[Exception], str] = {
+    jwt.DecodeError: "invalid token: not a token this platform issues",
+    jwt.InvalidSignatureError: "invalid token: not signed by this platform",
+    jwt.InvalidAlgorithmError: "invalid token: not signed by this platform",
+    jwt.MissingRequiredClaimError: "invalid token: a claim is missing",
+    jwt.ImmatureSignatureError: "invalid token: not valid yet",
+}
 
 
 class InvalidTokenError(Exception):
@@ -106,7 +117,9 @@ class Tokens:
                 options={"require": list(_REQUIRED_CLAIMS), "verify_exp": False},
             )
         except jwt.PyJWTError as exc:
-            raise InvalidTokenError(f"invalid token: {exc}") from None
+            # the client is told in the platform's words; the library's own goes to the log
+            log.info("auth.token_refused", reason=type(exc).__name__, detail=str(exc))
+            raise InvalidTokenError(_TOKEN_REFUSALS.get(type(exc), "invalid token")) from None
         if not all(
             isinstance(claims[c], str) and claims[c] for c in ("sub", "email", "role", "jti")
         ):
@@ -122,30 +135,36 @@ class Tokens:
         )  # fmt: skip
 
 
+def session_value(user_id: str, role: str) -> str:
+    """What a session holds: whose it is, and the role the server gave at login."""
+    return f"{user_id} {role}"
+
+
 @dataclass(frozen=True)
 class KnownSession:
     """A token verified, and its session's holder read, earlier in the same request."""
 
     token: str
     principal: Principal
-    #: the user the session belongs to; None if it has ended
+    #: what the session holds (`session_value`); None if it has ended
     holder: str | None
 
 
 class SessionStore(Protocol):
     """Where sessions live: one entry per token id, owned by a user, expiring by itself."""
 
-    async def open(self, jti: str, user_id: str, ttl_s: int) -> None: ...
+    async def open(self, jti: str, holder: str, ttl_s: int) -> None: ...
 
     async def holder(self, jti: str) -> str | None:
-        """The user a live session belongs to; None if it ended or expired."""
+        """What a live session holds (`session_value`); None if it ended or expired."""
         ...
 
     async def end(self, jti: str) -> None: ...
 
 
 class RedisSessionStore:
-    """Sessions as Redis keys `<prefix>session:<jti>` = user id, with the token's TTL."""
+    """Sessions as Redis keys `<prefix>session:<jti>` = "<user id> <role>", with the token's
+    TTL."""
 
     def __init__(self, redis: Redis, *, prefix: str = "") -> None:
         self._redis = redis
@@ -154,9 +173,9 @@ class RedisSessionStore:
     def key(self, jti: str) -> str:
         return f"{self._prefix}session:{jti}"
 
-    async def open(self, jti: str, user_id: str, ttl_s: int) -> None:
+    async def open(self, jti: str, holder: str, ttl_s: int) -> None:
         with _store_errors():
-            await self._redis.set(self.key(jti), user_id, ex=ttl_s)
+            await self._redis.set(self.key(jti), holder, ex=ttl_s)
 
     async def holder(self, jti: str) -> str | None:
         with _store_errors():
@@ -186,7 +205,9 @@ class Authenticator:
     async def login(self, *, user_id: str, email: str, role: str) -> IssuedToken:
         """A token for an account whose password was just verified, and its session."""
         issued = self.tokens.issue(user_id=user_id, email=email, role=role)
-        await self.sessions.open(issued.principal.jti, user_id, issued.expires_in)
+        await self.sessions.open(
+            issued.principal.jti, session_value(user_id, role), issued.expires_in
+        )
         return issued
 
     async def authenticate(self, token: str, *, known: KnownSession | None = None) -> Principal:
@@ -197,9 +218,14 @@ class Authenticator:
         else:
             principal = self.tokens.verify(token)
             holder = await self.sessions.holder(principal.jti)
-        if holder != principal.user_id:
-            raise SessionEndedError("session ended: log in again")
-        return principal
+        if holder == session_value(principal.user_id, principal.role):
+            return principal
+        if holder is not None and holder.split(" ", 1)[0] == principal.user_id:
+            # the user's own live session, another role: a token re-signed by whoever holds
+            # the key (or one of before roles were kept in sessions: log in again)
+            log.warning("auth.role_not_the_sessions", user_id=principal.user_id, jti=principal.jti)
+            raise InvalidTokenError("the token's role is not its session's: log in again")
+        raise SessionEndedError("session ended: log in again")
 
     async def logout(self, principal: Principal) -> None:
         await self.sessions.end(principal.jti)
