@@ -26,8 +26,9 @@ from eventshop.contracts import PRODUCERS
 from eventshop.platform.bus.provenance import REPLAYER
 from eventshop.platform.bus.topology import REPLAY_EXCHANGE
 from eventshop.platform.secrets import keep_secret, read_secret, secret
-from eventshop.platform.settings import OPERATOR_USER
+from eventshop.platform.settings import OPERATOR_USER, PlatformSettings
 from eventshop.services import BACKENDS, PORTS, SMTP_SINK_PORT
+from eventshop.tooling.dbroles import database_url, provision_database
 
 SERVICES = [*BACKENDS, "gateway"]
 VHOST = "eventshop"
@@ -223,7 +224,12 @@ def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
         "",
     ]
     for service in SERVICES:
-        env = {**base_env, "EVENTSHOP_AMQP_URL": amqp_url(service)}
+        env = {
+            **base_env,
+            "EVENTSHOP_AMQP_URL": amqp_url(service),
+            # its own role, owner of its schema only (tooling/dbroles.py)
+            "EVENTSHOP_DATABASE_URL": database_url(service),
+        }
         env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
         sections += [
             f"[program:{service}]",
@@ -304,6 +310,10 @@ def start(
     provisioned = provision_broker(SERVICES)
     if provisioned:
         say(f"broker: created {', '.join(provisioned)}")
+    # every service, the gateway too: the runtime gives each a pool on its schema
+    changed = provision_database(PlatformSettings().database_url, SERVICES)
+    if changed:
+        say(f"database: {', '.join(changed)}")
     write_config(layout, env_extra or {})
     if supervisor_running(layout):
         _supervisorctl(layout, "update")
