@@ -152,7 +152,9 @@ async def serve(
             await node.start()
             try:
                 async with running_jobs(definition, ctx):
-                    await _serve_http(definition, ctx, port or definition.port)
+                    await _serve_http(
+                        definition, ctx, port or definition.port, definition.metrics_port
+                    )
             finally:
                 log.info("service.stopping")
                 await node.stop()
@@ -161,12 +163,12 @@ async def serve(
         log.info("service.stopped")
 
 
-async def _serve_http(definition: ServiceDefinition[Any, Any], ctx: AnyContext, port: int) -> None:
-    app = build_app(definition, ctx)
-    health_routes(app, ctx)
-    metrics_route(app, ctx)
-    install_observability(app, definition.name)
-    config = uvicorn.Config(
+def http_server_config(app: Any, port: int, platform: PlatformSettings) -> uvicorn.Config:
+    """How a service's HTTP server runs. Forwarded headers (X-Forwarded-For) are believed only
+    from the proxies `trusted_proxies` names, none by default: otherwise any client could pick
+    the address the gateway's per-IP rate limit counts it under."""
+    trusted = platform.trusted_proxies
+    return uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
@@ -174,15 +176,41 @@ async def _serve_http(definition: ServiceDefinition[Any, Any], ctx: AnyContext, 
         access_log=False,
         lifespan="off",
         loop="none",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) if trusted else "",
     )
-    server = uvicorn.Server(config)
+
+
+async def _serve_http(
+    definition: ServiceDefinition[Any, Any],
+    ctx: AnyContext,
+    port: int,
+    metrics_port: int | None = None,
+) -> None:
+    """The service's app on `port`, with /metrics on it, or on `metrics_port` alone (the public
+    gateway's metrics on an internal port, never to the clients of the API)."""
+    app = build_app(definition, ctx)
+    health_routes(app, ctx)
+    install_observability(app, definition.name)
+    servers = [uvicorn.Server(http_server_config(app, port, ctx.platform))]
+    if metrics_port is None or metrics_port == port:
+        metrics_route(app, ctx)
+    else:
+        internal = FastAPI(title=f"{definition.name} metrics")
+        metrics_route(internal, ctx)
+        servers.append(uvicorn.Server(http_server_config(internal, metrics_port, ctx.platform)))
     # uvicorn captures SIGTERM/SIGINT during serve() and re-raises them afterwards; the loop's
-    # handlers below see them too and ask the server to exit, then the caller stops the bus
+    # handlers below see them too and ask the servers to exit, then the caller stops the bus
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    log.info("service.started", port=port)
-    await server.serve()
+        loop.add_signal_handler(sig, stop)
+    log.info("service.started", port=port, metrics_port=metrics_port or port)
+    await asyncio.gather(*(server.serve() for server in servers))
 
 
 def run(name: str, *, port: int | None = None) -> None:

@@ -127,6 +127,8 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
 
     #: how long its consumer lets a window fill before handling it (`Subscription.linger_s`)
     linger_s: float = 0.0
+    #: where /metrics is served when not on `port` (the public gateway's: an internal port)
+    metrics_port: int | None = None
 
     @property
     def consumes(self) -> dict[str, EventHandler | Batch]:

@@ -34,6 +34,9 @@ class PlatformSettings(BaseSettings):
     #: the relay's polling fallback when no NOTIFY arrives
     relay_poll_s: float = 1.0
     relay_batch: int = Field(default=1_000, ge=1)
+    #: the addresses of reverse proxies whose X-Forwarded-For is believed (JSON list in
+    #: EVENTSHOP_TRUSTED_PROXIES); none by default: the client's own address is what counts
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: the key the gateway signs forwarded identities with and the services check them with
     #: (platform/http.py); unset: this installation's own, made on first use (secrets.py)
     internal_key: SecretStr | None = None

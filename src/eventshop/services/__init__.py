@@ -28,6 +28,10 @@ PORTS: dict[str, int] = {
     "loyalty": 8007,
     "archive": 8008,
 }
+#: where each service serves /metrics: its own port, but the gateway's, which is public (its
+#: metrics go to an internal port of their own, never to the clients of the API)
+METRICS_PORTS: dict[str, int] = {**PORTS, "gateway": 9000}
+
 #: the services behind the gateway, in start order (the gateway starts last)
 BACKENDS: tuple[str, ...] = tuple(name for name in PORTS if name != "gateway")
 SMTP_SINK_PORT = 8025

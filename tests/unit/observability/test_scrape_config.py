@@ -1,4 +1,4 @@
-"""deploy/prometheus.yml scrapes every service of the platform, at its own port."""
+"""deploy/prometheus.yml scrapes every service of the platform, at its metrics port."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from eventshop.services import PORTS
+from eventshop.services import METRICS_PORTS
 
 CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "prometheus.yml"
 
@@ -16,4 +16,4 @@ def test_every_service_is_scraped_at_its_port() -> None:
     [job] = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
     targets = {group["labels"]["service"]: group["targets"] for group in job["static_configs"]}
-    assert targets == {name: [f"127.0.0.1:{port}"] for name, port in PORTS.items()}
+    assert targets == {name: [f"127.0.0.1:{port}"] for name, port in METRICS_PORTS.items()}

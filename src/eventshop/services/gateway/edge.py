@@ -14,10 +14,12 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventshop.platform.http import ApiError, error_body
+from eventshop.platform.observability.logging import get_logger
 from eventshop.services.gateway.adapters.auth import (
     Authenticator,
     InvalidTokenError,
@@ -29,9 +31,19 @@ from eventshop.services.gateway.adapters.auth import (
 from eventshop.services.gateway.adapters.ratelimit import RateLimiter
 from eventshop.services.gateway.adapters.upstream import Upstreams, UpstreamUnavailableError
 
+log = get_logger(__name__)
+
 #: never rate limited: probes and the API's own documentation
 EXEMPT_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 GZIP_MINIMUM_BYTES = 500
+#: refused (503) when their attempts cannot be counted (Redis away): password guessing
+FAIL_CLOSED_PATHS = frozenset({"/api/v1/auth/login", "/api/v1/auth/register"})
+
+UNCOUNTED = Counter(
+    "eventshop_gateway_ratelimit_uncounted_total",
+    "Requests the rate limit could not count (Redis unreachable), by what became of them",
+    ["outcome"],
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,18 @@ class RateLimit:
         )
         if token is not None and who is not None and counted.was_read:
             request.state.known_session = KnownSession(token, who, counted.value)
+        if counted.uncounted:
+            refuse = scope["path"] in FAIL_CLOSED_PATHS
+            UNCOUNTED.labels("refused" if refuse else "let_through").inc()
+            if refuse:  # unlimited tries at passwords while Redis is away: no
+                log.warning("ratelimit.fail_closed", path=scope["path"])
+                refusal = JSONResponse(
+                    error_body(request, "unavailable", "cannot count attempts now: retry soon"),
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+                await refusal(scope, receive, send)
+                return
         verdict = counted.verdict
         if verdict.allowed:
             await self.app(scope, receive, send)

@@ -21,7 +21,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -29,7 +29,7 @@ from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.runtime import readiness
 from eventshop.platform.service import ServiceContext, ServiceDefinition
 from eventshop.platform.settings import PlatformSettings
-from eventshop.services import PORTS
+from eventshop.services import METRICS_PORTS, PORTS
 from eventshop.services.gateway import api, edge
 from eventshop.services.gateway.adapters.auth import Authenticator, RedisSessionStore, Tokens
 from eventshop.services.gateway.adapters.ratelimit import RateLimiter
@@ -75,15 +75,23 @@ def assemble(settings: GatewaySettings, redis: Redis, upstreams: Upstreams) -> G
     )
 
 
-def connect_redis(url: str) -> Redis:
+def connect_redis(url: str, *, max_connections: int = 64, pool_wait_s: float = 2.0) -> Redis:
     """A Redis client that fails fast: every request waits on it, so a Redis that is down or
-    hung must cost a request well under a second, not redis-py's default ten retries."""
-    return Redis.from_url(
+    hung must cost a request well under a second, not redis-py's default ten retries.
+
+    Its connections are bounded, and a request waits up to `pool_wait_s` for a free one rather
+    than failing: redis-py's default pool raises "Too many connections" past 100 at once, and
+    the gateway then answered 503 to logins and let requests pass the rate limit uncounted.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=pool_wait_s,
         socket_timeout=1,
         socket_connect_timeout=0.5,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), retries=1),
     )
+    return Redis(connection_pool=pool)
 
 
 @asynccontextmanager
@@ -92,7 +100,11 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     if settings.jwt_secret is None:
         log.info("gateway.installation_jwt_secret", hint="set EVENTSHOP_GATEWAY_JWT_SECRET")
-    redis = connect_redis(platform.redis_url)
+    redis = connect_redis(
+        platform.redis_url,
+        max_connections=settings.redis_max_connections,
+        pool_wait_s=settings.redis_pool_wait_s,
+    )
     upstreams = Upstreams.over_http(settings, platform.identity_key())
     try:
         yield Resources(redis=redis, gateway=assemble(settings, redis, upstreams))
@@ -134,6 +146,7 @@ def finish_app(app: FastAPI, ctx: Context) -> None:
 definition: ServiceDefinition[GatewaySettings, Resources] = ServiceDefinition(
     name="gateway",
     port=PORTS["gateway"],
+    metrics_port=METRICS_PORTS["gateway"],  # internal: never to the clients of the API
     settings=GatewaySettings,
     resources=open_resources,
     router=api.router,

@@ -33,6 +33,9 @@ class GatewaySettings(BaseSettings):
 
     #: prepended to every Redis key the gateway writes (tests isolate themselves with it)
     redis_prefix: str = ""
+    #: Redis connections at most, and how long a request waits for a free one
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_wait_s: float = Field(default=2.0, gt=0, le=30)
 
     #: a service that does not answer within these is reported unavailable (503), never awaited
     upstream_connect_timeout_s: float = Field(default=1.0, gt=0)

@@ -101,6 +101,8 @@ class Counted:
     was_read: bool = False
     #: its value, None if the key does not exist
     value: str | None = None
+    #: Redis could not be reached: nothing was counted (the caller decides to let it through)
+    uncounted: bool = False
 
 
 class RateLimiter:
@@ -131,9 +133,10 @@ class RateLimiter:
         """Count one request of this client (and user), reading `read_along` in the same round
         trip; whether the request may proceed, and what was read.
 
-        If Redis cannot be reached the request is let through (and logged): a cache outage
-        should not take the public catalog down with it. Nothing is read then, and
-        authenticated routes still fail, closed, on their own session check.
+        If Redis cannot be reached nothing is counted (`uncounted`): the caller lets the
+        request through, as a cache outage should not take the public catalog down with it, or
+        refuses it where an unlimited request is the danger (password guessing). Nothing is
+        read then, and authenticated routes still fail, closed, on their own session check.
         """
         window = window_at(self._clock(), self.window_s)
         limits = self.limits_for(ip, user_id)
@@ -146,7 +149,7 @@ class RateLimiter:
                 answers = await self._run(keys, read_along)
         except (RedisError, OSError) as exc:
             log.warning("ratelimit.unavailable", error=str(exc))
-            return Counted(ALLOWED)
+            return Counted(ALLOWED, uncounted=True)
         verdict = judge(limits, [int(c) for c in answers[: len(keys)]], window)
         if read_along is None:
             return Counted(verdict)
