@@ -16,7 +16,7 @@ import pytest
 
 from eventshop.contracts import PRODUCERS, new_envelope
 from eventshop.contracts.payments import PaymentSucceeded
-from eventshop.platform.bus.parking import list_parked
+from eventshop.platform.bus.parking import list_parked, purge_parked
 from eventshop.platform.bus.topology import ServiceQueues, direct_exchange_of
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
@@ -67,7 +67,7 @@ async def _refused(conn: aio_pika.abc.AbstractConnection, exchange: str, key: st
 
 
 async def _parked_reason(service: str, event_id: uuid.UUID) -> str:
-    """The error an event was parked with by `service`, waited for."""
+    """The error an event was parked with by `service`, waited for; then purged."""
     settings = PlatformSettings()
     queues = ServiceQueues(service, (), tuple(settings.retry_delays_ms))
     conn = await aio_pika.connect(settings.amqp_url)  # the operator's user
@@ -82,6 +82,8 @@ async def _parked_reason(service: str, event_id: uuid.UUID) -> str:
         reason = await eventually(
             parked_reason, lambda r: r is not None, interval=0.3, what=f"{event_id} parked"
         )
+        # seen: taken out, so that the parking lot shows operators only what they should see
+        await purge_parked(conn, queues, where=lambda p: p.event_id == str(event_id))
     finally:
         await conn.close()
     assert isinstance(reason, str)

@@ -35,7 +35,11 @@ async def create_pool(
     """A pool whose connections see `schema` first; creates the schema if missing."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
+        # looked up first: a service's own role may not create schemas (the database's CREATE
+        # right is checked before IF NOT EXISTS is), and its schema exists, provisioned for it
+        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+        if not exists:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
     except asyncpg.UniqueViolationError:  # two processes racing to create it
         pass
     finally:

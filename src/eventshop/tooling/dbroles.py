@@ -20,10 +20,8 @@
   system catalogs.
 
 LISTEN/NOTIFY and advisory locks need no grant. The role keeps CONNECT and TEMP on the database
-(PUBLIC's defaults) and gets CREATE on it: the runtime's `create_pool` runs `CREATE SCHEMA IF
-NOT EXISTS <its schema>` at every start, and PostgreSQL checks the database's CREATE right
-before it looks whether the schema exists (`GRANT_DATABASE_CREATE`). That lets a service make
-new schemas of its own, never read another's.
+(PUBLIC's defaults) and gets no CREATE on it: the runtime's `create_pool` looks its schema up
+before it would create it (`GRANT_DATABASE_CREATE` grants it, for a runtime that did not).
 
 Idempotent and cheap the second time: it reads the catalogs first and changes only what
 differs; whether a role's password is current is checked against the SCRAM verifier PostgreSQL
@@ -47,9 +45,8 @@ import asyncpg
 from eventshop.platform.secrets import secret
 
 ROLE_PREFIX = "eventshop_"
-#: see the module's docstring; False once `create_pool` no longer runs CREATE SCHEMA for an
-#: existing schema
-GRANT_DATABASE_CREATE = True
+#: see the module's docstring: off, as `create_pool` runs no CREATE SCHEMA for an existing one
+GRANT_DATABASE_CREATE = False
 #: the advisory lock two provisioning runs take turns on
 _LOCK_KEY = int.from_bytes(hashlib.sha1(b"eventshop:dbroles").digest()[:8], "big", signed=True)
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")

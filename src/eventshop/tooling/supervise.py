@@ -245,6 +245,9 @@ def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
             "redirect_stderr=true",
             "",
         ]
+    # it holds every service's broker and database password: readable by its owner only
+    layout.conf.touch(mode=0o600)
+    layout.conf.chmod(0o600)
     layout.conf.write_text("\n".join(sections))
 
 
