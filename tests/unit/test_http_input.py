@@ -27,6 +27,10 @@ def build_app() -> FastAPI:
     async def add(note: Note) -> dict[str, str]:
         return {"text": note.text}
 
+    @app.get("/notes")
+    async def notes() -> list[str]:
+        return []
+
     @app.get("/notes/{name}")
     async def one(name: str, q: str = "") -> dict[str, str]:
         return {"name": name, "q": q}
@@ -118,3 +122,11 @@ async def test_the_database_away_is_a_503_with_retry_after(client: httpx.AsyncCl
     r = await client.get("/database-away")
     assert_error_shape(r, 503, "unavailable")
     assert r.headers["retry-after"] == "1"
+
+
+async def test_a_method_the_path_does_not_take_is_405_with_every_method_it_does(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.delete("/notes")
+    assert_error_shape(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, POST"  # two routes of the path, both named

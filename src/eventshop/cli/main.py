@@ -150,6 +150,20 @@ def asyncapi(
         console.print(f"wrote {output}")
 
 
+@app.command()
+def openapi(output: str = typer.Option("-", help="file to write, - for stdout")) -> None:
+    """Write the public API's OpenAPI document: the gateway's routes with what their services
+    answer (the gateway serves src/eventshop/services/gateway/openapi.json)."""
+    from eventshop.openapi import openapi_json
+
+    text = openapi_json()
+    if output == "-":
+        print(text, end="")
+    else:
+        with open(output, "w") as f:
+            f.write(text)
+
+
 from eventshop.bench.cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")

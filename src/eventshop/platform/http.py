@@ -26,15 +26,18 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -46,6 +49,20 @@ PROOF_MAX_AGE_S = 30
 #: the largest integers PostgreSQL's integer and bigint hold: bounds for ids and positions
 PG_INT_MAX = 2**31 - 1
 PG_BIGINT_MAX = 2**63 - 1
+
+
+def _iso_only(value: Any) -> Any:
+    """A time in a query must be ISO 8601 text: pydantic would also read "0.5" as Unix time."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an ISO 8601 date-time") from None
+    return value
+
+
+#: a date-time as a query parameter takes it: ISO 8601 only, as its schema says
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 #: the largest request body any route takes (an order of 50 lines is under 4 KB)
 MAX_BODY_BYTES = 64 * 1024
@@ -225,6 +242,15 @@ class CorrelationMiddleware:
         await self.app(scope, receive, send_with_correlation_id)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route of the app takes on this request's path (HEAD goes with GET)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route.methods or ())
+    return sorted(methods - {"HEAD"})
+
+
 def install_conventions(app: FastAPI) -> None:
     """Correlation ids in and out, and every error in the one JSON shape.
 
@@ -276,10 +302,11 @@ def install_conventions(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only its first route's
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return JSONResponse(
-            error_body(request, code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(request, code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
 
@@ -385,6 +412,38 @@ async def from_gateway(
         email="",
     ):
         raise ApiError(401, "unauthenticated", "this route answers the gateway only")
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    yield from (field.alias for field in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse (422) a query parameter the route does not take: an unknown one would be ignored
+    in silence, and the caller left believing it filtered or paged something."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(dependant))
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"not a parameter of this route: {', '.join(unknown)}",
+            [{"field": f"query.{name}", "message": "unknown parameter"} for name in unknown],
+        )
 
 
 async def admin(who: Annotated[Identity, Depends(caller)]) -> Identity:

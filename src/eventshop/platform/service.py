@@ -37,7 +37,7 @@ from eventshop.contracts import Envelope, EventPayload
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.outbox import UnitOfWork
 from eventshop.platform.bus.types import BatchHandler, Delivery, Handler
-from eventshop.platform.http import correlation_id_of, install_conventions
+from eventshop.platform.http import correlation_id_of, install_conventions, known_query_only
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.settings import PlatformSettings
 
@@ -129,6 +129,9 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
     linger_s: float = 0.0
     #: where /metrics is served when not on `port` (the public gateway's: an internal port)
     metrics_port: int | None = None
+    #: refuse query parameters a route does not declare (the gateway's routes pass the query
+    #: on to the service, which refuses what it does not take)
+    strict_query: bool = True
 
     @property
     def consumes(self) -> dict[str, EventHandler | Batch]:
@@ -198,7 +201,8 @@ def build_app(definition: ServiceDefinition[Any, Any], ctx: AnyContext) -> FastA
     # what the gateway proves forwarded identities with (platform/http.py, `caller`)
     app.state.identity_key = ctx.platform.identity_key()
     if definition.router is not None:
-        app.include_router(definition.router)
+        strict = [Depends(known_query_only)] if definition.strict_query else []
+        app.include_router(definition.router, dependencies=strict)
     if definition.customize_app is not None:
         definition.customize_app(app, ctx)
     install_conventions(app)  # last, so outermost: every answer has the one error shape

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from eventshop.contracts import Envelope
-from eventshop.platform.http import PG_BIGINT_MAX, Admin, ApiError, StrictBody
+from eventshop.platform.http import PG_BIGINT_MAX, Admin, ApiError, IsoDatetime, StrictBody
 from eventshop.platform.service import Context
 from eventshop.services.archive import handlers
 from eventshop.services.archive.adapters import MAX_REPLAY
@@ -90,8 +90,8 @@ async def find_events(
     event_type: Annotated[str | None, Query(alias="type")] = None,
     correlation_id: str | None = None,
     aggregate_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
     after: Annotated[
         int, Query(ge=0, le=PG_BIGINT_MAX, description="the next_after of the previous page")

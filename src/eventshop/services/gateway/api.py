@@ -27,6 +27,8 @@ from eventshop.services.gateway.edge import AdminUser, MaybeUser, User, gateway_
 log = get_logger(__name__)
 
 PREFIX = "/api/v1"
+TITLE = "eventshop"
+SUMMARY = "The public API of eventshop, an event-driven shop"
 
 
 # -- forwarding -------------------------------------------------------------------------------
@@ -161,6 +163,16 @@ IdempotencyKey = Annotated[
 _ERROR_SHAPE = "error, in the common shape {error: {code, message, details}, correlation_id}"
 
 
+def _upstream(target: str, *, optional_auth: bool = False) -> dict[str, Any]:
+    """The service operation a route forwards to ("orders GET /orders/{order_id}"): what it
+    answers is that operation's (eventshop/openapi.py composes the public document from it).
+    A route whose token is optional says so: anonymous callers are welcome."""
+    extra: dict[str, Any] = {"x-upstream": target}
+    if optional_auth:
+        extra["x-auth"] = "optional"
+    return extra
+
+
 def _answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
     common = (422, 429, 503)
     return {status: {"description": _ERROR_SHAPE} for status in (*statuses, *common)}
@@ -176,6 +188,7 @@ router = APIRouter(prefix=PREFIX)
 @router.post(
     "/auth/register", status_code=201, tags=["auth"], responses=_answers(409),
     summary="Create an account",
+    openapi_extra=_upstream("users POST /users"),
 )  # fmt: skip
 async def register(body: Registration, request: Request) -> Response:
     account = {**_body(body), "password": body.password.get_secret_value()}
@@ -221,19 +234,37 @@ async def logout(who: User, request: Request) -> Response:
 
 
 # -- users ------------------------------------------------------------------------------------
-@router.get("/users/me", tags=["users"], responses=_answers(401, 404), summary="My account")
+@router.get(
+    "/users/me",
+    tags=["users"],
+    responses=_answers(401, 404),
+    summary="My account",
+    openapi_extra=_upstream("users GET /users/me"),
+)
 async def me(who: User, request: Request) -> Response:
     return await forward(request, "users", "GET", "/users/me", who=who)
 
 
 # -- catalog ----------------------------------------------------------------------------------
-@router.get("/products", tags=["catalog"], responses=_answers(), summary="List products")
+@router.get(
+    "/products",
+    tags=["catalog"],
+    responses=_answers(),
+    summary="List products",
+    openapi_extra=_upstream("catalog GET /products", optional_auth=True),
+)
 async def list_products(who: MaybeUser, request: Request) -> Response:
     """Public. Query parameters (limit, offset, include_inactive) are passed to the catalog."""
     return await forward(request, "catalog", "GET", "/products", who=who, with_query=True)
 
 
-@router.get("/products/{sku}", tags=["catalog"], responses=_answers(404), summary="One product")
+@router.get(
+    "/products/{sku}",
+    tags=["catalog"],
+    responses=_answers(404),
+    summary="One product",
+    openapi_extra=_upstream("catalog GET /products/{sku}", optional_auth=True),
+)
 async def get_product(sku: str, who: MaybeUser, request: Request) -> Response:
     return await forward(request, "catalog", "GET", f"/products/{_segment(sku)}", who=who)
 
@@ -241,6 +272,7 @@ async def get_product(sku: str, who: MaybeUser, request: Request) -> Response:
 @router.post(
     "/products", status_code=201, tags=["catalog"], responses=_answers(401, 403, 409),
     summary="Create a product (admin)",
+    openapi_extra=_upstream("catalog POST /products"),
 )  # fmt: skip
 async def create_product(body: NewProduct, who: AdminUser, request: Request) -> Response:
     return await forward(request, "catalog", "POST", "/products", who=who, json=_body(body))
@@ -249,6 +281,7 @@ async def create_product(body: NewProduct, who: AdminUser, request: Request) -> 
 @router.put(
     "/products/{sku}", tags=["catalog"], responses=_answers(401, 403, 404),
     summary="Update a product (admin)",
+    openapi_extra=_upstream("catalog PUT /products/{sku}"),
 )  # fmt: skip
 async def update_product(
     sku: str, body: ProductChange, who: AdminUser, request: Request
@@ -258,7 +291,13 @@ async def update_product(
 
 
 # -- inventory --------------------------------------------------------------------------------
-@router.get("/stock/{sku}", tags=["inventory"], responses=_answers(401, 404), summary="Stock")
+@router.get(
+    "/stock/{sku}",
+    tags=["inventory"],
+    responses=_answers(401, 404),
+    summary="Stock",
+    openapi_extra=_upstream("inventory GET /stock/{sku}"),
+)
 async def stock(sku: str, who: User, request: Request) -> Response:
     return await forward(request, "inventory", "GET", f"/stock/{_segment(sku)}", who=who)
 
@@ -266,6 +305,7 @@ async def stock(sku: str, who: User, request: Request) -> Response:
 @router.post(
     "/stock/{sku}/restock", tags=["inventory"], responses=_answers(401, 403, 404),
     summary="Add stock (admin)",
+    openapi_extra=_upstream("inventory POST /stock/{sku}/restock"),
 )  # fmt: skip
 async def restock(sku: str, body: Restock, who: AdminUser, request: Request) -> Response:
     path = f"/stock/{_segment(sku)}/restock"
@@ -276,6 +316,7 @@ async def restock(sku: str, body: Restock, who: AdminUser, request: Request) -> 
 @router.post(
     "/orders", status_code=202, tags=["orders"], responses=_AUTHENTICATED,
     summary="Place an order: accepted (202) as PENDING, then confirmed or cancelled",
+    openapi_extra=_upstream("orders POST /orders"),
 )  # fmt: skip
 async def place_order(
     body: PlaceOrder, who: User, request: Request, idempotency_key: IdempotencyKey = None
@@ -288,12 +329,24 @@ async def place_order(
     )
 
 
-@router.get("/orders", tags=["orders"], responses=_AUTHENTICATED, summary="My orders")
+@router.get(
+    "/orders",
+    tags=["orders"],
+    responses=_AUTHENTICATED,
+    summary="My orders",
+    openapi_extra=_upstream("orders GET /orders"),
+)
 async def my_orders(who: User, request: Request) -> Response:
     return await forward(request, "orders", "GET", "/orders", who=who, with_query=True)
 
 
-@router.get("/orders/{order_id}", tags=["orders"], responses=_answers(401, 404), summary="An order")
+@router.get(
+    "/orders/{order_id}",
+    tags=["orders"],
+    responses=_answers(401, 404),
+    summary="An order",
+    openapi_extra=_upstream("orders GET /orders/{order_id}"),
+)
 async def get_order(order_id: str, who: User, request: Request) -> Response:
     return await forward(request, "orders", "GET", f"/orders/{_segment(order_id)}", who=who)
 
@@ -303,6 +356,7 @@ async def get_order(order_id: str, who: User, request: Request) -> Response:
     tags=["orders"],
     responses=_answers(401, 404),
     summary="An order as it was: after its N-th event (?version=N) or at a time (?at=ISO 8601)",
+    openapi_extra=_upstream("orders GET /orders/{order_id}/as-of"),
 )
 async def order_as_of(order_id: str, who: User, request: Request) -> Response:
     path = f"/orders/{_segment(order_id)}/as-of"
@@ -314,13 +368,20 @@ async def order_as_of(order_id: str, who: User, request: Request) -> Response:
     tags=["orders"],
     responses=_answers(401, 404),
     summary="An order's event stream, oldest first",
+    openapi_extra=_upstream("orders GET /orders/{order_id}/history"),
 )
 async def order_history(order_id: str, who: User, request: Request) -> Response:
     return await forward(request, "orders", "GET", f"/orders/{_segment(order_id)}/history", who=who)
 
 
 # -- what other services keep about me --------------------------------------------------------
-@router.get("/payments", tags=["payments"], responses=_AUTHENTICATED, summary="My payments")
+@router.get(
+    "/payments",
+    tags=["payments"],
+    responses=_AUTHENTICATED,
+    summary="My payments",
+    openapi_extra=_upstream("payments GET /payments"),
+)
 async def my_payments(who: User, request: Request) -> Response:
     return await forward(request, "payments", "GET", "/payments", who=who, with_query=True)
 
@@ -328,19 +389,32 @@ async def my_payments(who: User, request: Request) -> Response:
 @router.get(
     "/notifications", tags=["notifications"], responses=_AUTHENTICATED,
     summary="Notifications sent to me",
+    openapi_extra=_upstream("notifications GET /notifications"),
 )  # fmt: skip
 async def my_notifications(who: User, request: Request) -> Response:
     path = "/notifications"
     return await forward(request, "notifications", "GET", path, who=who, with_query=True)
 
 
-@router.get("/loyalty/points", tags=["loyalty"], responses=_AUTHENTICATED, summary="My points")
+@router.get(
+    "/loyalty/points",
+    tags=["loyalty"],
+    responses=_AUTHENTICATED,
+    summary="My points",
+    openapi_extra=_upstream("loyalty GET /points"),
+)
 async def my_points(who: User, request: Request) -> Response:
     return await forward(request, "loyalty", "GET", "/points", who=who)
 
 
 # -- archive ----------------------------------------------------------------------------------
-@router.get("/events", tags=["archive"], responses=_ADMIN, summary="Query the event log (admin)")
+@router.get(
+    "/events",
+    tags=["archive"],
+    responses=_ADMIN,
+    summary="Query the event log (admin)",
+    openapi_extra=_upstream("archive GET /events"),
+)
 async def events(who: AdminUser, request: Request) -> Response:
     """The query string (type, time range, correlation id, paging) is passed to the archive."""
     return await forward(request, "archive", "GET", "/events", who=who, with_query=True)

@@ -7,9 +7,11 @@ one error shape. `install_gateway` puts them on the app the runtime built from `
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from importlib import resources
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
@@ -187,6 +189,15 @@ class RateLimit:
 
 
 # -- the app ----------------------------------------------------------------------------------
+def public_openapi() -> dict[str, Any] | None:
+    """The public API's OpenAPI document (eventshop/openapi.py writes it), if it was written."""
+    source = resources.files("eventshop.services.gateway") / "openapi.json"
+    if not source.is_file():
+        return None
+    document: dict[str, Any] = json.loads(source.read_text())
+    return document
+
+
 def install_gateway(app: FastAPI, gateway: Gateway) -> None:
     """The gateway's own parts of its app (the runtime has built it from `router`, and puts the
     shared conventions outermost after this: every answer, a 429 included, has the correlation
@@ -194,6 +205,9 @@ def install_gateway(app: FastAPI, gateway: Gateway) -> None:
     app.title = "eventshop"
     app.version = "1"
     app.summary = "The public API of eventshop, an event-driven shop"
+    document = public_openapi()
+    if document is not None:  # what each route answers, composed from its service's document
+        app.openapi = lambda: document  # type: ignore[method-assign]
     app.state.gateway = gateway
     for kind in ERRORS:
         app.add_exception_handler(kind, _answer_error)

@@ -147,6 +147,7 @@ definition: ServiceDefinition[GatewaySettings, Resources] = ServiceDefinition(
     name="gateway",
     port=PORTS["gateway"],
     metrics_port=METRICS_PORTS["gateway"],  # internal: never to the clients of the API
+    strict_query=False,  # queries go on to the services, which refuse what they do not take
     settings=GatewaySettings,
     resources=open_resources,
     router=api.router,

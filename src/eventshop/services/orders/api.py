@@ -19,6 +19,7 @@ from eventshop.platform.http import (
     PG_INT_MAX,
     ApiError,
     Caller,
+    IsoDatetime,
     StrictBody,
 )
 from eventshop.platform.service import Context, CorrelationId
@@ -147,8 +148,14 @@ async def order_as_of(
     ctx: Context,
     order_id: str,
     who: Caller,
-    version: Annotated[int | None, Query(ge=1, le=PG_INT_MAX)] = None,
-    at: Annotated[datetime | None, Query()] = None,
+    version: Annotated[
+        int | None,
+        Query(ge=1, le=PG_INT_MAX, description="after its N-th event; exactly one of version, at"),
+    ] = None,
+    at: Annotated[
+        IsoDatetime | None,
+        Query(description="as it was at this time (ISO 8601); exactly one of version, at"),
+    ] = None,
 ) -> OrderAsOf:
     """Time travel: the order after its `version`-th event, or as it stood at time `at`
     (ISO 8601, with its offset); 404 if it did not exist yet."""
