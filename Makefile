@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup infra venv node-tools demo test lint pytest bench up down clean
+.PHONY: help setup infra venv node-tools demo test lint pytest bench up down image clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -53,6 +53,9 @@ up: setup
 
 down: setup
 	$(BIN)/eventshop down $(ARGS)
+
+image: venv
+	@scripts/build-image.sh $(TAG)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

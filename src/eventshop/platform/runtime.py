@@ -170,7 +170,7 @@ def http_server_config(app: Any, port: int, platform: PlatformSettings) -> uvico
     trusted = platform.trusted_proxies
     return uvicorn.Config(
         app,
-        host="127.0.0.1",
+        host=platform.http_host,
         port=port,
         log_config=None,
         access_log=False,

@@ -34,6 +34,9 @@ class PlatformSettings(BaseSettings):
     #: the relay's polling fallback when no NOTIFY arrives
     relay_poll_s: float = 1.0
     relay_batch: int = Field(default=1_000, ge=1)
+    #: the address services listen on: loopback on a host; 0.0.0.0 in a container, whose
+    #: published ports are then bound to the host's loopback by the compose file
+    http_host: str = "127.0.0.1"
     #: the addresses of reverse proxies whose X-Forwarded-For is believed (JSON list in
     #: EVENTSHOP_TRUSTED_PROXIES); none by default: the client's own address is what counts
     trusted_proxies: list[str] = Field(default_factory=list)
