@@ -6,6 +6,7 @@
 #   make lint    ruff + mypy only (needs only the venv)
 #   make bench   event-bus benchmark
 #   make up/down start/stop the platform
+#   make image   the one container image of every service (eventshop:dev; TAG=...)
 #   make clean   remove .venv (and tool caches)
 #
 # Extra arguments: make test PYTEST_ARGS='-k orders -x', make demo ARGS='...'
