@@ -12,7 +12,7 @@ import pytest
 from eventshop.services import PORTS
 from eventshop.tooling import supervise
 from tests.support.polling import eventually
-from tests.support.shop import Shop
+from tests.support.shop import Shop, User
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ async def test_restarting_every_service_during_300_orders_changes_no_outcome(
     async def place_all() -> list[str]:
         sem = asyncio.Semaphore(8)
 
-        async def one(user, sku, token):  # type: ignore[no-untyped-def]
+        async def one(user: User, sku: str, token: str) -> str:
             async with sem:
                 return await shop.place(user, [(sku, 1)], token=token)
 

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import aio_pika
@@ -22,6 +23,7 @@ from eventshop.platform.bus.outbox import write_outbox
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
+from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
     PINGED,
     PONGED,
@@ -40,7 +42,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def bus(settings: PlatformSettings, make_schema) -> AsyncIterator[Bus]:
+async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
     b = Bus(settings, make_schema)
     try:
         yield b
@@ -231,7 +233,7 @@ async def test_a_lingering_consumer_handles_a_trickle_in_one_window(bus: Bus) ->
             await publisher.publish(consumer_of(node).queues.main, message, to_queue=True)
         await asyncio.sleep(0.02)
     for pool in (lpool, epool):
-        await eventually(lambda pool=pool: fetchval(pool, "SELECT count(*) FROM effects"), 5)
+        await eventually(partial(fetchval, pool, "SELECT count(*) FROM effects"), 5)
     assert consumer_of(lingering).stats.batches == 1
     assert consumer_of(eager).stats.batches > 1  # 5 unless the machine stalls
     assert consumer_of(lingering).stats.handled == 5
@@ -281,15 +283,16 @@ async def test_notify_wakes_the_relay_long_before_its_poll(bus: Bus) -> None:
     _, cpool = await bus.node({PINGED: record_effect})
     sleepy = bus.settings.model_copy(update={"relay_poll_s": 30.0})
     producer, ppool = await bus.node(settings=sleepy)
-    assert producer.relay is not None
-    await eventually(lambda: producer.relay.is_leader, True)
+    relay = producer.relay
+    assert relay is not None
+    await eventually(lambda: relay.is_leader, True)
 
     # the first event may go out in the relay's first pass; the next ones only if NOTIFY
     # wakes it from its 30 s wait
     for seq in range(3):
         started = time.monotonic()
         [env] = await commit_pings(ppool, producer.service, [Pinged(seq=seq)])
-        await eventually(lambda env=env: effects_of(cpool, env.event_id), 1, timeout=5.0)
+        await eventually(partial(effects_of, cpool, env.event_id), 1, timeout=5.0)
         assert time.monotonic() - started < 5.0
 
 

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from functools import partial
 
 import aio_pika
 import asyncpg
@@ -20,10 +21,11 @@ import pytest
 
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
-from eventshop.platform.bus import BatchHandler, Delivery, UnitOfWork
+from eventshop.platform.bus import BatchHandler, BusNode, Delivery, UnitOfWork
 from eventshop.platform.bus.parking import purge_parked, replay_parked
 from eventshop.platform.bus.wire import encode_body, message_from_envelope
 from eventshop.platform.settings import PlatformSettings
+from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
     PINGED,
     PONGED,
@@ -45,7 +47,7 @@ LADDER_S = (100 + 200) / 1000  # the session's retry_delays_ms, end to end
 
 
 @pytest.fixture
-async def bus(settings: PlatformSettings, make_schema) -> AsyncIterator[Bus]:
+async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
     assert settings.retry_delays_ms == [100, 200], "these tests are written for that ladder"
     b = Bus(settings, make_schema)
     try:
@@ -205,7 +207,9 @@ def _no_handler_here(service: str) -> tuple[str, aio_pika.Message, bool, str]:
         _no_handler_here,
     ],
 )
-async def test_a_message_no_retry_can_fix_is_parked_at_once(bus: Bus, make_bad) -> None:
+async def test_a_message_no_retry_can_fix_is_parked_at_once(
+    bus: Bus, make_bad: Callable[[str], tuple[str, aio_pika.Message, bool, str]]
+) -> None:
     calls: list[Envelope] = []
 
     async def handler(uow: UnitOfWork, env: Envelope, payload: Pinged) -> None:
@@ -294,7 +298,7 @@ async def test_purge_with_a_filter_removes_only_what_it_names(bus: Bus) -> None:
     removed = await purge_parked(node.connection, queues, where=lambda p: p.event_id == target)
     assert [p.event_id for p in removed] == [target]
     left = await eventually(lambda: parked(node), lambda ps: len(ps) == 2)
-    assert sorted(p.event_id for p in left) == sorted(str(bad[i].event_id) for i in (0, 2))
+    assert sorted(str(p.event_id) for p in left) == sorted(str(bad[i].event_id) for i in (0, 2))
 
     removed = await purge_parked(node.connection, queues)
     assert len(removed) == 2
@@ -304,7 +308,9 @@ async def test_purge_with_a_filter_removes_only_what_it_names(bus: Bus) -> None:
 # -- 5. the slow path -----------------------------------------------------------------------------
 
 
-async def _hold_a_batch(bus: Bus, node, gate: asyncio.Event, entered: asyncio.Event, envs) -> None:
+async def _hold_a_batch(
+    bus: Bus, node: BusNode, gate: asyncio.Event, entered: asyncio.Event, envs: list[Envelope]
+) -> None:
     """Have `envs` handled as ONE batch: while a gate event's handler holds the consumer, they
     all arrive in its buffer; then the gate opens."""
     consumer = consumer_of(node)
@@ -336,7 +342,7 @@ async def test_one_failing_event_in_a_batch_leaves_the_others_handled_once(bus: 
     await _hold_a_batch(bus, node, gate, entered, [ok[0], ok[1], poison, ok[2], ok[3]])
 
     for env in ok:
-        await eventually(lambda env=env: effects_of(pool, env.event_id), 1)
+        await eventually(partial(effects_of, pool, env.event_id), 1)
     stats = consumer_of(node).stats
     await eventually(lambda: stats.retried, lambda n: n >= 1)
     # the events the handlers emitted are in the outbox, caused by what they handled

@@ -20,6 +20,7 @@ from eventshop.platform.bus.topology import (
 )
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
+from tests.conftest import SchemaFactory
 from tests.integration.helpers import PINGED, Bus, ping
 from tests.support.polling import eventually
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def bus(settings: PlatformSettings, make_schema) -> AsyncIterator[Bus]:
+async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
     b = Bus(settings, make_schema)
     try:
         yield b

@@ -141,7 +141,7 @@ LINES = (Line(sku="SKU-1", quantity=1, unit_price_minor=500),)
 def history(tag: str) -> list[Envelope]:
     """A small history: two orders (correlations A and B) and a product, a minute apart."""
     a, b, p = f"{tag}-A", f"{tag}-B", f"{tag}-P"
-    common = {"user_id": "u-1", "email": "ann@example.com", "lines": LINES}
+    common: dict[str, Any] = {"user_id": "u-1", "email": "ann@example.com", "lines": LINES}
     return [
         event(ProductCreated(sku="SKU-1", name="Mug", price_minor=500, currency="EUR"),
               aggregate_id="SKU-1", correlation_id=p, at=T0),

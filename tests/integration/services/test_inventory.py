@@ -13,7 +13,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -22,6 +22,7 @@ import pytest
 from eventshop.contracts import EventPayload, new_envelope, registry
 from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
+from eventshop.contracts.inventory import StockAdjusted
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
 from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.db import create_pool
@@ -378,7 +379,8 @@ async def test_cancel_racing_created_never_leaves_units_held(
     oids = [new_order_id() for _ in range(60)]
 
     async def both(i: int, oid: str) -> None:
-        first, second = created(oid, ("a", 2)), cancelled(oid, ("a", 2))
+        first: EventPayload = created(oid, ("a", 2))
+        second: EventPayload = cancelled(oid, ("a", 2))
         if i % 2:
             first, second = second, first
         await asyncio.gather(deliver(wide, first), deliver(wide, second))
@@ -496,7 +498,7 @@ async def test_restock_adds_units_and_emits_stock_adjusted(
 
     rows = await pool.fetch("SELECT body, correlation_id FROM outbox ORDER BY id")
     assert rows[0]["correlation_id"] == "cid-9"
-    adjusted = [registry.decode(row["body"])[1] for row in rows]
+    adjusted = [cast(StockAdjusted, registry.decode(row["body"])[1]) for row in rows]
     assert [(e.sku, e.delta, e.on_hand, e.reason) for e in adjusted] == [
         ("a", 25, 25, "restock"),
         ("a", 5, 30, "restock"),

@@ -513,9 +513,12 @@ async def test_failed_payment_cancels_and_releases_stock(
 ) -> None:
     order_id = await place(client, customer())
     await deliver(pool, reserved(order_id))
-    await deliver(
-        pool, PaymentFailed(payment_id=payment_id_for(order_id), order_id=order_id, reason=failure)
-    )  # type: ignore[arg-type]
+    failed = PaymentFailed(
+        payment_id=payment_id_for(order_id),
+        order_id=order_id,
+        reason=failure,  # type: ignore[arg-type]
+    )
+    await deliver(pool, failed)
     row = await read_model(pool, order_id)
     assert (row["status"], row["reason"]) == ("CANCELLED", reason)
     out = await outbox(pool, order_id)

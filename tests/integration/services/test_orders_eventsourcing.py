@@ -149,6 +149,7 @@ async def test_snapshots_are_used_on_load_and_never_needed(
     async with pool.acquire() as conn:
         snapshot = await store.events.load_snapshot(conn, sid)
         assert snapshot is not None and snapshot.version == 5  # taken at 3, then at 5
+        assert snapshot.taken_at is not None
         replayed = await store.order_as_of(
             conn, order_id, at=snapshot.taken_at + timedelta(1), snapshots=every_2
         )

@@ -101,7 +101,7 @@ class Consumer:
         self._queue = await self._channel.declare_queue(
             self.queues.main,
             durable=True,
-            arguments=self.queues.main_arguments(),  # type: ignore[arg-type]
+            arguments=self.queues.main_arguments(),
         )
         self._worker = asyncio.create_task(self._work(), name=f"consumer:{self.name}")
         self._tag = await self._queue.consume(self._on_message)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -80,10 +81,10 @@ class ServiceQueues:
         """Handler runs before parking: the first one plus one per rung of the ladder."""
         return len(self.retry_delays_ms) + 1
 
-    def main_arguments(self) -> dict[str, object]:
+    def main_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"}
 
-    def retry_arguments(self, delay_ms: int) -> dict[str, object]:
+    def retry_arguments(self, delay_ms: int) -> dict[str, Any]:
         return {
             "x-queue-type": "classic",
             "x-message-ttl": delay_ms,
@@ -93,7 +94,7 @@ class ServiceQueues:
             "x-dead-letter-routing-key": self.main,
         }
 
-    def parked_arguments(self) -> dict[str, object]:
+    def parked_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"}
 
 
@@ -132,12 +133,12 @@ async def declare_direct_exchange(channel: AbstractChannel, name: str) -> Abstra
 
 
 async def _declare_queue(
-    connection: aio_pika.abc.AbstractConnection, name: str, arguments: dict[str, object]
+    connection: aio_pika.abc.AbstractConnection, name: str, arguments: dict[str, Any]
 ) -> None:
     # A refused declaration closes its channel, so each one gets a short-lived channel of its own.
     channel = await connection.channel()
     try:
-        await channel.declare_queue(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
+        await channel.declare_queue(name, durable=True, arguments=arguments)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyMismatchError(explain_precondition(exc, arguments)) from None
     finally:
