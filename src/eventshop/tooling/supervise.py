@@ -36,7 +36,8 @@ EXCHANGE = "eventshop.events"
 #: the SMTP sink's module, run as `python -m` under supervisord
 SMTP_SINK_MODULE = "eventshop.tooling.smtp_sink"
 
-#: the demo profile: short enough timeouts that the demo shows them in seconds, not minutes
+#: the demo profile: short enough timeouts that the demo shows them in seconds, not minutes;
+#: each applies only when the environment does not set it
 DEMO_ENV = {
     "EVENTSHOP_ORDERS_TIMEOUT_S": "10",
     "EVENTSHOP_PAYMENTS_SLOW_LATENCY_MS": "14000",
@@ -198,7 +199,9 @@ def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
     layout.logs.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     eventshop = str(Path(python).with_name("eventshop"))
-    base_env = {**DEMO_ENV, **env_extra}
+    # the demo's values only where the environment says nothing: what is set in the shell wins
+    demo = {k: v for k, v in DEMO_ENV.items() if k not in os.environ}
+    base_env = {**demo, **env_extra}
     sections = [
         "[unix_http_server]",
         f"file={layout.sock}",
