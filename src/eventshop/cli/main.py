@@ -189,6 +189,19 @@ def openapi(output: str = typer.Option("-", help="file to write, - for stdout"))
             f.write(text)
 
 
+@app.command("settings")
+def settings_doc(output: str = typer.Option("-", help="file to write, - for stdout")) -> None:
+    """Write the table of every setting: environment variable, type, default, meaning."""
+    from eventshop.tooling.settings_doc import settings_markdown
+
+    text = settings_markdown()
+    if output == "-":
+        print(text, end="")
+    else:
+        with open(output, "w") as f:
+            f.write(text)
+
+
 from eventshop.bench.cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")

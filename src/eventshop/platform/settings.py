@@ -16,8 +16,11 @@ class PlatformSettings(BaseSettings):
     #: unset: the operator's user when this machine's set-up made one (platform/secrets.py),
     #: for the CLI's tools; every service is given its own user's URL by whoever starts it
     amqp_url: str = Field(default_factory=lambda: default_amqp_url())
+    #: PostgreSQL; `eventshop up` gives each service its own role's URL (tooling/dbroles.py)
     database_url: str = "postgresql://root@127.0.0.1:5432/eventshop"
+    #: Redis: the gateway's sessions and rate limits, the catalog's cache
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: the topic exchange every event is published to (routing key: its type)
     exchange: str = "eventshop.events"
     #: "per_service": every service connects as a broker user named after it, and a consumer
     #: accepts an event only from the user of its producer (platform/bus/provenance.py);
@@ -33,6 +36,7 @@ class PlatformSettings(BaseSettings):
     confirm_timeout_s: float = 10.0
     #: the relay's polling fallback when no NOTIFY arrives
     relay_poll_s: float = 1.0
+    #: outbox rows the relay publishes per round (one write, one wait for their confirms)
     relay_batch: int = Field(default=1_000, ge=1)
     #: the address services listen on: loopback on a host; 0.0.0.0 in a container, whose
     #: published ports are then bound to the host's loopback by the compose file

@@ -57,7 +57,9 @@ _MESSAGE_ID = re.compile(rb"^message-id:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | 
 class SmtpSinkSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_SMTP_SINK_", extra="ignore")
 
+    #: the port it listens on (loopback)
     port: int = SMTP_SINK_PORT
+    #: where each mail is kept, one file per Message-ID
     dir: Path = Path("var/mail")
 
 

@@ -63,6 +63,7 @@ A_CAUSATION_ID = "eventshop.causation_id"
 class TracingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_TRACE_", extra="ignore")
 
+    #: record spans at all
     enabled: bool = True
     #: an OTLP/HTTP endpoint (http://host:4318 or its /v1/traces URL); unset: JSON-lines files
     otlp_endpoint: str | None = None

@@ -26,19 +26,23 @@ class GatewaySettings(BaseSettings):
     #: token lifetime, and so the lifetime of its session in Redis
     jwt_ttl_s: int = Field(default=3_600, ge=1)
 
-    #: requests per window, per authenticated user and per client IP
+    #: requests per window of an authenticated user
     rate_per_user: int = Field(default=20, ge=1)
+    #: requests per window from one client address
     rate_per_ip: int = Field(default=50, ge=1)
+    #: the rate limits' window, in seconds
     rate_window_s: int = Field(default=1, ge=1, le=3_600)
 
     #: prepended to every Redis key the gateway writes (tests isolate themselves with it)
     redis_prefix: str = ""
-    #: Redis connections at most, and how long a request waits for a free one
+    #: Redis connections at most
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    #: how long a request waits for a free Redis connection before it fails
     redis_pool_wait_s: float = Field(default=2.0, gt=0, le=30)
 
-    #: a service that does not answer within these is reported unavailable (503), never awaited
+    #: a service not connected to within this is reported unavailable (503), never awaited
     upstream_connect_timeout_s: float = Field(default=1.0, gt=0)
+    #: a service's whole answer must come within this (else 503)
     upstream_timeout_s: float = Field(default=10.0, gt=0)
 
     #: where a service listens, by name, when not at http://127.0.0.1:<its port>; from the

@@ -22,9 +22,9 @@ class OrdersSettings(BaseSettings):
     #: streams end within 7 events, and loading 10 events costs about what loading a snapshot
     #: does (`eventshop bench eventstore`), so snapshots are off unless streams grow long.
     snapshot_every: int = Field(default=0, ge=0)
-    #: the projections' live subscriptions: events per transaction, and how often an idle one
-    #: looks for new events
+    #: events per transaction of the projections' live subscriptions
     projection_batch: int = Field(default=1_000, ge=1, le=100_000)
+    #: how often an idle projection subscription looks for new events
     projection_poll_s: float = Field(default=0.2, gt=0)
 
     @property

@@ -20,9 +20,13 @@ class PaymentsSettings(BaseSettings):
     decline_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
     # -- fraud rules --------------------------------------------------------------------------
+    #: a payment above this (minor units) is refused as fraud
     fraud_amount_limit_minor: int = Field(default=1_000_000, ge=0)
+    #: customers' e-mail domains whose payments are refused as fraud (JSON list)
     fraud_blocked_email_domains: list[str] = Field(default_factory=lambda: ["fraud.test"])
+    #: payment requests one user may make within the velocity window before fraud is called
     fraud_velocity_max_requests: int = Field(default=20, ge=1)
+    #: the velocity window, in seconds
     fraud_velocity_window_s: float = Field(default=60.0, gt=0)
 
     # -- the charge job (jobs.py) -------------------------------------------------------------

@@ -19,8 +19,11 @@ class UsersSettings(BaseSettings):
     # argon2id cost. The defaults are OWASP's minimum recommendation (19 MiB, 2 passes, 1 lane):
     # ~20 ms a hash, so a login costs little and a stolen hash still costs an attacker dearly.
     # Tests lower them to stay fast; raising them later rehashes each account at its next login.
+    #: argon2id passes
     password_time_cost: int = Field(default=2, ge=1)
+    #: argon2id memory, in KiB
     password_memory_kib: int = Field(default=19_456, ge=8)
+    #: argon2id lanes
     password_parallelism: int = Field(default=1, ge=1)
 
     @property
