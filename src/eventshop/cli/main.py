@@ -116,11 +116,15 @@ def down() -> None:
 def demo(
     orders: int = typer.Option(300, help="how many orders to place"),
     concurrency: int = typer.Option(16, help="orders in flight at once"),
+    start: bool = typer.Option(
+        True, help="start the platform first; --no-start drives one running elsewhere (compose)"
+    ),
 ) -> None:
     """The shopping demo: start the platform, fill the shop, place orders, check the invariants."""
     from eventshop.cli.demo import run_demo
 
-    up(wait=True)
+    if start:
+        up(wait=True)
     result = asyncio.run(run_demo(orders, concurrency, PlatformSettings().database_url, console))
     table = Table(title="shopping demo")
     table.add_column("outcome")
@@ -134,9 +138,11 @@ def demo(
     console.print(table)
     for v in result["violations"]:
         console.print(f"[red]{v}[/]")
-    console.print(
-        "the platform is still running: http://127.0.0.1:8000/docs ; stop it with `eventshop down`"
-    )
+    if start:
+        console.print(
+            "the platform is still running: http://127.0.0.1:8000/docs ;"
+            " stop it with `eventshop down`"
+        )
     print(json.dumps(result))
     raise typer.Exit(0 if result["invariants_ok"] and result["final"] == result["orders"] else 1)
 
@@ -200,6 +206,27 @@ def settings_doc(output: str = typer.Option("-", help="file to write, - for stdo
     else:
         with open(output, "w") as f:
             f.write(text)
+
+
+@app.command("compose-env")
+def compose_env(
+    output: str = typer.Option("var/compose/.env", help="the file to write (made 0600)"),
+) -> None:
+    """Write this installation's passwords as the variables deploy/docker-compose.yml reads."""
+    from pathlib import Path
+
+    from eventshop.tooling.compose import write_compose_env
+
+    write_compose_env(Path(output))
+
+
+@app.command()
+def provision() -> None:
+    """Inside the compose platform: the broker's users and rights, the database's roles."""
+    from eventshop.tooling.compose import provision as provision_all
+
+    for line in provision_all():
+        console.print(line)
 
 
 from eventshop.bench.cli import bench_app  # noqa: E402

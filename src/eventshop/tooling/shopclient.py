@@ -15,7 +15,8 @@ import httpx
 
 from eventshop.services import PORTS
 
-API = f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
+#: the public API; EVENTSHOP_API points the demo elsewhere (the compose platform's gateway)
+API = os.environ.get("EVENTSHOP_API") or f"http://127.0.0.1:{PORTS['gateway']}/api/v1"
 #: the development admin (users makes accounts with this e-mail admins); the demo, the order
 #: benchmark and the tests log in as it
 ADMIN = "admin@eventshop.test"

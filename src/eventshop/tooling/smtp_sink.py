@@ -57,7 +57,9 @@ _MESSAGE_ID = re.compile(rb"^message-id:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | 
 class SmtpSinkSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_SMTP_SINK_", extra="ignore")
 
-    #: the port it listens on (loopback)
+    #: the address it listens on (0.0.0.0 in a container)
+    host: str = "127.0.0.1"
+    #: the port it listens on
     port: int = SMTP_SINK_PORT
     #: where each mail is kept, one file per Message-ID
     dir: Path = Path("var/mail")
@@ -258,7 +260,7 @@ async def serve(settings: SmtpSinkSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with SmtpSink(settings.dir, port=settings.port):
+    async with SmtpSink(settings.dir, host=settings.host, port=settings.port):
         await stop.wait()
     log.info("smtp_sink.stopped")
 

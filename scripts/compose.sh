@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The platform in containers (deploy/docker-compose.yml).
+#
+#   scripts/compose.sh up      Docker (installed and started where missing), the images, the
+#                              passwords (var/compose/.env, 0600), then up, and wait until the
+#                              gateway answers ready on 127.0.0.1:18000
+#   scripts/compose.sh demo    the shopping demo through that gateway, invariants included
+#   scripts/compose.sh down    stop and remove the containers (KEEP_VOLUMES=1 keeps the data)
+#   scripts/compose.sh <docker-compose arguments...>   anything else, on the same project
+#
+# Where Docker cannot run, ensure-docker.sh says why in one line and this exits non-zero.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PROJECT=${EVENTSHOP_COMPOSE_PROJECT:-eventshop}
+ENV_FILE=var/compose/.env
+GATEWAY_PORT=${EVENTSHOP_GATEWAY_PORT:-18000}
+
+say() { printf 'compose: %s\n' "$*"; }
+die() { printf 'compose: ERROR: %s\n' "$*" >&2; exit 1; }
+compose() { docker-compose -p "$PROJECT" --env-file "$ENV_FILE" -f deploy/docker-compose.yml "$@"; }
+
+infra_images() {
+    local base=debian:bookworm-slim
+    docker image inspect "$base" >/dev/null 2>&1 || base=eventshop/debian:bookworm
+    for image in rabbitmq postgres redis; do
+        docker build -q --build-arg "BASE=$base" -t "eventshop/$image:dev" "deploy/images/$image" \
+            >/dev/null || die "building eventshop/$image failed"
+    done
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + ${1:-240}))
+    until curl -fsS "http://127.0.0.1:$GATEWAY_PORT/health/ready?scope=platform" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { compose ps >&2; die "the platform was not ready in time"; }
+        sleep 2
+    done
+}
+
+case ${1:-up} in
+up)
+    scripts/ensure-docker.sh
+    command -v docker-compose >/dev/null || die "docker-compose is missing"
+    scripts/build-image.sh dev
+    infra_images
+    .venv/bin/eventshop compose-env --output "$ENV_FILE"
+    compose up -d --remove-orphans
+    wait_ready 300
+    say "ready: API http://127.0.0.1:$GATEWAY_PORT/api/v1, RabbitMQ UI http://127.0.0.1:${EVENTSHOP_RABBITMQ_UI_PORT:-15673}"
+    ;;
+demo)
+    wait_ready 30
+    # inside the compose network: the demo checks its invariants in PostgreSQL, not published
+    pg=$(grep '^EVENTSHOP_POSTGRES_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
+    op=$(grep '^EVENTSHOP_OPERATOR_AMQP_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
+    compose run --rm --no-deps \
+        -e "EVENTSHOP_API=http://gateway:8000/api/v1" \
+        -e "EVENTSHOP_DATABASE_URL=postgresql://postgres:$pg@postgres:5432/eventshop" \
+        -e "EVENTSHOP_AMQP_URL=amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
+        provision eventshop demo --no-start "${@:2}"
+    ;;
+down)
+    if [[ ${KEEP_VOLUMES:-0} == 1 ]]; then compose down --remove-orphans; else compose down -v --remove-orphans; fi
+    ;;
+*)
+    compose "$@"
+    ;;
+esac
