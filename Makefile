@@ -7,6 +7,7 @@
 #   make bench   event-bus benchmark
 #   make up/down start/stop the platform
 #   make image   the one container image of every service (eventshop:dev; TAG=...)
+#   make compose-up / compose-demo / compose-down   the platform in containers (deploy/)
 #   make clean   remove .venv (and tool caches)
 #
 # Extra arguments: make test PYTEST_ARGS='-k orders -x', make demo ARGS='...'
@@ -19,7 +20,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup infra venv node-tools demo test lint pytest bench up down image clean
+.PHONY: help setup infra venv node-tools demo test lint pytest bench up down image compose-up compose-demo compose-down clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -57,6 +58,15 @@ down: setup
 
 image: venv
 	@scripts/build-image.sh $(TAG)
+
+compose-up: venv
+	@scripts/compose.sh up
+
+compose-demo: venv
+	@scripts/compose.sh demo $(ARGS)
+
+compose-down:
+	@scripts/compose.sh down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

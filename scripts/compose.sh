@@ -5,6 +5,8 @@
 #                              passwords (var/compose/.env, 0600), then up, and wait until the
 #                              gateway answers ready on 127.0.0.1:18000
 #   scripts/compose.sh demo    the shopping demo through that gateway, invariants included
+#   scripts/compose.sh scale inventory=3 [...]   that many containers of a service (competing
+#                              consumers of its one queue), the others left as they are
 #   scripts/compose.sh down    stop and remove the containers (KEEP_VOLUMES=1 keeps the data)
 #   scripts/compose.sh <docker-compose arguments...>   anything else, on the same project
 #
@@ -60,8 +62,27 @@ demo)
         -e "EVENTSHOP_AMQP_URL=amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
         provision eventshop demo --no-start "${@:2}"
     ;;
+scale)
+    shift
+    (($#)) || die "scale what? e.g. scale inventory=3"
+    args=()
+    for wanted in "$@"; do args+=(--scale "$wanted"); done
+    compose up -d --no-recreate "${args[@]}"
+    wait_ready 120
+    ;;
 down)
-    if [[ ${KEEP_VOLUMES:-0} == 1 ]]; then compose down --remove-orphans; else compose down -v --remove-orphans; fi
+    flags=(--remove-orphans)
+    [[ ${KEEP_VOLUMES:-0} == 1 ]] || flags+=(-v)
+    # Docker may still be releasing the last endpoints of the network: try again shortly
+    for attempt in 1 2 3 4 5; do
+        compose down "${flags[@]}" 2>/dev/null && exit 0
+        ((attempt < 5)) && sleep 2
+    done
+    # Docker 20.10 sometimes keeps a dead endpoint on the network after a container restart;
+    # the network then outlives the project, harmlessly: what matters is that nothing runs
+    left=$(docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT")
+    [[ -z $left ]] || { compose down "${flags[@]}"; exit 1; }
+    say "containers and volumes removed; Docker kept the network ${PROJECT}_default (a stale endpoint)"
     ;;
 *)
     compose "$@"

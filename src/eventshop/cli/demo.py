@@ -274,7 +274,17 @@ async def _parked_total() -> int:
     total = 0
     from eventshop.platform.settings import PlatformSettings
 
-    conn = await aio_pika.connect(PlatformSettings().amqp_url)  # the operator's user
+    # the operator's user; the broker may be restarting under the demo (it is meant to survive
+    # that): wait for it a while rather than fail the count
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            conn = await aio_pika.connect(PlatformSettings().amqp_url)
+            break
+        except (OSError, aio_pika.exceptions.AMQPConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
     try:
         for service in SERVICES:
             channel = await conn.channel()
