@@ -26,7 +26,7 @@ compose() { docker-compose -p "$PROJECT" --env-file "$ENV_FILE" -f deploy/docker
 infra_images() {
     local base=debian:bookworm-slim
     docker image inspect "$base" >/dev/null 2>&1 || base=eventshop/debian:bookworm
-    for image in rabbitmq postgres redis; do
+    for image in rabbitmq postgres redis prometheus; do
         docker build -q --build-arg "BASE=$base" -t "eventshop/$image:dev" "deploy/images/$image" \
             >/dev/null || die "building eventshop/$image failed"
     done
@@ -49,7 +49,7 @@ up)
     .venv/bin/eventshop compose-env --output "$ENV_FILE"
     compose up -d --remove-orphans
     wait_ready 300
-    say "ready: API http://127.0.0.1:$GATEWAY_PORT/api/v1, RabbitMQ UI http://127.0.0.1:${EVENTSHOP_RABBITMQ_UI_PORT:-15673}"
+    say "ready: API http://127.0.0.1:$GATEWAY_PORT/api/v1, RabbitMQ UI http://127.0.0.1:${EVENTSHOP_RABBITMQ_UI_PORT:-15673}, Prometheus http://127.0.0.1:${EVENTSHOP_PROMETHEUS_PORT:-19090}"
     ;;
 demo)
     wait_ready 30

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from eventshop.services import METRICS_PORTS
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +51,7 @@ def compose() -> Iterator[dict[str, str]]:
         "EVENTSHOP_COMPOSE_PROJECT": PROJECT,
         "EVENTSHOP_GATEWAY_PORT": str(free_port()),
         "EVENTSHOP_RABBITMQ_UI_PORT": str(free_port()),
+        "EVENTSHOP_PROMETHEUS_PORT": str(free_port()),
     }
     up = run("up", env=env)
     try:
@@ -119,3 +121,21 @@ def test_inventory_scaled_to_three_all_consume(compose: dict[str, str]) -> None:
         stats = httpx.get(f"{api}/channels/{channel}", auth=auth, timeout=10).json()
         delivered.append(stats.get("message_stats", {}).get("deliver_get", 0))
     assert len(delivered) == 3 and all(n > 0 for n in delivered), delivered
+
+
+def test_prometheus_scrapes_every_service(compose: dict[str, str]) -> None:
+    url = f"http://127.0.0.1:{compose['EVENTSHOP_PROMETHEUS_PORT']}/api/v1/targets"
+
+    def up_services() -> set[str]:
+        targets = httpx.get(url, timeout=10).json()["data"]["activeTargets"]
+        return {t["discoveredLabels"]["__meta_dns_name"] for t in targets if t["health"] == "up"}
+
+    deadline = time.monotonic() + 90
+    while up_services() != set(METRICS_PORTS):
+        assert time.monotonic() < deadline, up_services()
+        time.sleep(2)
+
+
+def test_the_compose_file_is_valid_for_docker_compose(compose: dict[str, str]) -> None:
+    checked = run("config", "-q", env=compose, timeout=60)
+    assert checked.returncode == 0, checked.stderr
