@@ -208,6 +208,19 @@ def settings_doc(output: str = typer.Option("-", help="file to write, - for stdo
             f.write(text)
 
 
+@app.command()
+def k8s(output: str = typer.Option("-", help="file to write, - for stdout")) -> None:
+    """Write the Kubernetes manifests of the platform (deploy/k8s/eventshop.yaml)."""
+    from eventshop.tooling.k8s import manifests_yaml
+
+    text = manifests_yaml()
+    if output == "-":
+        print(text, end="")
+    else:
+        with open(output, "w") as f:
+            f.write(text)
+
+
 @app.command("compose-env")
 def compose_env(
     output: str = typer.Option("var/compose/.env", help="the file to write (made 0600)"),
