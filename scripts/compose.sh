@@ -82,6 +82,10 @@ down)
     # the network then outlives the project, harmlessly: what matters is that nothing runs
     left=$(docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT")
     [[ -z $left ]] || { compose down "${flags[@]}"; exit 1; }
+    if [[ ${KEEP_VOLUMES:-0} != 1 ]]; then  # compose stopped at the network, before these
+        docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" \
+            | xargs -r docker volume rm >/dev/null
+    fi
     say "containers and volumes removed; Docker kept the network ${PROJECT}_default (a stale endpoint)"
     ;;
 *)

@@ -60,11 +60,13 @@ def compose() -> Iterator[dict[str, str]]:
     finally:
         down = run("down", env=env, timeout=300)
         assert down.returncode == 0, down.stderr[-2000:]
-        left = subprocess.run(
-            ["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout.split()  # fmt: skip
-        assert left == []
+        for what in ("ps", "volume ls"):  # nothing of the project left
+            left = subprocess.run(
+                ["docker", *what.split(), "-q", "--filter",
+                 f"label=com.docker.compose.project={PROJECT}"],
+                capture_output=True, text=True, timeout=60, check=True,
+            ).stdout.split()  # fmt: skip
+            assert left == [], what
 
 
 def demo(env: dict[str, str], orders: int = ORDERS) -> dict[str, Any]:
