@@ -60,7 +60,7 @@ def compose() -> Iterator[dict[str, str]]:
     finally:
         down = run("down", env=env, timeout=300)
         assert down.returncode == 0, down.stderr[-2000:]
-        for what in ("ps", "volume ls"):  # nothing of the project left
+        for what in ("ps -a", "volume ls"):  # nothing of the project left
             left = subprocess.run(
                 ["docker", *what.split(), "-q", "--filter",
                  f"label=com.docker.compose.project={PROJECT}"],
