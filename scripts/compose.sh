@@ -5,6 +5,7 @@
 #                              passwords (var/compose/.env, 0600), then up, and wait until the
 #                              gateway answers ready on 127.0.0.1:18000
 #   scripts/compose.sh demo    the shopping demo through that gateway, invariants included
+#   scripts/compose.sh ops status | dlq list | ...   an operator's command on the containers
 #   scripts/compose.sh scale inventory=3 [...]   that many containers of a service (competing
 #                              consumers of its one queue), the others left as they are
 #   scripts/compose.sh down    stop and remove the containers (KEEP_VOLUMES=1 keeps the data)
@@ -50,6 +51,18 @@ up)
     compose up -d --remove-orphans
     wait_ready 300
     say "ready: API http://127.0.0.1:$GATEWAY_PORT/api/v1, RabbitMQ UI http://127.0.0.1:${EVENTSHOP_RABBITMQ_UI_PORT:-15673}, Prometheus http://127.0.0.1:${EVENTSHOP_PROMETHEUS_PORT:-19090}"
+    ;;
+ops)
+    # an operator's command (eventshop status, dlq ...) inside the compose network, as the
+    # operator's broker user and the database's superuser: neither is published to the host
+    pg=$(grep '^EVENTSHOP_POSTGRES_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
+    op=$(grep '^EVENTSHOP_OPERATOR_AMQP_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
+    urls=$(.venv/bin/python -c 'import json; from eventshop.services import PORTS; print(json.dumps({n: f"http://{n}:{p}" for n, p in PORTS.items()}))')
+    compose run --rm --no-deps -T \
+        -e "EVENTSHOP_SERVICE_URLS=$urls" \
+        -e "EVENTSHOP_DATABASE_URL=postgresql://postgres:$pg@postgres:5432/eventshop" \
+        -e "EVENTSHOP_AMQP_URL=amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
+        provision eventshop "${@:2}"
     ;;
 demo)
     wait_ready 30

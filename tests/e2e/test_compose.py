@@ -141,3 +141,15 @@ def test_prometheus_scrapes_every_service(compose: dict[str, str]) -> None:
 def test_the_compose_file_is_valid_for_docker_compose(compose: dict[str, str]) -> None:
     checked = run("config", "-q", env=compose, timeout=60)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_operators_commands_work_on_the_containers(compose: dict[str, str]) -> None:
+    status = run("ops", "status", env=compose, timeout=300)
+    assert status.returncode == 0, status.stderr[-2000:]
+    table = status.stdout + status.stderr
+    for service in METRICS_PORTS:
+        row = next(line for line in table.splitlines() if f" {service} " in line)
+        assert "ready" in row and "down" not in row, row
+    parked = run("ops", "dlq", "list", env=compose, timeout=300)
+    assert parked.returncode == 0, parked.stderr[-2000:]
+    assert "0 parked message(s)" in parked.stdout + parked.stderr

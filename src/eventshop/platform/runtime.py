@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
+import uuid
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from eventshop.contracts import registry
 from eventshop.platform.bus.node import BusNode
@@ -163,6 +166,29 @@ async def serve(
         log.info("service.stopped")
 
 
+class JsonErrorsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, but a request too malformed to reach the app (a broken header,
+    a bad request line) is refused in the platform's one error shape, not in plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = orjson.dumps(
+            {
+                "error": {
+                    "code": "bad_request",
+                    "message": "malformed HTTP request",
+                    "details": [],
+                },
+                "correlation_id": str(uuid.uuid4()),
+            }
+        )
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            + body
+        )
+        self.transport.close()
+
+
 def http_server_config(app: Any, port: int, platform: PlatformSettings) -> uvicorn.Config:
     """How a service's HTTP server runs. Forwarded headers (X-Forwarded-For) are believed only
     from the proxies `trusted_proxies` names, none by default: otherwise any client could pick
@@ -176,6 +202,7 @@ def http_server_config(app: Any, port: int, platform: PlatformSettings) -> uvico
         access_log=False,
         lifespan="off",
         loop="none",
+        http=JsonErrorsProtocol,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=",".join(trusted) if trusted else "",
     )

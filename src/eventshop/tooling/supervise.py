@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -363,13 +364,20 @@ def start_service(layout: Layout, service: str) -> None:
     _supervisorctl(layout, "start", service)
 
 
+def service_url(name: str) -> str:
+    """Where an operator's tool finds a service: EVENTSHOP_SERVICE_URLS (a JSON map, e.g. the
+    compose network's names) or loopback at its port."""
+    urls: dict[str, str] = json.loads(os.environ.get("EVENTSHOP_SERVICE_URLS") or "{}")
+    return urls.get(name) or f"http://127.0.0.1:{PORTS[name]}"
+
+
 async def readiness(services: list[str] | None = None) -> dict[str, bool]:
     names = services or SERVICES
     async with httpx.AsyncClient(timeout=2.0) as client:
 
         async def probe(name: str) -> bool:
             try:
-                r = await client.get(f"http://127.0.0.1:{PORTS[name]}/health/ready")
+                r = await client.get(f"{service_url(name)}/health/ready")
                 return r.status_code == 200
             except httpx.HTTPError:
                 return False
