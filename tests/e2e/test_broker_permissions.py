@@ -9,7 +9,7 @@ import pytest
 from eventshop.contracts import new_envelope
 from eventshop.contracts.loyalty import PointsAwarded
 from eventshop.platform.bus.wire import message_from_envelope
-from eventshop.tooling import supervise
+from eventshop.tooling import broker, supervise
 
 pytestmark = pytest.mark.e2e
 
@@ -21,10 +21,10 @@ def _event(event_type: str) -> aio_pika.Message:
 async def test_a_service_may_publish_its_own_events_and_no_others(
     platform: supervise.Layout,
 ) -> None:
-    conn = await aio_pika.connect(supervise.amqp_url("loyalty"))
+    conn = await aio_pika.connect(broker.amqp_url("loyalty"))
     try:
         channel = await conn.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(supervise.EXCHANGE, ensure=False)
+        exchange = await channel.get_exchange(broker.EXCHANGE, ensure=False)
         # its own event type is accepted (a valid one: the archive keeps every event)
         own = PointsAwarded(user_id="permission-test", order_id="none", points=0, balance=0)
         message = message_from_envelope(
@@ -40,7 +40,7 @@ async def test_a_service_may_publish_its_own_events_and_no_others(
 
 
 async def test_a_service_cannot_read_another_services_queue(platform: supervise.Layout) -> None:
-    conn = await aio_pika.connect(supervise.amqp_url("loyalty"))
+    conn = await aio_pika.connect(broker.amqp_url("loyalty"))
     try:
         channel = await conn.channel()
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):

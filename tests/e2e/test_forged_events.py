@@ -22,7 +22,7 @@ from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import BACKENDS
 from eventshop.services.orders.domain import payment_id_for
-from eventshop.tooling import supervise
+from eventshop.tooling import broker, supervise
 from tests.support.polling import eventually
 from tests.support.shop import Shop
 
@@ -33,7 +33,7 @@ USERS = [*BACKENDS, "gateway"]
 
 def _exchanges() -> list[str]:
     out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_exchanges", "-p", supervise.VHOST, "name"],
+        ["rabbitmqctl", "-q", "list_exchanges", "-p", broker.VHOST, "name"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -95,7 +95,7 @@ async def as_user(
     platform: supervise.Layout,
 ) -> AsyncIterator[dict[str, aio_pika.abc.AbstractConnection]]:
     conns: dict[str, aio_pika.abc.AbstractConnection] = {
-        user: await aio_pika.connect(supervise.amqp_url(user)) for user in USERS
+        user: await aio_pika.connect(broker.amqp_url(user)) for user in USERS
     }
     try:
         yield conns
@@ -153,10 +153,10 @@ def _rights_of(user: str) -> str:
 
 async def test_guest_has_no_rights_on_the_platforms_vhost(platform: supervise.Layout) -> None:
     rights = await asyncio.to_thread(_rights_of, "guest")
-    assert supervise.VHOST not in [line.split("\t")[0] for line in rights.splitlines()]
+    assert broker.VHOST not in [line.split("\t")[0] for line in rights.splitlines()]
     # the broker closes the connection while opening the vhost (aiormq: an unexpected frame)
     with pytest.raises(aiormq.exceptions.AMQPError):
-        await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:5672/{supervise.VHOST}")
+        await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:5672/{broker.VHOST}")
 
 
 @pytest.mark.parametrize("sent_as", ["eventshop-operator", "loyalty", "orders"])
@@ -222,7 +222,7 @@ async def test_a_payment_result_for_another_payment_changes_no_order(
         currency="EUR",
     )
     env = new_envelope("payment.succeeded", 1, order_id, forged.model_dump(mode="json"))
-    conn = await aio_pika.connect(supervise.amqp_url("payments"))
+    conn = await aio_pika.connect(broker.amqp_url("payments"))
     try:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("eventshop.events", ensure=False)

@@ -11,7 +11,7 @@ import pytest
 from eventshop.contracts import new_envelope
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform.bus.wire import message_from_envelope
-from eventshop.tooling import supervise
+from eventshop.tooling import broker
 from tests.support.polling import eventually
 from tests.support.shop import API, Shop
 
@@ -126,7 +126,7 @@ async def test_late_and_duplicate_events_after_the_final_state_change_nothing(sh
         ).model_dump(mode="json"),
     )
     # sent as payments itself would send them: its broker user, named in user_id
-    conn = await aio_pika.connect(supervise.amqp_url("payments"))
+    conn = await aio_pika.connect(broker.amqp_url("payments"))
     try:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("eventshop.events", ensure=False)

@@ -23,7 +23,7 @@ from eventshop.platform.secrets import secret
 from eventshop.platform.settings import OPERATOR_USER
 from eventshop.services import BACKENDS
 from eventshop.tooling import dbroles
-from eventshop.tooling.supervise import EXCHANGE, VHOST, broker_rights, topic_rights
+from eventshop.tooling.broker import EXCHANGE, VHOST, broker_rights, topic_rights
 
 #: the services that get a broker user and a database role (the gateway too: a pool, an outbox)
 SERVICES = [*BACKENDS, "gateway"]

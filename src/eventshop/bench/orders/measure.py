@@ -21,7 +21,7 @@ import psutil
 from eventshop.bench.cpu import CpuSample, by_label, postgres_backends, spent
 from eventshop.bench.orders.config import BenchError
 from eventshop.bench.orders.platform import service_of_cmdline
-from eventshop.tooling import supervise
+from eventshop.tooling import broker, supervise
 
 BROKER_PROCESSES = ("beam.smp", "erl_child_setup", "epmd", "inet_gethost")
 
@@ -195,7 +195,7 @@ def read_bindings(exchange: str) -> list[tuple[str, str]]:
             "-q",
             "list_bindings",
             "-p",
-            supervise.VHOST,
+            broker.VHOST,
             "source_name",
             "destination_name",
             "destination_kind",

@@ -1,0 +1,145 @@
+"""The platform's RabbitMQ users, as `eventshop up` provisions them on a host (rabbitmqctl, as
+root): one user per service with a password of this installation, allowed to write only to the
+events exchange (its own event types, by topic permission) and its own direct exchange, and to
+read only its own queues; the operator's user; guest left without rights on the vhost
+(docs/SECURITY.md). tooling/compose.py makes the same through RabbitMQ's management API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+
+from eventshop.contracts import PRODUCERS
+from eventshop.platform.bus.provenance import REPLAYER
+from eventshop.platform.bus.topology import REPLAY_EXCHANGE
+from eventshop.platform.secrets import keep_secret, read_secret, secret
+from eventshop.platform.settings import OPERATOR_USER
+
+VHOST = "eventshop"
+EXCHANGE = "eventshop.events"
+
+
+def service_password(service: str) -> str:
+    """The service's broker password: from the environment, else this installation's own."""
+    return os.environ.get(f"EVENTSHOP_{service.upper()}_AMQP_PASSWORD") or secret(f"amqp-{service}")
+
+
+def amqp_url(service: str) -> str:
+    return f"amqp://{service}:{service_password(service)}@127.0.0.1:5672/{VHOST}"
+
+
+def _rabbitmqctl(*args: str, check: bool = True) -> str:
+    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def _rows(out: str) -> list[tuple[str, ...]]:
+    return [tuple(line.split("\t")) for line in out.splitlines() if line]
+
+
+def _either(*names: str) -> str:
+    """A regex alternation matching exactly these names."""
+    return "|".join(re.escape(n) for n in names)
+
+
+def broker_rights(service: str) -> tuple[str, str, str]:
+    """(configure, write, read) for a service's user: its own queues and direct exchange, the
+    events exchange (where the topic permission limits it to its own event types) and the replay
+    exchange its queue is bound to. Never the default exchange (`amq.default`): through it a
+    service could drop any event into any queue. Only the archive writes to the replay exchange.
+    """
+    own = rf"{re.escape(service)}(\..*)?"
+    configure = rf"^({_either(EXCHANGE, REPLAY_EXCHANGE)}|{own})$"
+    writable = (EXCHANGE, REPLAY_EXCHANGE) if service == REPLAYER else (EXCHANGE,)
+    write = rf"^({_either(*writable)}|{own})$"
+    return configure, write, configure
+
+
+def topic_rights(service: str) -> str:
+    """The routing keys (event types) the service may publish to the events exchange."""
+    types = sorted(t for t, producer in PRODUCERS.items() if producer == service)
+    # RabbitMQ matches the routing key against the write pattern: nothing else is allowed
+    return f"^({_either(*types)})$" if types else "^$"
+
+
+def _ensure_user(name: str, password: str, users: set[str], done: list[str]) -> None:
+    if name not in users:
+        _rabbitmqctl("add_user", name, password)
+        done.append(f"user {name}")
+        return
+    if subprocess.run(
+        ["rabbitmqctl", "-q", "authenticate_user", name, password],
+        capture_output=True,
+        timeout=60,
+    ).returncode:
+        _rabbitmqctl("change_password", name, password)
+        done.append(f"password {name}")
+
+
+def provision_broker(services: list[str]) -> list[str]:
+    """One RabbitMQ user per service, with a password of this installation; the operator's user;
+    and guest left without rights on the platform's vhost.
+
+    A service's user may write only to the events exchange (its own event types, by topic
+    permission), to its own direct exchange, and read only its own queues (`broker_rights`).
+    Reads what exists first and changes only what differs (each rabbitmqctl call costs ~1 s);
+    whether a password is current is remembered as a digest beside the secrets, so a second
+    `up` asks the broker nothing it need not.
+    """
+    done: list[str] = []
+    users = {r[0] for r in _rows(_rabbitmqctl("list_users"))}
+    perms = {r[0]: r[1:4] for r in _rows(_rabbitmqctl("list_permissions", "-p", VHOST))}
+    topic = {
+        (r[0], r[1]): r[2:4] for r in _rows(_rabbitmqctl("list_topic_permissions", "-p", VHOST))
+    }
+    accounts = {service: service_password(service) for service in services}
+    accounts[OPERATOR_USER] = secret("amqp-operator")
+    digest = hashlib.sha256(repr(sorted(accounts.items())).encode()).hexdigest()
+    known = read_secret("amqp-provisioned") == digest and set(accounts) <= users
+    for name, password in accounts.items():
+        if not known or name not in users:
+            _ensure_user(name, password, users, done)
+    if not known:
+        _rabbitmqctl("set_user_tags", OPERATOR_USER, "impersonator", "monitoring")
+    if perms.get(OPERATOR_USER) != (".*", ".*", ".*"):
+        _rabbitmqctl("set_permissions", "-p", VHOST, OPERATOR_USER, ".*", ".*", ".*")
+        done.append(f"permissions {OPERATOR_USER}")
+    if "guest" in perms:
+        _rabbitmqctl("clear_permissions", "-p", VHOST, "guest")
+        done.append("guest: no rights on the platform's vhost")
+    for service in services:
+        wanted = broker_rights(service)
+        if perms.get(service) != wanted:
+            _rabbitmqctl("set_permissions", "-p", VHOST, service, *wanted)
+            done.append(f"permissions {service}")
+        write = topic_rights(service)
+        if topic.get((service, EXCHANGE)) != (write, ".*"):
+            _rabbitmqctl("set_topic_permissions", "-p", VHOST, service, EXCHANGE, write, ".*")
+            done.append(f"topic permissions {service}")
+    keep_secret("amqp-provisioned", digest)
+    done += _drop_legacy_delay_queues(services)
+    return done
+
+
+def _drop_legacy_delay_queues(services: list[str]) -> list[str]:
+    """Delete the retry ladder's queues of before the direct exchanges (`<service>.retry.*`)
+    once they are empty: they dead-letter through the default exchange, which services may no
+    longer use; the broker still empties them into their service's queue by itself."""
+    names = [r[0] for r in _rows(_rabbitmqctl("list_queues", "-p", VHOST, "name"))]
+    dropped = []
+    for name in names:
+        service, _, rest = name.partition(".retry.")
+        if rest and service in services:
+            out = subprocess.run(
+                ["rabbitmqctl", "-q", "delete_queue", "-p", VHOST, name, "--if-empty"],
+                capture_output=True,
+                timeout=60,
+            )
+            if out.returncode == 0:
+                dropped.append(f"dropped {name}")
+    return dropped
