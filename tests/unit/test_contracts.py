@@ -45,9 +45,9 @@ def envelope_dict(**overrides: Any) -> dict[str, Any]:
 def test_envelope_is_frozen() -> None:
     env = new_envelope(PINGED, 2, "agg-1", {"seq": 1})
     with pytest.raises(ValidationError):
-        env.event_type = "selfcheck.ponged"  # type: ignore[misc]
+        env.event_type = "selfcheck.ponged"
     with pytest.raises(ValidationError):
-        env.payload = {}  # type: ignore[misc]
+        env.payload = {}
     assert env.event_type == PINGED and env.payload == {"seq": 1}  # unchanged
     # copies are the way to a changed envelope; the original stays as it was
     lifted = env.model_copy(update={"schema_version": 3})
@@ -92,7 +92,7 @@ def test_new_envelope_defaults() -> None:
 def test_payload_models_are_frozen_and_strict() -> None:
     p = Pinged(seq=1)
     with pytest.raises(ValidationError):
-        p.seq = 2  # type: ignore[misc]
+        p.seq = 2
     with pytest.raises(ValidationError):
         Pinged(seq=1, unexpected=True)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):

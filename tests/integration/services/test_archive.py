@@ -110,7 +110,7 @@ def event(
     )
 
 
-def context_on(pool: asyncpg.Pool) -> Context:
+def context_on(pool: asyncpg.Pool | None) -> Context:
     """The archive's context on `pool` (it has no settings or resources; its handler uses
     neither the context nor the bus node, which is never started)."""
     bus = BusNode(
@@ -123,7 +123,7 @@ def context_on(pool: asyncpg.Pool) -> Context:
 
 SETTINGS = PlatformSettings()
 #: what the bus runs for every event the archive receives, its context bound
-ARCHIVE_CONTEXT = context_on(None)  # type: ignore[arg-type]
+ARCHIVE_CONTEXT = context_on(None)
 ARCHIVE = definition.bind(ARCHIVE_CONTEXT)[EVERY_EVENT]
 
 

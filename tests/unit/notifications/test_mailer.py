@@ -127,7 +127,7 @@ def test_carriage_returns_become_line_ends() -> None:
 )
 def test_a_line_break_in_a_header_is_refused(fields: dict[str, str]) -> None:
     values = {"ref": "u", "recipient": "a@example.com", "subject": "s", **fields}
-    mail = domain.Email(kind="welcome", body="b", **values)  # type: ignore[arg-type]
+    mail = domain.Email(kind="welcome", body="b", **values)
     with pytest.raises(ValueError, match="line break"):
         render(mail, sender=SENDER)
 
