@@ -13,6 +13,7 @@ from eventshop.services.gateway.adapters.auth import (
     KnownSession,
     SessionEndedError,
     Tokens,
+    session_value,
 )
 
 SECRET = "unit-test-secret-of-at-least-32-characters"
@@ -128,8 +129,9 @@ async def test_login_opens_a_session_that_authenticates(tokens: Tokens, clock: F
     sessions = FakeSessionStore(clock)
     auth = Authenticator(tokens, sessions)
     issued = await auth.login(user_id="u1", email="a@x.io", role="customer")
-    # the session holds the user and the role users gave: the server's word, not the token's
-    assert sessions.sessions[issued.principal.jti] == ("u1 customer", NOW + 3_600)
+    # the session holds the user, role and email users gave: the server's word, not the token's
+    holder = session_value("u1", "customer", "a@x.io")
+    assert sessions.sessions[issued.principal.jti] == (holder, NOW + 3_600)
     assert (await auth.authenticate(issued.access_token)).user_id == "u1"
 
 
@@ -170,7 +172,7 @@ async def test_a_session_known_from_earlier_in_the_request_is_not_looked_up_agai
     auth = Authenticator(tokens, FakeSessionStore(clock))
     issued = tokens.issue(user_id="u1", email="a@x.io", role="customer")
     principal, token = issued.principal, issued.access_token
-    known = KnownSession(token, principal, holder="u1 customer")
+    known = KnownSession(token, principal, holder=session_value("u1", "customer", "a@x.io"))
     assert await auth.authenticate(token, known=known) == principal
     with pytest.raises(SessionEndedError):  # read as ended: ended
         await auth.authenticate(token, known=KnownSession(token, principal, holder=None))
@@ -196,7 +198,7 @@ async def test_a_token_re_signed_with_another_role_is_refused(
         issued.access_token, SECRET, algorithms=["HS256"], options={"verify_exp": False}
     )
     forged = jwt.encode({**claims, "role": "admin"}, SECRET, algorithm="HS256")
-    with pytest.raises(InvalidTokenError, match="role"):
+    with pytest.raises(InvalidTokenError, match="its session"):
         await auth.authenticate(forged)
     assert (await auth.authenticate(issued.access_token)).role == "customer"
 
@@ -217,3 +219,54 @@ def test_a_refused_token_is_explained_in_the_platforms_words(
     with pytest.raises(InvalidTokenError) as refused:
         tokens.verify(token)
     assert str(refused.value) == said
+
+
+def _re_signed(token: str, **claims: str) -> str:
+    """The token with some claims changed and signed again with the key (which leaked, or was
+    the development one): its session id (jti) is the live one."""
+    original = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    return jwt.encode({**original, **claims}, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "claims", [{"role": "admin"}, {"email": "victim@x.io"}, {"role": "admin", "email": "r@x.io"}]
+)
+async def test_a_re_signed_token_is_refused_on_the_fast_path_too(
+    tokens: Tokens, clock: FakeClock, claims: dict[str, str]
+) -> None:
+    """The rate limit read the session along and hands it on (`KnownSession`): the identity
+    is still the session's, not the token's."""
+    sessions = FakeSessionStore(clock)
+    auth = Authenticator(tokens, sessions)
+    issued = await auth.login(user_id="u1", email="a@x.io", role="customer")
+    forged = _re_signed(issued.access_token, **claims)
+    holder = await sessions.holder(issued.principal.jti)
+    known = KnownSession(forged, tokens.verify(forged), holder)
+    with pytest.raises(InvalidTokenError, match="session"):
+        await auth.authenticate(forged, known=known)
+    with pytest.raises(InvalidTokenError, match="session"):
+        await auth.authenticate(forged)
+
+
+async def test_who_the_caller_is_comes_from_the_session(tokens: Tokens, clock: FakeClock) -> None:
+    sessions = FakeSessionStore(clock)
+    auth = Authenticator(tokens, sessions)
+    issued = await auth.login(user_id="u1", email="a@x.io", role="customer")
+    assert await sessions.holder(issued.principal.jti) == session_value("u1", "customer", "a@x.io")
+    who = await auth.authenticate(issued.access_token)
+    assert (who.user_id, who.role, who.email) == ("u1", "customer", "a@x.io")
+
+
+@pytest.mark.parametrize(
+    "holder", ["u1", "u1 customer", "{}", "[]", '{"sub": "u1", "role": "customer"}', "{"]
+)
+async def test_a_session_not_holding_a_whole_identity_has_ended(
+    tokens: Tokens, clock: FakeClock, holder: str
+) -> None:
+    """Sessions written before they kept the whole identity (or anything else): log in again."""
+    sessions = FakeSessionStore(clock)
+    auth = Authenticator(tokens, sessions)
+    issued = tokens.issue(user_id="u1", email="a@x.io", role="customer")
+    await sessions.open(issued.principal.jti, holder, 60)
+    with pytest.raises(SessionEndedError):
+        await auth.authenticate(issued.access_token)

@@ -1,11 +1,12 @@
 """Who is calling: JWTs (HS256) backed by a session in Redis.
 
 A JWT alone cannot be taken back before it expires. So login also opens a session,
-`session:<jti>` in Redis, living exactly as long as the token, holding the user AND the role
-users answered at login; every authenticated request checks the signature, the expiry AND that
-the session still exists for that user and role; logout deletes it, and the same token is
-refused from then on. The role is the server's: a token re-signed with another role than its
-session's is refused, whoever holds the signing key.
+`session:<jti>` in Redis, living exactly as long as the token, holding who the caller is as
+users answered at login (user id, role AND email, a small JSON object); every authenticated
+request checks the signature, the expiry AND that the session still exists; logout deletes it,
+and the same token is refused from then on. Who the caller is comes from the server, never from
+the token's claims: a token re-signed with another role (or email, or user) than its session's
+is refused and logged, whoever holds the signing key.
 
 `Tokens` is the pure part (sign, verify); `Authenticator` adds the sessions, behind the
 `SessionStore` port so its logic is unit-tested with a fake and run against Redis.
@@ -17,12 +18,13 @@ the request then costs neither a second verification nor a second round trip.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import jwt
 from redis.asyncio import Redis
@@ -135,9 +137,24 @@ class Tokens:
         )  # fmt: skip
 
 
-def session_value(user_id: str, role: str) -> str:
-    """What a session holds: whose it is, and the role the server gave at login."""
-    return f"{user_id} {role}"
+def session_value(user_id: str, role: str, email: str) -> str:
+    """What a session holds: who the server said the caller is at login."""
+    return json.dumps({"sub": user_id, "role": role, "email": email}, separators=(",", ":"))
+
+
+def session_identity(holder: str) -> tuple[str, str, str] | None:
+    """(user id, role, email) of what a session holds; None if it is not a session's value
+    (one written before sessions kept the whole identity: its token must log in again)."""
+    try:
+        value = json.loads(holder)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    identity = (value.get("sub"), value.get("role"), value.get("email"))
+    if not all(isinstance(part, str) and part for part in identity):
+        return None
+    return cast(tuple[str, str, str], identity)
 
 
 @dataclass(frozen=True)
@@ -163,8 +180,8 @@ class SessionStore(Protocol):
 
 
 class RedisSessionStore:
-    """Sessions as Redis keys `<prefix>session:<jti>` = "<user id> <role>", with the token's
-    TTL."""
+    """Sessions as Redis keys `<prefix>session:<jti>` = `session_value(...)` (JSON), with the
+    token's TTL."""
 
     def __init__(self, redis: Redis, *, prefix: str = "") -> None:
         self._redis = redis
@@ -206,26 +223,43 @@ class Authenticator:
         """A token for an account whose password was just verified, and its session."""
         issued = self.tokens.issue(user_id=user_id, email=email, role=role)
         await self.sessions.open(
-            issued.principal.jti, session_value(user_id, role), issued.expires_in
+            issued.principal.jti, session_value(user_id, role, email), issued.expires_in
         )
         return issued
 
     async def authenticate(self, token: str, *, known: KnownSession | None = None) -> Principal:
         """The caller a token names, if it is valid and its session open; `known` is what was
-        already checked of the same token in this request (then nothing is checked twice)."""
+        already checked of the same token in this request (then nothing is checked twice).
+
+        Who the caller is (user, role, email) is the session's, written at login; a token
+        claiming otherwise was not issued with that session: it is refused, and logged."""
         if known is not None and known.token == token:
-            principal, holder = known.principal, known.holder
+            claimed, holder = known.principal, known.holder
         else:
-            principal = self.tokens.verify(token)
-            holder = await self.sessions.holder(principal.jti)
-        if holder == session_value(principal.user_id, principal.role):
-            return principal
-        if holder is not None and holder.split(" ", 1)[0] == principal.user_id:
-            # the user's own live session, another role: a token re-signed by whoever holds
-            # the key (or one of before roles were kept in sessions: log in again)
-            log.warning("auth.role_not_the_sessions", user_id=principal.user_id, jti=principal.jti)
-            raise InvalidTokenError("the token's role is not its session's: log in again")
-        raise SessionEndedError("session ended: log in again")
+            claimed = self.tokens.verify(token)
+            holder = await self.sessions.holder(claimed.jti)
+        identity = session_identity(holder) if holder is not None else None
+        if identity is None:
+            raise SessionEndedError("session ended: log in again")
+        user_id, role, email = identity
+        if (claimed.user_id, claimed.role, claimed.email) != identity:
+            # the live session of a token re-signed by whoever holds the key
+            log.warning(
+                "auth.claims_not_the_sessions",
+                jti=claimed.jti,
+                session_user_id=user_id,
+                claimed_user_id=claimed.user_id,
+                session_role=role,
+                claimed_role=claimed.role,
+                email_differs=claimed.email != email,
+            )
+            if claimed.user_id != user_id:
+                raise SessionEndedError("session ended: log in again")
+            raise InvalidTokenError("the token does not match its session: log in again")
+        return Principal(
+            user_id=user_id, email=email, role=role, jti=claimed.jti,
+            expires_at=claimed.expires_at,
+        )  # fmt: skip
 
     async def logout(self, principal: Principal) -> None:
         await self.sessions.end(principal.jti)
