@@ -33,6 +33,7 @@ from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.bus.types import Subscription
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
+from eventshop.platform.http import install_conventions
 from eventshop.platform.observability import metrics
 from eventshop.platform.observability.http import install_observability
 from eventshop.platform.observability.logging import configure_logging, get_logger
@@ -208,14 +209,15 @@ def http_server_config(app: Any, port: int, platform: PlatformSettings) -> uvico
     )
 
 
-async def _serve_http(
+def http_servers(
     definition: ServiceDefinition[Any, Any],
     ctx: AnyContext,
     port: int,
     metrics_port: int | None = None,
-) -> None:
+) -> list[uvicorn.Server]:
     """The service's app on `port`, with /metrics on it, or on `metrics_port` alone (the public
-    gateway's metrics on an internal port, never to the clients of the API)."""
+    gateway's metrics on an internal port, never to the clients of the API: its public app has
+    no /metrics route at all, so it answers 404 there like any path it does not serve)."""
     app = build_app(definition, ctx)
     health_routes(app, ctx)
     install_observability(app, definition.name)
@@ -223,9 +225,21 @@ async def _serve_http(
     if metrics_port is None or metrics_port == port:
         metrics_route(app, ctx)
     else:
-        internal = FastAPI(title=f"{definition.name} metrics")
+        internal = FastAPI(title=f"{definition.name} metrics", openapi_url=None)
         metrics_route(internal, ctx)
+        install_conventions(internal)  # its 404s too in the one error shape
         servers.append(uvicorn.Server(http_server_config(internal, metrics_port, ctx.platform)))
+    return servers
+
+
+async def _serve_http(
+    definition: ServiceDefinition[Any, Any],
+    ctx: AnyContext,
+    port: int,
+    metrics_port: int | None = None,
+) -> None:
+    """Serve `http_servers` until SIGTERM or SIGINT."""
+    servers = http_servers(definition, ctx, port, metrics_port)
     # uvicorn captures SIGTERM/SIGINT during serve() and re-raises them afterwards; the loop's
     # handlers below see them too and ask the servers to exit, then the caller stops the bus
     loop = asyncio.get_running_loop()
