@@ -26,6 +26,17 @@ def test_development_runs_with_this_installations_own_secret(
     assert settings.jwt_ttl_s == 3_600
 
 
+def test_a_development_key_that_cannot_be_kept_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    monkeypatch.setenv("EVENTSHOP_SECRETS_DIR", str(not_a_directory))
+    settings = GatewaySettings()  # reads nothing yet: the key is made when the service starts
+    with pytest.raises(RuntimeError, match="EVENTSHOP_GATEWAY_JWT_SECRET"):
+        settings.signing_key()
+
+
 def test_production_refuses_to_start_without_a_secret_of_its_own() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET"):
         GatewaySettings(environment="production")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventshop.platform.secrets import secret
+from eventshop.platform.secrets import secret, secrets_dir
 from eventshop.services import BACKENDS, PORTS
 
 #: an HS256 key shorter than its hash is weak (RFC 7518 3.2), and PyJWT warns on every token
@@ -65,7 +65,14 @@ class GatewaySettings(BaseSettings):
         """The JWT key: the configured one, else (development) this installation's own."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        return secret("gateway-jwt")
+        try:
+            return secret("gateway-jwt")
+        except OSError as exc:  # say what to do, not only what the file system said
+            raise RuntimeError(
+                f"the gateway's development JWT key cannot be kept in {secrets_dir()}"
+                f" ({exc.strerror or exc}): set EVENTSHOP_GATEWAY_JWT_SECRET, or"
+                " EVENTSHOP_SECRETS_DIR to a directory this user may write"
+            ) from exc
 
     @model_validator(mode="after")
     def _only_known_upstreams(self) -> GatewaySettings:
