@@ -187,7 +187,10 @@ async def test_one_trace_joins_the_request_the_relays_the_consumer_and_its_datab
     def names() -> list[str]:
         return [s.name for s in of_trace(spans, request.trace_id)]
 
-    await eventually(names, lambda n: "publish selfcheck.ponged" in n)
+    # spans are exported in batches: wait for every one the assertions below name
+    await eventually(
+        names, lambda n: {"publish selfcheck.pinged", "publish selfcheck.ponged"} <= set(n)
+    )
     by_id = {s.context.span_id: s for s in of_trace(spans, request.trace_id)}
 
     def one(name: str) -> ReadableSpan:
