@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 
 from eventshop.tooling.smtp_sink import SmtpSink, stored_messages
@@ -145,11 +146,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port, directory = _free_port(), tmp_path / "mail"
+def test_runs_as_a_process_with_its_mailbox_view_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port, http_port, directory = _free_port(), _free_port(), tmp_path / "mail"
     env = {
         **os.environ,
         "EVENTSHOP_SMTP_SINK_PORT": str(port),
+        "EVENTSHOP_SMTP_SINK_HTTP_PORT": str(http_port),
         "EVENTSHOP_SMTP_SINK_DIR": str(directory),
     }
     proc = subprocess.Popen([sys.executable, "-m", "eventshop.tooling.smtp_sink"], env=env)
@@ -165,6 +167,8 @@ def test_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the sink never listened"
                 time.sleep(0.05)
         assert [m.message_id for m in stored_messages(directory)] == ["<proc@test>"]
+        listed = httpx.get(f"http://127.0.0.1:{http_port}/api/messages", timeout=5).json()
+        assert [m["message_id"] for m in listed["messages"]] == ["<proc@test>"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

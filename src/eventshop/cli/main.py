@@ -76,7 +76,7 @@ def probe(
 @app.command()
 def up(wait: bool = typer.Option(True, help="wait until every service is ready")) -> None:
     """Start the whole platform, every service a supervised process; wait until all are ready."""
-    from eventshop.services import PORTS
+    from eventshop.services import PORTS, SMTP_SINK_HTTP_PORT
     from eventshop.tooling import supervise
 
     layout = supervise.Layout(supervise.project_root())
@@ -100,6 +100,7 @@ def up(wait: bool = typer.Option(True, help="wait until every service is ready")
         raise typer.Exit(1)
     console.print(f"API   http://127.0.0.1:{PORTS['gateway']}/api/v1")
     console.print(f"docs  http://127.0.0.1:{PORTS['gateway']}/docs")
+    console.print(f"mail  http://127.0.0.1:{SMTP_SINK_HTTP_PORT}/  (what the platform sent)")
     console.print(f"logs  {layout.logs}")
 
 

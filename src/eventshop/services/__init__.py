@@ -35,3 +35,5 @@ METRICS_PORTS: dict[str, int] = {**PORTS, "gateway": 9000}
 #: the services behind the gateway, in start order (the gateway starts last)
 BACKENDS: tuple[str, ...] = tuple(name for name in PORTS if name != "gateway")
 SMTP_SINK_PORT = 8025
+#: the SMTP sink's mailbox view (eventshop.tooling.mailbox): what the platform mailed, in a browser
+SMTP_SINK_HTTP_PORT = 8026

@@ -1,8 +1,10 @@
 """A local SMTP server for development and tests: it accepts every message and keeps it as a file.
 
-    python -m eventshop.tooling.smtp_sink  # 127.0.0.1:8025, messages in ./var/mail
+    python -m eventshop.tooling.smtp_sink  # 127.0.0.1:8025, messages in ./var/mail,
+                                           # the mailbox view on http://127.0.0.1:8026/
 
-Settings: EVENTSHOP_SMTP_SINK_PORT (default `eventshop.services.SMTP_SINK_PORT`) and
+Settings: EVENTSHOP_SMTP_SINK_PORT (default `eventshop.services.SMTP_SINK_PORT`),
+EVENTSHOP_SMTP_SINK_HTTP_PORT (the mailbox view, eventshop.tooling.mailbox; 0: none) and
 EVENTSHOP_SMTP_SINK_DIR (default ./var/mail). SIGTERM or SIGINT stops it.
 
 Each message is stored as one `.eml` file named after its Message-ID. A second message with a
@@ -35,10 +37,11 @@ from typing import Any
 
 import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventshop.platform.observability.logging import configure_logging, get_logger
-from eventshop.services import SMTP_SINK_PORT
+from eventshop.services import SMTP_SINK_HTTP_PORT, SMTP_SINK_PORT
 
 log = get_logger(__name__)
 
@@ -59,8 +62,10 @@ class SmtpSinkSettings(BaseSettings):
 
     #: the address it listens on (0.0.0.0 in a container)
     host: str = "127.0.0.1"
-    #: the port it listens on
+    #: the port it listens on for SMTP
     port: int = SMTP_SINK_PORT
+    #: the port of the mailbox view (HTML and JSON over HTTP, on the same address); 0: no view
+    http_port: int = Field(default=SMTP_SINK_HTTP_PORT, ge=0, le=65_535)
     #: where each mail is kept, one file per Message-ID
     dir: Path = Path("var/mail")
 
@@ -255,23 +260,50 @@ def stored_messages(directory: Path) -> list[StoredMail]:
 
 
 async def serve(settings: SmtpSinkSettings) -> None:
-    """Run the sink until SIGTERM or SIGINT."""
+    """Run the sink, and its mailbox view unless `http_port` is 0, until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from eventshop.tooling.mailbox import mailbox_app
+
     stop = asyncio.Event()
+    view: uvicorn.Server | None = None
+    if settings.http_port:
+        view = uvicorn.Server(
+            uvicorn.Config(
+                mailbox_app(settings.dir),
+                host=settings.host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                loop="none",
+            )
+        )
+
+    def stopping() -> None:
+        stop.set()
+        if view is not None:
+            view.should_exit = True
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     async with SmtpSink(settings.dir, host=settings.host, port=settings.port):
-        await stop.wait()
+        # uvicorn captures SIGTERM/SIGINT while it serves and raises them again after; the
+        # loop's handlers above see them too
+        await asyncio.gather(stop.wait(), *([view.serve()] if view is not None else []))
     log.info("smtp_sink.stopped")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, help="overrides EVENTSHOP_SMTP_SINK_PORT")
+    parser.add_argument("--http-port", type=int, help="overrides EVENTSHOP_SMTP_SINK_HTTP_PORT")
     parser.add_argument("--dir", type=Path, help="overrides EVENTSHOP_SMTP_SINK_DIR")
     args = parser.parse_args(argv)
     settings = SmtpSinkSettings()
-    overrides = {k: v for k, v in (("port", args.port), ("dir", args.dir)) if v is not None}
+    given = (("port", args.port), ("http_port", args.http_port), ("dir", args.dir))
+    overrides = {k: v for k, v in given if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging("smtp_sink")
