@@ -5,7 +5,9 @@
 #                              passwords (var/compose/.env, 0600), then up, and wait until the
 #                              gateway answers ready on 127.0.0.1:18000
 #   scripts/compose.sh demo    the shopping demo through that gateway, invariants included
-#   scripts/compose.sh ops status | dlq list | ...   an operator's command on the containers
+#   scripts/compose.sh ops status | dlq list | trace <id> | ...   an operator's command on the
+#                              containers (trace reads the spans every service writes into the
+#                              `traces` volume)
 #   scripts/compose.sh scale inventory=3 [...]   that many containers of a service (competing
 #                              consumers of its one queue), the others left as they are
 #   scripts/compose.sh down    stop and remove the containers (KEEP_VOLUMES=1 keeps the data)
@@ -50,7 +52,7 @@ up)
     .venv/bin/eventshop compose-env --output "$ENV_FILE"
     compose up -d --remove-orphans
     wait_ready 300
-    say "ready: API http://127.0.0.1:$GATEWAY_PORT/api/v1, RabbitMQ UI http://127.0.0.1:${EVENTSHOP_RABBITMQ_UI_PORT:-15673}, Prometheus http://127.0.0.1:${EVENTSHOP_PROMETHEUS_PORT:-19090}"
+    say "ready: API http://127.0.0.1:$GATEWAY_PORT/api/v1, RabbitMQ UI http://127.0.0.1:${EVENTSHOP_RABBITMQ_UI_PORT:-15673}, Prometheus http://127.0.0.1:${EVENTSHOP_PROMETHEUS_PORT:-19090}, mail http://127.0.0.1:${EVENTSHOP_MAILBOX_PORT:-18026}"
     ;;
 ops)
     # an operator's command (eventshop status, dlq ...) inside the compose network, as the
@@ -62,6 +64,7 @@ ops)
         -e "EVENTSHOP_SERVICE_URLS=$urls" \
         -e "EVENTSHOP_DATABASE_URL=postgresql://postgres:$pg@postgres:5432/eventshop" \
         -e "EVENTSHOP_AMQP_URL=amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
+        -e "EVENTSHOP_TRACE_DIR=/home/eventshop/traces" \
         provision eventshop "${@:2}"
     ;;
 demo)
