@@ -47,7 +47,10 @@ def _queues(service: str) -> ServiceQueues:
     return ServiceQueues(service, (), tuple(PlatformSettings().retry_delays_ms))
 
 
-def _filter(
+ParkedFilterFn = Callable[[ParkedMessage], bool]
+
+
+def parked_filter(
     event_type: str | None,
     error: str | None,
     correlation_id: str | None,
@@ -88,7 +91,7 @@ async def _with_connection(work: Callable[[aio_pika.abc.AbstractConnection], Awa
         await conn.close()
 
 
-async def _parked_of(
+async def parked_of(
     conn: aio_pika.abc.AbstractConnection,
     services: list[str],
     where: Callable[[ParkedMessage], bool],
@@ -144,10 +147,10 @@ def dlq_list(
     since: datetime | None = Since,
 ) -> None:
     """List parked messages (they stay parked)."""
-    where = _filter(event_type, error, correlation_id, since)
+    where = parked_filter(event_type, error, correlation_id, since)
 
     async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
-        return await _parked_of(conn, _services(service), where)
+        return await parked_of(conn, _services(service), where)
 
     out.print(_table(asyncio.run(_with_connection(work))))
 
@@ -155,10 +158,10 @@ def dlq_list(
 @dlq.command("show")
 def dlq_show(event_id: str, service: str | None = Service) -> None:
     """Show one parked message whole: headers and body."""
-    where = _filter(None, None, None, None, event_id=event_id)
+    where = parked_filter(None, None, None, None, event_id=event_id)
 
     async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
-        return await _parked_of(conn, _services(service), where)
+        return await parked_of(conn, _services(service), where)
 
     found = asyncio.run(_with_connection(work))
     if not found:
@@ -174,6 +177,29 @@ def dlq_show(event_id: str, service: str | None = Service) -> None:
 _PAST = {"replay": "replayed", "purge": "purged"}
 
 
+async def act_on_parked(
+    conn: aio_pika.abc.AbstractConnection,
+    action: str,
+    services: list[str],
+    where: ParkedFilterFn,
+) -> list[tuple[str, ParkedMessage]]:
+    """Replay (to their service's queue, as the operator, under their producer's name) or
+    purge the parked messages `where` matches in these services' parking lots; what was."""
+    done: list[tuple[str, ParkedMessage]] = []
+    publisher = Publisher(conn, PlatformSettings().exchange, impersonate=True)
+    await publisher.start()
+    try:
+        for s in services:
+            if action == "replay":
+                acted = await replay_parked(conn, publisher, _queues(s), where=where)
+            else:
+                acted = await purge_parked(conn, _queues(s), where=where)
+            done += [(s, p) for p in acted]
+    finally:
+        await publisher.close()
+    return done
+
+
 def _act(
     action: str,
     service: str | None,
@@ -182,7 +208,7 @@ def _act(
     yes: bool,
 ) -> None:
     async def preview(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
-        return await _parked_of(conn, _services(service), where)
+        return await parked_of(conn, _services(service), where)
 
     matched = asyncio.run(_with_connection(preview))
     out.print(_table(matched))
@@ -195,18 +221,8 @@ def _act(
         raise typer.Abort()
 
     async def apply(conn: aio_pika.abc.AbstractConnection) -> int:
-        done = 0
-        publisher = Publisher(conn, PlatformSettings().exchange, impersonate=True)
-        await publisher.start()
-        try:
-            for s in sorted({s for s, _ in matched}):
-                if action == "replay":
-                    done += len(await replay_parked(conn, publisher, _queues(s), where=where))
-                else:
-                    done += len(await purge_parked(conn, _queues(s), where=where))
-        finally:
-            await publisher.close()
-        return done
+        services = sorted({s for s, _ in matched})
+        return len(await act_on_parked(conn, action, services, where))
 
     console.print(f"{_PAST[action]} {asyncio.run(_with_connection(apply))} message(s)")
 
@@ -224,7 +240,7 @@ def _dlq_action(action: str, summary: str) -> None:
         dry_run: bool = typer.Option(False, "--dry-run"),
         yes: bool = typer.Option(False, "--yes", "-y"),
     ) -> None:
-        where = _filter(event_type, error, correlation_id, since, event_id)
+        where = parked_filter(event_type, error, correlation_id, since, event_id)
         _act(action, service, where, dry_run, yes)
 
     command.__doc__ = summary
@@ -241,47 +257,59 @@ def _dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def status() -> None:
-    """Every service: ready or not, queue depth and consumers, outbox backlog, parked."""
+async def platform_status(
+    db: asyncpg.Connection | asyncpg.Pool, conn: aio_pika.abc.AbstractConnection | None
+) -> list[dict[str, Any]]:
+    """Every service: ready or not (its /health/ready), its outbox backlog and the age of its
+    oldest unsent row, and for a consuming service its queue's depth and consumers and its
+    parking lot's depth (None where that could not be read: no broker connection, say)."""
     from eventshop.tooling.supervise import readiness
 
+    ready = await readiness(list(PORTS))
+    rows: list[dict[str, Any]] = []
+    for s in PORTS:
+        row: dict[str, Any] = {"service": s, "ready": ready[s]}
+        try:
+            backlog = await db.fetchrow(
+                f"SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
+                f' FROM "{s}".outbox WHERE sent_at IS NULL'
+            )
+            row["outbox"], row["outbox_oldest_s"] = backlog["n"], backlog["age"]
+        except asyncpg.PostgresError:
+            row["outbox"] = row["outbox_oldest_s"] = None
+        if conn is not None and s in CONSUMING:
+            for key, name in (("queue", s), ("parked", f"{s}.parked")):
+                channel = await conn.channel()
+                try:
+                    depth, consumers = await queue_depth(channel, name)
+                    row[key] = depth
+                    if key == "queue":
+                        row["consumers"] = consumers
+                except Exception:
+                    row[key] = None
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+        rows.append(row)
+    return rows
+
+
+def status() -> None:
+    """Every service: ready or not, queue depth and consumers, outbox backlog, parked."""
+
     async def gather() -> list[dict[str, Any]]:
-        ready = await readiness(list(PORTS))
         settings = PlatformSettings()
-        rows: list[dict[str, Any]] = []
         db = await asyncpg.connect(settings.database_url)
         try:
             conn = await aio_pika.connect(settings.amqp_url)
         except Exception:
             conn = None
         try:
-            for s in PORTS:
-                row: dict[str, Any] = {"service": s, "ready": ready[s]}
-                try:
-                    row["outbox"] = await db.fetchval(
-                        f'SELECT count(*) FROM "{s}".outbox WHERE sent_at IS NULL'
-                    )
-                except asyncpg.PostgresError:
-                    row["outbox"] = None
-                if conn is not None and s in CONSUMING:
-                    for key, name in (("queue", s), ("parked", f"{s}.parked")):
-                        channel = await conn.channel()
-                        try:
-                            depth, consumers = await queue_depth(channel, name)
-                            row[key] = depth
-                            if key == "queue":
-                                row["consumers"] = consumers
-                        except Exception:
-                            row[key] = None
-                        finally:
-                            if not channel.is_closed:
-                                await channel.close()
-                rows.append(row)
+            return await platform_status(db, conn)
         finally:
             await db.close()
             if conn is not None:
                 await conn.close()
-        return rows
 
     rows = asyncio.run(gather())
     table = Table(title="eventshop status")
