@@ -1,6 +1,7 @@
 # eventshop developer entry points. README: `make demo`, `make test`.
 #
 #   make setup   ensure infra (RabbitMQ/PostgreSQL/Redis on loopback) + .venv + node tools
+#   make browser Debian's chromium, for the console's browser tests (make test does it)
 #   make demo    run the end-to-end demo
 #   make test    lint (ruff + mypy), then pytest
 #   make lint    ruff + mypy only (needs only the venv)
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup infra venv node-tools demo test lint pytest bench up down image compose-up compose-demo compose-down clean
+.PHONY: help setup infra venv node-tools browser demo test lint pytest bench up down image compose-up compose-demo compose-down clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -36,6 +37,9 @@ venv:
 node-tools:
 	@scripts/ensure-node-tools.sh
 
+browser:
+	@scripts/ensure-browser.sh
+
 demo: setup
 	$(BIN)/eventshop demo $(ARGS)
 
@@ -44,7 +48,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: setup

@@ -73,10 +73,51 @@ def probe(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command("console")
+def console_command(
+    port: int | None = typer.Option(None, help="default: EVENTSHOP_CONSOLE_PORT (8090)"),
+) -> None:
+    """Serve the operators' console (admins only, the API's login): the saga live, the
+    services, the parking lot, one order's events and trace. `eventshop up` starts it too."""
+    from eventshop.console.serve import run
+    from eventshop.console.settings import ConsoleSettings
+
+    settings = ConsoleSettings()
+    run(settings if port is None else settings.model_copy(update={"port": port}))
+
+
+@app.command()
+def saga(as_json: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
+    """The saga as a whole: orders per state, cancellations by reason, the latest orders with
+    their steps, orders ended and time to final over the last ten minutes (the console's
+    first page)."""
+    import asyncio
+    import json
+
+    import asyncpg
+
+    from eventshop.console.saga import saga_summary
+    from eventshop.platform.settings import PlatformSettings
+
+    async def read() -> dict[str, object]:
+        db = await asyncpg.connect(PlatformSettings().database_url)
+        try:
+            return (await saga_summary(db)).to_json()
+        finally:
+            await db.close()
+
+    summary = asyncio.run(read())
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console.print(f"orders: {summary['total']}  per state: {summary['states']}")
+    console.print(f"cancelled by reason: {summary['cancelled_by_reason']}")
+
+
 @app.command()
 def up(wait: bool = typer.Option(True, help="wait until every service is ready")) -> None:
     """Start the whole platform, every service a supervised process; wait until all are ready."""
-    from eventshop.services import PORTS, SMTP_SINK_HTTP_PORT
+    from eventshop.services import CONSOLE_PORT, PORTS, SMTP_SINK_HTTP_PORT
     from eventshop.tooling import supervise
 
     layout = supervise.Layout(supervise.project_root())
@@ -101,6 +142,7 @@ def up(wait: bool = typer.Option(True, help="wait until every service is ready")
     console.print(f"API   http://127.0.0.1:{PORTS['gateway']}/api/v1")
     console.print(f"docs  http://127.0.0.1:{PORTS['gateway']}/docs")
     console.print(f"mail  http://127.0.0.1:{SMTP_SINK_HTTP_PORT}/  (what the platform sent)")
+    console.print(f"ops   http://127.0.0.1:{CONSOLE_PORT}/  (the operators' console, admins)")
     console.print(f"logs  {layout.logs}")
 
 

@@ -37,3 +37,5 @@ BACKENDS: tuple[str, ...] = tuple(name for name in PORTS if name != "gateway")
 SMTP_SINK_PORT = 8025
 #: the SMTP sink's mailbox view (eventshop.tooling.mailbox): what the platform mailed, in a browser
 SMTP_SINK_HTTP_PORT = 8026
+#: the operators' console (eventshop.console): the platform live in a browser, admins only
+CONSOLE_PORT = 8090

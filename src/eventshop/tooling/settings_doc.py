@@ -27,6 +27,7 @@ SETTINGS = [
     ("payments", "eventshop.services.payments.settings:PaymentsSettings"),
     ("notifications", "eventshop.services.notifications.settings:NotificationsSettings"),
     ("The SMTP sink (a developer tool)", "eventshop.tooling.smtp_sink:SmtpSinkSettings"),
+    ("The operators' console", "eventshop.console.settings:ConsoleSettings"),
 ]
 
 _FIELD = re.compile(r"^\s+(\w+)\s*:")

@@ -119,6 +119,18 @@ def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
             "redirect_stderr=true",
             "",
         ]
+    # the operators' console: the operator's broker user and the database as the CLI reads it
+    console_env = ",".join(f'{k}="{v}"' for k, v in sorted(base_env.items()))
+    sections += [
+        "[program:console]",
+        f"command={eventshop} console",
+        *([f"environment={console_env}"] if console_env else []),
+        "autorestart=true",
+        "stopsignal=TERM",
+        f"stdout_logfile={layout.logs / 'console.log'}",
+        "redirect_stderr=true",
+        "",
+    ]
     # it holds every service's broker and database password: readable by its owner only
     layout.conf.touch(mode=0o600)
     layout.conf.chmod(0o600)
