@@ -20,7 +20,7 @@ def test_a_plot_is_svg_with_a_line_per_run_a_dot_per_lone_point_and_escaped_text
     assert svg.startswith('<svg class="plot" id="p"')
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 1  # 1-2, 3 alone, 4-5
     assert "<b>" not in svg and "&lt;b&gt;rate&lt;/b&gt;" in svg
-    assert 'data-series="a&amp;b" data-latest="5.0"' in svg
+    assert 'data-series="a&amp;b" data-latest="5.0" data-peak="5.0"' in svg
 
 
 def test_an_empty_plot_still_draws_its_axis() -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import aio_pika
 import aiormq
 import asyncpg
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -257,6 +258,40 @@ def _dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+#: the counters of every event a service consumed, by what became of it (its /metrics)
+EVENT_COUNTERS = {
+    "handled": "eventshop_events_handled",
+    "failed": "eventshop_events_failed",
+    "retried": "eventshop_events_retried",
+    "parked_total": "eventshop_events_parked",
+}
+
+
+async def event_counts(timeout_s: float = 2.0) -> dict[str, dict[str, float | None]]:
+    """Per service, the totals of EVENT_COUNTERS since it started, read from its /metrics
+    (None for a service that did not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from eventshop.services import METRICS_PORTS
+    from eventshop.tooling.supervise import service_url
+
+    async def one(client: httpx.AsyncClient, service: str) -> dict[str, float | None]:
+        base = service_url(service)
+        if METRICS_PORTS[service] != PORTS[service]:  # the gateway's, on an internal port
+            base = base.rsplit(":", 1)[0] + f":{METRICS_PORTS[service]}"
+        try:
+            text = (await client.get(f"{base}/metrics", timeout=timeout_s)).text
+        except httpx.HTTPError:
+            return dict.fromkeys(EVENT_COUNTERS)
+        totals = {family.name: sum(x.value for x in family.samples if x.name.endswith("_total"))
+                  for family in text_string_to_metric_families(text)}  # fmt: skip
+        return {key: totals.get(name, 0.0) for key, name in EVENT_COUNTERS.items()}
+
+    async with httpx.AsyncClient() as client:
+        found = await asyncio.gather(*(one(client, s) for s in PORTS))
+    return dict(zip(PORTS, found, strict=True))
+
+
 async def platform_status(
     db: asyncpg.Connection | asyncpg.Pool, conn: aio_pika.abc.AbstractConnection | None
 ) -> list[dict[str, Any]]:
@@ -265,10 +300,10 @@ async def platform_status(
     parking lot's depth (None where that could not be read: no broker connection, say)."""
     from eventshop.tooling.supervise import readiness
 
-    ready = await readiness(list(PORTS))
+    ready, counted = await asyncio.gather(readiness(list(PORTS)), event_counts())
     rows: list[dict[str, Any]] = []
     for s in PORTS:
-        row: dict[str, Any] = {"service": s, "ready": ready[s]}
+        row: dict[str, Any] = {"service": s, "ready": ready[s], **counted[s]}
         try:
             backlog = await db.fetchrow(
                 f"SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
@@ -313,7 +348,9 @@ def status() -> None:
 
     rows = asyncio.run(gather())
     table = Table(title="eventshop status")
-    for col in ("service", "ready", "queue", "consumers", "outbox backlog", "parked"):
+    columns = ("service", "ready", "queue", "consumers", "outbox backlog", "parked", "handled",
+               "failed", "retried")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("service", "ready") else "left")
     for r in rows:
         table.add_row(
@@ -323,5 +360,6 @@ def status() -> None:
             _dash(r.get("consumers")),
             _dash(r.get("outbox")),
             _dash(r.get("parked")),
+            *(_dash(None if r.get(k) is None else int(r[k])) for k in columns[-3:]),
         )
     out.print(table)

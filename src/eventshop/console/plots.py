@@ -62,7 +62,8 @@ def line_plot(
         latest = next((v for v in reversed(s.values) if v is not None), None)
         parts.append(
             f'<text x="{legend_x}" y="26" class="legend" fill="{escape(s.colour)}"'
-            f' data-series="{escape(s.label)}" data-latest="{"" if latest is None else latest}">'
+            f' data-series="{escape(s.label)}" data-latest="{"" if latest is None else latest}"'
+            f' data-peak="{max((v for v in s.values if v is not None), default="")}">'
             f"{escape(s.label)}: {'-' if latest is None else _number(latest)}{escape(unit)}</text>"
         )
         legend_x += 140

@@ -81,7 +81,7 @@ class Sources:
             self._status_at = now
             for row in rows:
                 kept = self._status.setdefault(row["service"], deque(maxlen=STATUS_POINTS))
-                kept.append(row)
+                kept.append({**row, "at": now})
         return {name: list(points) for name, points in self._status.items()}
 
     # -- the parking lot ---------------------------------------------------------------------

@@ -3,6 +3,7 @@ the trace as waterfall rows. The data comes from `Sources`; nothing here does I/
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,20 +98,39 @@ async def saga_part(src: Sources) -> dict[str, Any]:
     }
 
 
+#: the counters the services page shows as rates (operate.EVENT_COUNTERS' keys)
+RATES = ("handled", "failed", "retried", "parked_total")
+
+
+def _rate(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
+    if a.get(key) is None or b.get(key) is None or b["at"] <= a["at"]:
+        return None
+    rate = (float(b[key]) - float(a[key])) / (float(b["at"]) - float(a["at"]))
+    return max(0.0, rate)  # a restart resets a counter
+
+
 async def services_part(src: Sources) -> dict[str, Any]:
     rows = await src.status()
     history = src.remember_status(rows)
-    plots = {
-        name: line_plot(
-            f"{name}: queue depth",
-            [Series("queue", [h.get("queue") for h in points], "#0b5cad")],
-            width=260,
-            height=70,
+    rates: dict[str, dict[str, float | None]] = {}
+    plots = {}
+    for name, points in history.items():
+        recent = points[-10:]  # the last ten seconds or so
+        rates[name] = {
+            key: _rate(recent[0], recent[-1], key) if len(recent) > 1 else None for key in RATES
+        }
+        handled = [None, *(_rate(a, b, "handled") for a, b in itertools.pairwise(points))]
+        plots[name] = line_plot(
+            f"{name}",
+            [
+                Series("queue", [p.get("queue") for p in points], "#0b5cad"),
+                Series("handled/s", handled, "#2a9d3c"),
+            ],
+            width=300,
+            height=80,
             plot_id=f"plot-{name}",
         )
-        for name, points in history.items()
-    }
-    return {"rows": rows, "plots": plots}
+    return {"rows": rows, "plots": plots, "rates": rates}
 
 
 def trace_rows(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
