@@ -46,7 +46,7 @@ def test_a_traceparent_is_read_and_written_back_the_same() -> None:
         None,
         "",
         "garbage",
-        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # unknown version
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # the forbidden version
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
         "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
@@ -223,3 +223,20 @@ def test_a_torn_line_is_skipped(tmp_path: Path) -> None:
     with (tmp_path / "orders.jsonl").open("a") as f:
         f.write('{"trace_id": "' + trace_id + '", "span_id": "ab')  # a crash mid-line
     assert len(waterfall(load_spans(tmp_path, trace_id))) == len(EXPECTED)
+
+
+def test_outgoing_http_carries_trace_context_and_baggage_by_opentelemetrys_propagator(
+    spans: Any,
+) -> None:
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with tracing.tracer().start_as_current_span("call") as span:
+            headers: dict[str, str] = {}
+            tracing.inject_http(headers)
+    finally:
+        otel_context.detach(token)
+    assert headers["traceparent"] == format_traceparent(span.get_span_context())
+    assert headers["baggage"] == "tenant=acme"

@@ -1,6 +1,7 @@
 """Traces: OpenTelemetry, one trace from the gateway's HTTP request through every event hop.
 
-How the context travels (W3C `traceparent`, "00-<trace id>-<span id>-<flags>"):
+How the context travels (W3C `traceparent`, "00-<trace id>-<span id>-<flags>", read and
+written by OpenTelemetry's own propagators):
 
     client --HTTP--> gateway (SERVER span, the root) --HTTP traceparent--> service (SERVER span)
       service: UnitOfWork.begin takes the current span's traceparent; each emitted event
@@ -26,13 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -43,7 +43,8 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -197,26 +198,31 @@ def tracer() -> trace.Tracer:
 
 # -- traceparent <-> context -----------------------------------------------------------------
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+#: W3C trace context, as OpenTelemetry reads and writes it: the one format of `traceparent` in
+#: HTTP headers, events, AMQP headers and outbox rows (HTTP carries W3C baggage too, through the
+#: global propagator: see `inject_http`)
+_W3C = TraceContextTextMapPropagator()
 
 
 def parse_traceparent(value: str | None) -> SpanContext | None:
     """The remote span a W3C traceparent names; None when absent or malformed."""
     if not value:
         return None
-    m = _TRACEPARENT.match(value.strip().lower())
-    if m is None:
-        return None
-    trace_id, span_id = int(m[1], 16), int(m[2], 16)
-    if trace_id == 0 or span_id == 0:
-        return None
-    return SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(m[3], 16) & 0x01)
-    )
+    ctx = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
+    return ctx if ctx.is_valid else None
 
 
 def format_traceparent(ctx: SpanContext) -> str:
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0x01:02x}"
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, trace.set_span_in_context(NonRecordingSpan(ctx)))
+    return carrier["traceparent"]
+
+
+def inject_http(headers: dict[str, str]) -> None:
+    """The current context into an outgoing request's headers by OpenTelemetry's global
+    propagator (W3C traceparent and tracestate, and baggage): what the called service's
+    FastAPI server span extracts with the same propagator."""
+    propagate.inject(headers)
 
 
 def context_of(traceparent: str | None) -> otel_context.Context | None:

@@ -236,8 +236,7 @@ class Upstreams:
             kind=SpanKind.CLIENT,
             attributes={"http.request.method": method, "server.address": service, "url.path": path},
         ) as span:
-            if traceparent := tracing.traceparent_of(span):
-                sent_headers["traceparent"] = traceparent
+            tracing.inject_http(sent_headers)  # traceparent (naming `span`), baggage
             retry_safe = method in IDEMPOTENT or "Idempotency-Key" in sent_headers
             try:
                 try:
