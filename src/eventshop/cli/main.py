@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -112,6 +113,51 @@ def saga(as_json: bool = typer.Option(False, "--json", help="one JSON object")) 
         return
     console.print(f"orders: {summary['total']}  per state: {summary['states']}")
     console.print(f"cancelled by reason: {summary['cancelled_by_reason']}")
+
+
+@app.command()
+def chaos(
+    scenario: str = typer.Argument(..., help="a scenario, or all (eventshop.chaos.faults)"),
+    orders: int = typer.Option(200, min=1, max=100_000, help="orders to place"),
+    rate: float = typer.Option(20.0, min=0.5, max=1_000, help="orders placed per second"),
+    seed: int = typer.Option(1, help="the faults' schedule and the load are drawn from it"),
+    settle: float = typer.Option(180.0, min=1, help="seconds to wait for every order final"),
+    as_json: bool = typer.Option(False, "--json", help="the JSON objects indented"),
+    results: Path = typer.Option(Path("var/chaos/results.jsonl"), help="appended to"),
+) -> None:
+    """Break the running platform on purpose (eventshop up) while orders are placed, then
+    count lost, duplicated, unexpected and stuck orders and check every invariant with queries
+    of its own. Exit 1 on any of them."""
+    import asyncio
+
+    from eventshop.chaos.faults import SCENARIOS
+    from eventshop.chaos.run import print_results, record, run_scenario
+
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    if any(n not in SCENARIOS for n in names):
+        raise typer.BadParameter(
+            f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}, all"
+        )
+    done = []
+    for name in names:
+        result = asyncio.run(
+            run_scenario(name, orders=orders, rate=rate, seed=seed, settle_s=settle)
+        )
+        record(result, results)
+        done.append(result)
+    print_results(done, as_json)
+    if not all(r["ok"] for r in done):
+        raise typer.Exit(1)
+
+
+@app.command("chaos-table")
+def chaos_table(results: Path = typer.Option(Path("var/chaos/results.jsonl"))) -> None:
+    """The chaos results file as the README's markdown table (the last run of each scenario)."""
+    import json
+
+    from eventshop.chaos.run import markdown
+
+    print(markdown([json.loads(line) for line in results.read_text().splitlines() if line]))
 
 
 @app.command()

@@ -1,0 +1,230 @@
+"""The scenarios' faults, on the process platform of this machine: what each does, when (drawn
+from the seed), and how long the platform took to be ready again after it.
+
+Each scenario is an async function of a `Stage`; it runs while the load places orders and
+returns the faults it injected. Everything it breaks it mends before it returns (or, if it is
+cancelled, in its `finally`): the machine's services are started again with the project's own
+set-up, scripts/ensure-infra.sh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+
+from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.topology import direct_exchange_of
+from eventshop.platform.settings import PlatformSettings
+from eventshop.services import BACKENDS, PORTS
+from eventshop.tooling import supervise
+
+#: the services whose queues are consumed (poison goes there)
+CONSUMERS = ("inventory", "orders", "payments", "notifications", "loyalty", "archive")
+
+
+@dataclass
+class Fault:
+    name: str
+    target: str
+    at_s: float
+    until_s: float | None = None
+    #: seconds from the fault's end until every service answered ready again
+    recovered_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Stage:
+    """What a scenario needs: the seed's random numbers, the run's clock and length."""
+
+    rng: random.Random
+    started: float
+    duration_s: float
+    root: Path = field(default_factory=supervise.project_root)
+    #: messages the scenario put in parking lots on purpose
+    parked_expected: int = 0
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    async def until(self, fraction: float) -> None:
+        """Wait until `fraction` of the load's duration has gone by."""
+        await asyncio.sleep(max(0.0, self.started + fraction * self.duration_s - time.monotonic()))
+
+    async def recovered(self, fault: Fault, within_s: float = 180.0) -> Fault:
+        end = time.monotonic()
+        deadline = end + within_s
+        while time.monotonic() < deadline:
+            if all((await supervise.readiness(list(PORTS))).values()):
+                fault.recovered_s = time.monotonic() - end
+                break
+            await asyncio.sleep(0.25)
+        return fault
+
+    def ensure_infra(self) -> None:
+        # output to a file, never to a pipe: a server it starts keeps the pipe open for ever
+        log = self.root / "var" / "log" / "chaos-ensure-infra.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            subprocess.run(
+                [str(self.root / "scripts" / "ensure-infra.sh")],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                timeout=300, check=False,
+            )  # fmt: skip
+
+
+def _pid_of(service: str) -> int | None:
+    layout = supervise.Layout(supervise.project_root())
+    ctl = str(Path(sys.executable).with_name("supervisorctl"))
+    out = subprocess.run(
+        [ctl, "-c", str(layout.conf), "pid", service], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    return int(out) if out.isdigit() and int(out) > 0 else None
+
+
+def _pgrep(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+async def kill_services(stage: Stage) -> list[Fault]:
+    """A random service killed -9 every few seconds (its supervisor starts it again)."""
+    recovering: list[asyncio.Task[Fault]] = []
+    await stage.until(0.1)
+    while stage.now() < 0.8 * stage.duration_s:
+        service = stage.rng.choice(BACKENDS)
+        pid = _pid_of(service)
+        if pid is not None:
+            _kill([pid], signal.SIGKILL)
+            fault = Fault("kill -9", service, stage.now(), stage.now())
+            recovering.append(asyncio.create_task(stage.recovered(fault)))
+        await asyncio.sleep(stage.rng.uniform(2.0, 5.0))
+    return list(await asyncio.gather(*recovering))
+
+
+async def kill_broker(stage: Stage) -> list[Fault]:
+    """RabbitMQ killed -9 a third of the way in, started again after a few seconds."""
+    await stage.until(stage.rng.uniform(0.25, 0.4))
+    fault = Fault("kill -9", "rabbitmq", stage.now())
+    try:
+        _kill(_pgrep("beam.smp"), signal.SIGKILL)
+        await asyncio.sleep(3)
+    finally:
+        await asyncio.to_thread(stage.ensure_infra)
+    fault.until_s = stage.now()
+    return [await stage.recovered(fault)]
+
+
+async def restart_postgres(stage: Stage) -> list[Fault]:
+    """PostgreSQL stopped abruptly (-m immediate: no checkpoint, every connection cut) and
+    started again."""
+    await stage.until(stage.rng.uniform(0.25, 0.4))
+    version = _pg_version()
+    fault = Fault("restart -m immediate", "postgresql", stage.now())
+    try:
+        await asyncio.to_thread(
+            subprocess.run,
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "stop", "-m",
+             "immediate"],
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        await asyncio.sleep(2)
+    finally:
+        await asyncio.to_thread(stage.ensure_infra)
+    fault.until_s = stage.now()
+    return [await stage.recovered(fault)]
+
+
+def _pg_version() -> str:
+    out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    return out.split()[0] if out.split() else "15"
+
+
+async def freeze(stage: Stage) -> list[Fault]:
+    """A consuming service frozen (SIGSTOP) for 20 s, longer than an order's time-out (the
+    demo profile's 10 s), then resumed: its connections stall, its work comes late."""
+    await stage.until(0.2)
+    service = stage.rng.choice(("payments", "inventory", "orders"))
+    pid = _pid_of(service)
+    fault = Fault("SIGSTOP 20 s", service, stage.now())
+    if pid is not None:
+        try:
+            _kill([pid], signal.SIGSTOP)
+            await asyncio.sleep(20)
+        finally:
+            _kill([pid], signal.SIGCONT)
+    fault.until_s = stage.now()
+    return [await stage.recovered(fault)]
+
+
+async def stop_redis(stage: Stage) -> list[Fault]:
+    """Redis stopped for 10 s (the gateway's sessions and rate limits), then started again."""
+    await stage.until(0.3)
+    fault = Fault("shutdown", "redis", stage.now())
+    try:
+        await asyncio.to_thread(
+            subprocess.run, ["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"],
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        await asyncio.sleep(10)
+    finally:
+        await asyncio.to_thread(stage.ensure_infra)
+    fault.until_s = stage.now()
+    return [await stage.recovered(fault)]
+
+
+async def poison(stage: Stage, count: int = 5) -> list[Fault]:
+    """Messages no service can read, dropped into the consumers' queues amid the load (as the
+    operator): each must be parked at once, and nothing else."""
+    settings = PlatformSettings()
+    faults = []
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        publisher = Publisher(conn, settings.exchange, impersonate=True)
+        await publisher.start()
+        for i in range(count):
+            await stage.until(0.2 + 0.6 * i / count)
+            service = stage.rng.choice(CONSUMERS)
+            message = aio_pika.Message(
+                b"\x00 not an event",
+                message_id=f"chaos-poison-{stage.rng.getrandbits(48):012x}",
+                type="chaos.poison",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await publisher.publish(service, message, via=direct_exchange_of(service))
+            faults.append(Fault("poison message", service, stage.now(), stage.now()))
+            stage.parked_expected += 1
+        await publisher.close()
+    finally:
+        await conn.close()
+    return faults
+
+
+SCENARIOS: dict[str, Callable[[Stage], Coroutine[Any, Any, list[Fault]]]] = {
+    "kill-services": kill_services,
+    "kill-broker": kill_broker,
+    "restart-postgres": restart_postgres,
+    "freeze": freeze,
+    "stop-redis": stop_redis,
+    "poison": poison,
+}
