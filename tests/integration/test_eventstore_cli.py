@@ -124,7 +124,10 @@ def test_projections_rebuild_and_check(
     before = events(schema, settings, "projections")
     assert before.exit_code == 0 and "not set up" in before.stderr
 
-    rebuilt = events(schema, settings, "rebuild", "sales_per_sku")
+    asked = events(schema, settings, "rebuild", "sales_per_sku")  # nobody says yes: no swap
+    assert asked.exit_code == 1 and "swap it in" in asked.stderr, asked.output
+    assert "not set up" in events(schema, settings, "projections").stderr
+    rebuilt = events(schema, settings, "rebuild", "sales_per_sku", "--yes")
     assert rebuilt.exit_code == 0, rebuilt.output
     (report,) = json_lines(rebuilt.stdout)
     assert report["swapped"] and report["position"] == 8

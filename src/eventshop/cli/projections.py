@@ -59,8 +59,10 @@ def rebuild_projection(
         False, "--verify-only", help="build beside the live one and compare, don't swap"
     ),
     batch: int = typer.Option(5_000, min=1, help="events per transaction"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="swap without asking first"),
 ) -> None:
-    """Rebuild a projection from position zero while the platform runs, then swap it in.
+    """Rebuild a projection from position zero while the platform runs, then swap it in
+    (after a confirmation, unless --yes; --verify-only never swaps).
 
     The new tables are built beside the live ones, compared with them at one position, and
     swapped in in one short transaction; differences are reported (0: the live one was right).
@@ -73,6 +75,12 @@ def rebuild_projection(
     except LookupError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+    if not (verify_only or yes):
+        typer.confirm(
+            f"Rebuild {projection} and swap it in for the live tables the API reads?",
+            abort=True,
+            err=True,
+        )
 
     with Progress(
         TextColumn("[bold]{task.description}"),
