@@ -97,8 +97,18 @@ def _pid_of(service: str) -> int | None:
 
 
 def _pgrep(pattern: str) -> list[int]:
+    """This machine's processes matching `pattern`, never a container's (the compose
+    platform's broker is a beam.smp too, and is not what the scenario breaks)."""
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    return [int(p) for p in out.split() if not _in_container(int(p))]
+
+
+def _in_container(pid: int) -> bool:
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return "docker" in cgroups or "containerd" in cgroups
 
 
 def _kill(pids: list[int], sig: int) -> None:
