@@ -251,6 +251,10 @@ from eventshop.cli.projections import rebuild_projection  # noqa: E402, F401 (it
 
 app.add_typer(events_app, name="events")
 
+from eventshop.cli.archive import archive_app  # noqa: E402
+
+app.add_typer(archive_app, name="archive")
+
 
 @app.command()
 def asyncapi(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from eventshop.services.archive import api as archive
 from eventshop.services.catalog import api as catalog
 from eventshop.services.gateway import api as gateway
 from eventshop.services.inventory import api as inventory
@@ -39,6 +40,7 @@ PAIRS = [
     (gateway.ProductChange, catalog.ProductChange),
     (gateway.Restock, inventory.Restock),
     (gateway.PlaceOrder, orders.PlaceOrder),
+    (gateway.Replay, archive.ReplayRequest),
 ]
 
 

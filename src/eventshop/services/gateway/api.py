@@ -11,6 +11,7 @@ and body relayed as they are.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -418,3 +419,30 @@ async def my_points(who: User, request: Request) -> Response:
 async def events(who: AdminUser, request: Request) -> Response:
     """The query string (type, time range, correlation id, paging) is passed to the archive."""
     return await forward(request, "archive", "GET", "/events", who=who, with_query=True)
+
+
+class Replay(StrictBody):
+    """archive's ReplayRequest, field for field."""
+
+    service: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,200}$", description="the one service whose queue gets them"
+    )
+    type: str | None = Field(default=None, description='an event type, or "product.*"')
+    correlation_id: str | None = None
+    aggregate_id: str | None = None
+    since: datetime | None = Field(default=None, description="occurred at or after")
+    until: datetime | None = Field(default=None, description="occurred before")
+    limit: int = Field(ge=1, le=100_000, description="at most this many, oldest first")
+    dry_run: bool = Field(default=False, description="count what would be replayed, send nothing")
+
+
+@router.post(
+    "/events/replay",
+    tags=["archive"],
+    responses=_ADMIN,
+    summary="Re-deliver archived events, in order, to one service's queue (admin)",
+    openapi_extra=_upstream("archive POST /replay"),
+)
+async def replay_events(body: Replay, who: AdminUser, request: Request) -> Response:
+    """The service's inbox drops what it already handled; count first with dry_run."""
+    return await forward(request, "archive", "POST", "/replay", who=who, json=_body(body))
