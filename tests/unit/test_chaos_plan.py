@@ -13,16 +13,18 @@ def shop() -> Shop:
     return Shop("admin", ["A", "B", "C"], "RARE", users)
 
 
-def summary(seed: str) -> list[tuple[str, str, str, str]]:
+def summary(seed: str) -> list[tuple[str, str, int, str]]:
     return [
-        (p.key, p.user.user_id, p.lines[0]["sku"], p.token)
+        (p.user.user_id, p.lines[0]["sku"], p.lines[0]["quantity"], p.token)
         for p in plan(shop(), random.Random(seed), 50)
     ]
 
 
-def test_the_same_seed_places_the_same_orders() -> None:
+def test_the_same_seed_places_the_same_orders_under_keys_of_their_own() -> None:
     assert summary("kill-broker:7") == summary("kill-broker:7")
     assert summary("kill-broker:7") != summary("kill-broker:8")
+    first, again = plan(shop(), random.Random("s"), 5), plan(shop(), random.Random("s"), 5)
+    assert not {p.key for p in first} & {p.key for p in again}  # a rerun is a new run
 
 
 def test_the_load_pays_mostly_by_card_and_sometimes_runs_out_or_is_declined() -> None:

@@ -91,6 +91,8 @@ class Verdict:
     unsent: dict[str, int] = field(default_factory=dict)
     parked: int = 0
     seconds_to_final: list[float] = field(default_factory=list)
+    #: CONFIRMED, or CANCELLED (reason): how the run's orders ended
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -154,10 +156,14 @@ async def verdict(
     v.duplicated = [p.key for p in placements if len(p.order_ids) > 1]
     v.stuck = await settle(db, ids, settle_s)
     rows = await db.fetch(
-        "SELECT order_id, status, extract(epoch FROM updated_at - created_at)::float8 AS s"
+        "SELECT order_id, status, reason,"
+        " extract(epoch FROM updated_at - created_at)::float8 AS s"
         " FROM orders.orders WHERE order_id = ANY($1)",
         ids,
     )
+    for r in rows:
+        outcome = r["status"] if r["reason"] is None else f"{r['status']} ({r['reason']})"
+        v.outcomes[outcome] = v.outcomes.get(outcome, 0) + 1
     found = {r["order_id"]: r for r in rows}
     v.lost = [oid for oid in ids if oid not in found]
     v.final = sum(r["status"] in ("CONFIRMED", "CANCELLED") for r in rows)
@@ -166,9 +172,10 @@ async def verdict(
         r["order_id"]
         for r in await db.fetch(
             "SELECT order_id FROM orders.orders WHERE user_id = ANY($1)"
-            " AND NOT (order_id = ANY($2))",
+            " AND NOT (order_id = ANY($2)) AND created_at >= $3",
             list(users),
             ids,
+            since,
         )
     ]
     for name, (_, query) in INVARIANTS.items():
@@ -213,6 +220,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def to_json(v: Verdict) -> dict[str, Any]:
     return {
         "accepted": v.accepted,
+        "outcomes": dict(sorted(v.outcomes.items())),
         "refused": v.refused,
         "unanswered": v.unanswered,
         "final": v.final,

@@ -4,6 +4,7 @@ retried with its own Idempotency-Key until the platform gives a definite answer.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
@@ -66,10 +67,18 @@ class Shop:
     users: list[Shopper]
 
 
-async def open_shop(client: httpx.AsyncClient, rng: random.Random, products: int = 12) -> Shop:
-    """Products with stock (one rare, to run out), and shoppers, made through the API."""
+#: orders a shopper places a minute at most: under payments' fraud velocity rule (20 a minute),
+#: which would otherwise cancel most of the load as fraud and leave the saga's payment path idle
+PER_SHOPPER_PER_MINUTE = 12
+
+
+async def open_shop(
+    client: httpx.AsyncClient, rng: random.Random, *, rate: float, products: int = 12
+) -> Shop:
+    """Products with stock (one rare, to run out), and enough shoppers for `rate` orders a
+    second, made through the API."""
     admin = await log_in(client, ADMIN, ADMIN_PASSWORD)
-    tag = uuid.UUID(int=rng.getrandbits(128)).hex[:6]
+    tag = uuid.uuid4().hex[:6]  # this run's own: a seed run twice must not meet its first run
     skus = []
     for i in range(products):
         sku = f"CHAOS-{tag}-{i:02d}"
@@ -79,7 +88,7 @@ async def open_shop(client: httpx.AsyncClient, rng: random.Random, products: int
         await _restock_when_known(client, admin, sku, 100_000)
     await _restock_when_known(client, admin, skus[0], 5)  # the rare one
     users = []
-    for i in range(8):
+    for i in range(max(4, math.ceil(rate * 60 / PER_SHOPPER_PER_MINUTE))):
         email = f"chaos-{tag}-{i}@example.com"
         token = await log_in(client, email, PASSWORD)
         me = await client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"})
@@ -106,7 +115,7 @@ def plan(shop: Shop, rng: random.Random, n: int) -> list[Placement]:
         sku = shop.rare if rng.random() < 0.03 else rng.choice(shop.skus)
         placements.append(
             Placement(
-                key=str(uuid.UUID(int=rng.getrandbits(128))),
+                key=str(uuid.uuid4()),  # never the seed's: a rerun would get the first's orders
                 user=user,
                 lines=[{"sku": sku, "quantity": rng.randint(1, 2)}],
                 token=rng.choice(TOKENS),

@@ -40,7 +40,7 @@ async def run_scenario(
     rng = random.Random(f"{scenario}:{seed}")
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
-        shop = await load.open_shop(client, rng)
+        shop = await load.open_shop(client, rng, rate=rate)
         placements = load.plan(shop, rng, orders)
         parked_before = await check.parked_depth(settings)
         since = datetime.now(UTC)
