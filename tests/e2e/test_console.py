@@ -9,9 +9,11 @@ README is one of them).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -238,3 +240,41 @@ async def test_forms_live_streams_and_redirects_are_guarded(shop: Shop) -> None:
         assert forged.status_code == 403  # a form not rendered by the console is refused
         page = await client.get("/")
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+async def test_the_saga_page_and_eventshop_saga_read_the_same_function(
+    shop: Shop, browser: Browser
+) -> None:
+    page = await logged_in(browser)
+    await expect(page.locator("h1")).to_have_text("The saga, live")
+    shown = await count(page, "total")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).with_name("eventshop")), "saga", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["total"] >= shown  # orders placed since the page drew are counted too
+    assert set(summary["states"]) == {"PENDING", "AWAITING_PAYMENT", "CONFIRMED", "CANCELLED"}
+    assert len(summary["buckets"]) >= 60 and summary["bucket_s"] == 10
+
+
+async def test_eventshop_status_json_is_what_the_services_page_shows(
+    shop: Shop, browser: Browser
+) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).with_name("eventshop")), "status", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["service"]: r for r in json.loads(done.stdout)}
+    assert rows["inventory"]["consumers"] >= 1 and rows["inventory"]["ready"]
+    assert rows["inventory"]["handled"] > 0 and "outbox_oldest_s" in rows["orders"]
+    page = await logged_in(browser)
+    await expect(page.locator("h1")).to_have_text("The saga, live")
+    await page.goto(f"{CONSOLE}/services")
+    for service, row in rows.items():  # one source: the page says what the command says
+        cell = page.locator(f"#services tr[data-service='{service}'] td").nth(1)
+        await expect(cell).to_have_text("ready" if row["ready"] else "down")

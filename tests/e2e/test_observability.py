@@ -359,6 +359,17 @@ async def test_replaying_a_parked_message_after_the_fix_has_one_effect_and_purge
     assert listed.returncode == 0, listed.stderr
     assert "3 parked message(s)" in listed.stdout
     assert str(to_fix.event_id) in listed.stdout and "MalformedEventError" in listed.stdout
+    as_json = eventshop(settings, "dlq", "list", "--service", svc.name, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    listed_json = json.loads(as_json.stdout)
+    assert {p["event_id"] for p in listed_json} == all_three
+    assert {p["service"] for p in listed_json} == {svc.name}
+    junk_json = next(p for p in listed_json if p["event_id"] == str(junk.message_id))
+    assert "MalformedEventError" in junk_json["error"] and "body" not in junk_json
+    shown = eventshop(settings, "dlq", "show", str(junk.message_id), "-s", svc.name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    (one,) = json.loads(shown.stdout)
+    assert one["body"] == "not an event" and one["attempts"] >= 0
 
     # purge: only what the filter names
     dry = eventshop(settings, "dlq", "purge", "-s", svc.name, "--event-id", str(to_purge.event_id),

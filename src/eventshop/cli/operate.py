@@ -13,6 +13,7 @@ EVENTSHOP_AMQP_URL to override) and to each service's /health/ready.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -137,6 +138,39 @@ Type = typer.Option(None, "--type", "-t", help="event type (a trailing * matches
 Error = typer.Option(None, "--error", "-e", help="text the error contains")
 Correlation = typer.Option(None, "--correlation-id", "-c")
 Since = typer.Option(None, "--since", help="parked at or after (ISO time)")
+AsJson = typer.Option(False, "--json", help="one JSON document on stdout, for scripts")
+
+
+def _plain(value: Any) -> Any:
+    """A header value as JSON can carry it (AMQP tables hold bytes, datetimes, nested tables)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parked_json(service: str, p: ParkedMessage, *, body: bool) -> dict[str, Any]:
+    """A parked message as `dlq list --json` and `dlq show --json` print it."""
+    found: dict[str, Any] = {
+        "service": service,
+        "event_id": p.event_id,
+        "event_type": p.event_type,
+        "correlation_id": p.correlation_id,
+        "error": p.error,
+        "attempts": p.attempts,
+        "first_failure_at": p.first_failure_at,
+        "parked_at": p.parked_at,
+        "original_routing_key": p.original_routing_key,
+        "headers": _plain(p.headers),
+    }
+    if body:
+        found["body"] = p.body.decode("utf-8", errors="replace")
+    return found
 
 
 @dlq.command("list")
@@ -146,19 +180,24 @@ def dlq_list(
     error: str | None = Error,
     correlation_id: str | None = Correlation,
     since: datetime | None = Since,
+    as_json: bool = AsJson,
 ) -> None:
-    """List parked messages (they stay parked)."""
+    """List parked messages (they stay parked). --json: a list of objects (parked_json)."""
     where = parked_filter(event_type, error, correlation_id, since)
 
     async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
         return await parked_of(conn, _services(service), where)
 
-    out.print(_table(asyncio.run(_with_connection(work))))
+    found = asyncio.run(_with_connection(work))
+    if as_json:
+        print(json.dumps([parked_json(s, p, body=False) for s, p in found]))
+        return
+    out.print(_table(found))
 
 
 @dlq.command("show")
-def dlq_show(event_id: str, service: str | None = Service) -> None:
-    """Show one parked message whole: headers and body."""
+def dlq_show(event_id: str, service: str | None = Service, as_json: bool = AsJson) -> None:
+    """Show one parked message whole: headers and body. --json: a list of objects, with body."""
     where = parked_filter(None, None, None, None, event_id=event_id)
 
     async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
@@ -168,6 +207,9 @@ def dlq_show(event_id: str, service: str | None = Service) -> None:
     if not found:
         console.print(f"[red]no parked message {event_id}[/]")
         raise typer.Exit(1)
+    if as_json:
+        print(json.dumps([parked_json(s, p, body=True) for s, p in found]))
+        return
     for s, p in found:
         out.print(f"[bold]{s}[/] {p.event_type} {p.event_id}")
         for k, v in sorted(p.headers.items()):
@@ -329,8 +371,9 @@ async def platform_status(
     return rows
 
 
-def status() -> None:
-    """Every service: ready or not, queue depth and consumers, outbox backlog, parked."""
+def status(as_json: bool = AsJson) -> None:
+    """Every service: ready or not, queue depth and consumers, outbox backlog, parked, events
+    handled/failed/retried. --json: a list of objects, one per service (platform_status)."""
 
     async def gather() -> list[dict[str, Any]]:
         settings = PlatformSettings()
@@ -347,6 +390,9 @@ def status() -> None:
                 await conn.close()
 
     rows = asyncio.run(gather())
+    if as_json:
+        print(json.dumps(rows))
+        return
     table = Table(title="eventshop status")
     columns = ("service", "ready", "queue", "consumers", "outbox backlog", "parked", "handled",
                "failed", "retried")  # fmt: skip
