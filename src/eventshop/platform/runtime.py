@@ -152,6 +152,7 @@ async def serve(
                     definition.bind(ctx),
                     tuple(platform.retry_delays_ms),
                     linger_s=definition.linger_s,
+                    lock_first=definition.lock_first,
                 )
             await node.start()
             try:

@@ -36,7 +36,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from eventshop.contracts import Envelope, EventPayload
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.outbox import UnitOfWork
-from eventshop.platform.bus.types import BatchHandler, Delivery, Handler
+from eventshop.platform.bus.types import BatchHandler, Delivery, Handler, LockFirst
 from eventshop.platform.http import correlation_id_of, install_conventions, known_query_only
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.settings import PlatformSettings
@@ -127,6 +127,9 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
 
     #: how long its consumer lets a window fill before handling it (`Subscription.linger_s`)
     linger_s: float = 0.0
+    #: the row locks a window's handlers will take, taken first in one order
+    #: (`Subscription.lock_first`): for a service whose replicas compete for the same rows
+    lock_first: LockFirst | None = None
     #: where /metrics is served when not on `port` (the public gateway's: an internal port)
     metrics_port: int | None = None
     #: refuse query parameters a route does not declare (the gateway's routes pass the query

@@ -53,6 +53,10 @@ class BatchHandler:
         await self.many([(uow, envelope, payload)])
 
 
+#: (connection, the payloads of a window's new events) -> their locks taken, in a fixed order
+LockFirst = Callable[[Any, Sequence[Any]], Awaitable[None]]
+
+
 @dataclass
 class Subscription:
     """What one service consumes: a handler per event type, and its queue names."""
@@ -64,6 +68,10 @@ class Subscription:
     #: prefetch). 0 for a service on the saga's path; a service nobody waits for (the archive,
     #: say) trades that much delay for fewer, larger transactions (ADR 0006)
     linger_s: float = 0.0
+    #: takes, before any handler of a window runs, the row locks its handlers will take, in
+    #: one order: what keeps replicas of a service from deadlocking across the events of their
+    #: windows (ADR 0011). None: the handlers lock nothing two windows can both want
+    lock_first: LockFirst | None = None
 
     def handler_for(self, event_type: str) -> Handler | None:
         """The handler of `event_type`; a handler under "#" takes every type (the archive)."""

@@ -2,7 +2,10 @@
 
 1. record every event_id in the inbox (one multi-row INSERT .. ON CONFLICT DO NOTHING);
    ids already there are duplicates: acknowledged, no effect;
-2. run the handler of each new event (with a timeout) in that transaction; the events the
+2. take, in one order, the row locks the window's handlers will take (the subscription's
+   `lock_first`, where it has one: replicas of a service then never deadlock across a window's
+   events, ADR 0011);
+3. run the handler of each new event (with a timeout) in that transaction; the events the
    handlers emit go to the outbox in the same transaction. A `BatchHandler` gets the
    window's consecutive events of its type in one call (one multi-row INSERT instead of one
    round trip per event).
@@ -90,6 +93,8 @@ class WindowRunner:
                     continue
                 new.discard(eid)  # the same event twice in one window runs once
                 fresh.append(item)
+            if self.subscription.lock_first is not None and fresh:
+                await self.subscription.lock_first(conn, [i.payload for i in fresh])
             handler_for = self.subscription.handler_for
             # in delivery order; consecutive events of one batch handler go in one call
             for handler, run in itertools.groupby(
@@ -153,6 +158,8 @@ class WindowRunner:
         if not rest:
             return failures
         async with self._pool.acquire() as conn, conn.transaction():
+            if self.subscription.lock_first is not None:
+                await self.subscription.lock_first(conn, [i.payload for i in rest])
             for item in rest:
                 try:
                     async with conn.transaction():

@@ -9,10 +9,12 @@ exception: exceptions are for faults a retry may fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from eventshop.contracts import Envelope
+import asyncpg
+
+from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
 from eventshop.contracts.inventory import (
@@ -151,3 +153,15 @@ async def stock_levels(ctx: Context, *, limit: int, offset: int) -> tuple[list[S
     """One page of stock levels in sku order, and how many skus there are."""
     async with ctx.pool.acquire() as conn:
         return await store.stock_levels(conn, limit=limit, offset=offset)
+
+
+async def lock_window(conn: asyncpg.Connection, payloads: Sequence[EventPayload]) -> None:
+    """The window's stock rows, locked first and in sku order (ADR 0011): the orders' lines
+    say which skus each event moves."""
+    skus = [
+        line.sku
+        for p in payloads
+        if isinstance(p, OrderCreated | OrderCancelled | OrderConfirmed)
+        for line in p.lines
+    ]
+    await store.lock_stock_of_window(conn, skus)

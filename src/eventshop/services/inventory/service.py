@@ -29,4 +29,6 @@ definition: ServiceDefinition[None, None] = ServiceDefinition(
     publishes=[InventoryReserved, InventoryRejected, InventoryReleased, StockAdjusted],
     migrations=["eventshop.services.inventory.migrations"],
     router=api.router,
+    # replicas compete for the same stock rows: lock a window's first, in sku order
+    lock_first=handlers.lock_window,
 )
