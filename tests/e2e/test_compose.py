@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from eventshop.services import METRICS_PORTS
+from eventshop.tooling.shopclient import ADMIN, ADMIN_PASSWORD
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +55,7 @@ def compose() -> Iterator[dict[str, str]]:
         "EVENTSHOP_RABBITMQ_UI_PORT": str(free_port()),
         "EVENTSHOP_PROMETHEUS_PORT": str(free_port()),
         "EVENTSHOP_MAILBOX_PORT": str(free_port()),
+        "EVENTSHOP_CONSOLE_PORT": str(free_port()),
     }
     up = run("up", env=env)
     try:
@@ -146,12 +148,12 @@ def test_the_compose_file_is_valid_for_docker_compose(compose: dict[str, str]) -
 
 
 def test_the_operators_commands_work_on_the_containers(compose: dict[str, str]) -> None:
-    status = run("ops", "status", env=compose, timeout=300)
+    status = run("ops", "status", "--json", env=compose, timeout=300)
     assert status.returncode == 0, status.stderr[-2000:]
-    table = status.stdout + status.stderr
-    for service in METRICS_PORTS:
-        row = next(line for line in table.splitlines() if f" {service} " in line)
-        assert "ready" in row and "down" not in row, row
+    rows = {r["service"]: r for r in json.loads(status.stdout.strip().splitlines()[-1])}
+    assert set(rows) == set(METRICS_PORTS)
+    assert all(r["ready"] for r in rows.values()), rows
+    assert rows["inventory"]["consumers"] >= 1 and rows["inventory"]["handled"] > 0
     parked = run("ops", "dlq", "list", env=compose, timeout=300)
     assert parked.returncode == 0, parked.stderr[-2000:]
     assert "0 parked message(s)" in parked.stdout + parked.stderr
@@ -177,6 +179,22 @@ def spans_in(output: str) -> list[dict[str, Any]]:
     except ValueError:
         found = [json.loads(line) for line in output.splitlines() if line.strip()]
     return found
+
+
+def test_the_operators_console_runs_beside_the_platform(compose: dict[str, str]) -> None:
+    console = f"http://127.0.0.1:{compose['EVENTSHOP_CONSOLE_PORT']}"
+    assert "Log in" in httpx.get(f"{console}/login", timeout=10).text
+    with httpx.Client(base_url=console, timeout=20) as client:
+        # the demos before made the development admin, as on one host
+        signed = client.post(
+            "/login", data={"email": ADMIN, "password": ADMIN_PASSWORD, "next": "/services"}
+        )
+        assert signed.status_code == 303, signed.text
+        page = client.get("/services")
+        assert page.status_code == 200
+        for service in ("inventory", "orders", "archive"):  # read inside the compose network
+            assert f'<tr data-service="{service}">' in page.text
+        assert page.text.count('<span class="ok">ready</span>') == len(METRICS_PORTS)
 
 
 def test_a_request_is_traced_across_containers(compose: dict[str, str]) -> None:

@@ -12,7 +12,15 @@ import yaml
 from eventshop.services import PORTS
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml"
-INFRASTRUCTURE = {"rabbitmq", "postgres", "redis", "provision", "smtp-sink", "prometheus"}
+INFRASTRUCTURE = {
+    "rabbitmq",
+    "postgres",
+    "redis",
+    "provision",
+    "smtp-sink",
+    "prometheus",
+    "console",
+}
 
 
 def services() -> dict[str, Any]:
@@ -29,9 +37,9 @@ def test_every_service_of_the_registry_has_its_container() -> None:
         assert found[name]["image"] == "${EVENTSHOP_IMAGE:-eventshop:dev}"
 
 
-def test_only_the_gateway_ui_prometheus_and_the_mailbox_are_published_and_on_loopback() -> None:
+def test_only_the_gateway_uis_prometheus_and_the_mailbox_are_published_and_on_loopback() -> None:
     published = {name: spec["ports"] for name, spec in services().items() if "ports" in spec}
-    assert set(published) == {"gateway", "rabbitmq", "prometheus", "smtp-sink"}
+    assert set(published) == {"gateway", "rabbitmq", "prometheus", "smtp-sink", "console"}
     for ports in published.values():
         assert all(port.startswith("127.0.0.1:") for port in ports), ports
 
