@@ -439,7 +439,7 @@ class Replay(StrictBody):
 @router.post(
     "/events/replay",
     tags=["archive"],
-    responses=_ADMIN,
+    responses=_answers(401, 403, 404),  # 404: no queue of that service
     summary="Re-deliver archived events, in order, to one service's queue (admin)",
     openapi_extra=_upstream("archive POST /replay"),
 )
