@@ -81,7 +81,7 @@ def test_stream_tail_and_history(filled: tuple[str, list[str]], settings: Platfo
     schema, (confirmed, cancelled) = filled
     shown = events(schema, settings, "stream", f"order-{confirmed}", "--json")
     assert shown.exit_code == 0, shown.output
-    assert [e["event_type"] for e in json_lines(shown.stdout)] == [
+    assert [e["event_type"] for e in json.loads(shown.stdout)] == [
         "OrderPlaced",
         "StockReserved",
         "PaymentRequested",
@@ -96,7 +96,7 @@ def test_stream_tail_and_history(filled: tuple[str, list[str]], settings: Platfo
 
     tail = events(schema, settings, "tail", "--last", "3", "--json")
     assert tail.exit_code == 0, tail.output
-    last = json_lines(tail.stdout)
+    last = json.loads(tail.stdout)
     assert [e["global_position"] for e in last] == [6, 7, 8]
     assert [e["stream_id"] for e in last] == [f"order-{cancelled}"] * 3
     placed = events(schema, settings, "tail", "--from-position", "0", "--type", "OrderPlaced")
@@ -104,7 +104,7 @@ def test_stream_tail_and_history(filled: tuple[str, list[str]], settings: Platfo
 
     timeline = events(schema, settings, "history", confirmed, "--version", "3", "--json")
     assert timeline.exit_code == 0, timeline.output
-    (body,) = json_lines(timeline.stdout)
+    body = json.loads(timeline.stdout)
     assert [s["status_after"] for s in body["timeline"]] == [
         "PENDING",
         "PENDING",

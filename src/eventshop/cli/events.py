@@ -2,16 +2,18 @@
 
     eventshop events stream STREAM_ID [--from-version N] [--to-version N] [--json]
     eventshop events tail [--last N | --from-position P] [--type T ...] [--follow] [--json]
-    eventshop events history ORDER_ID [--version N | --at TIME]     an order's timeline
-    eventshop events projections                                    positions and lag
+    eventshop events history ORDER_ID [--version N | --at TIME] [--json]   an order's timeline
+    eventshop events projections [--json]                           positions and lag
     eventshop events rebuild PROJECTION [--verify-only] [--batch N]  with a progress bar
     eventshop events check [ORDER_ID ...]                 replay = read model, for every order
 
 They read the service's schema in PostgreSQL directly (EVENTSHOP_DATABASE_URL), as an operator
 would, through the service's own store (so old schema versions are shown upcast). A rebuild
 runs here, beside the running platform: the live projection keeps serving until the swap.
-Tables go to stderr; `--json` writes one JSON object per line to stdout. `projections`,
-`rebuild` and `check` live in eventshop.cli.projections.
+Tables go to stderr; `--json` writes one JSON document to stdout (`tail --follow --json`, which
+never ends, one event object per line), nothing else. What they read is eventshop.ops.events
+(the console reads through it too). `projections`, `rebuild` and `check` live in
+eventshop.cli.projections.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventshop.platform.db import create_pool
+from eventshop.ops import events as ops_events
+from eventshop.ops.events import event_json
 from eventshop.platform.eventstore import RecordedEvent
 from eventshop.platform.settings import PlatformSettings
 
@@ -51,9 +54,7 @@ def _options(
 
 @asynccontextmanager
 async def _pool() -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(
-        PlatformSettings().database_url, where["schema"], min_size=1, max_size=3
-    )
+    pool = await ops_events.open_store(PlatformSettings().database_url, where["schema"])
     try:
         yield pool
     finally:
@@ -76,20 +77,6 @@ def run_on_store(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     except (OSError, asyncpg.PostgresError) as exc:
         console.print(f"[red]database: {exc}[/]")
         raise typer.Exit(2) from None
-
-
-def _as_json(e: RecordedEvent) -> dict[str, Any]:
-    return {
-        "global_position": e.global_position,
-        "stream_id": e.stream_id,
-        "version": e.version,
-        "event_type": e.event_type,
-        "schema_version": e.schema_version,
-        "stored_schema_version": e.stored_schema_version,
-        "recorded_at": e.recorded_at.isoformat(),
-        "payload": e.payload,
-        "metadata": e.metadata,
-    }
 
 
 def _brief(payload: dict[str, Any], width: int = 70) -> str:
@@ -121,24 +108,31 @@ def _events_table(title: str, events: list[RecordedEvent]) -> Table:
     return table
 
 
+EVENT_FIELDS = (
+    "global_position, stream_id, version, event_type, schema_version, stored_schema_version"
+    " (null: stored as the current one), recorded_at (ISO 8601 UTC), payload, metadata"
+)
+
+
 @events_app.command("stream")
 def stream(
     stream_id: str = typer.Argument(..., help="e.g. order-<order id>"),
     from_version: int = typer.Option(0, help="show the events after this version"),
     to_version: int | None = typer.Option(None, help="up to this version"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per event on stdout"),
+    as_json: bool = typer.Option(
+        False, "--json", help=f"one JSON list on stdout, an event an object: {EVENT_FIELDS}"
+    ),
 ) -> None:
-    """Show one stream's events, in version order."""
-    from eventshop.services.orders.store import events as store
+    """Show one stream's events, in version order (exit 1: none)."""
 
     async def work(pool: asyncpg.Pool) -> list[RecordedEvent]:
-        async with pool.acquire() as conn:
-            return await store.load(conn, stream_id, from_version, to_version=to_version)
+        return await ops_events.stream_events(
+            pool, stream_id, from_version=from_version, to_version=to_version
+        )
 
     found = run_on_store(work)
     if as_json:
-        for e in found:
-            print(json.dumps(_as_json(e)))
+        print(json.dumps([event_json(e) for e in found]))
     elif found:
         console.print(_events_table(stream_id, found))
     if not found:
@@ -153,17 +147,19 @@ def tail(
     event_type: list[str] = typer.Option([], "--type", help="only these event types"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events"),
     poll_s: float = typer.Option(0.5, help="how often to look for new events with --follow"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per event on stdout"),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help=f"one JSON list on stdout, an event an object: {EVENT_FIELDS};"
+        " with --follow, one such object per line instead, as they come",
+    ),
 ) -> None:
     """The global log, in order: the last events, or from a position; --follow for more."""
-    from eventshop.services.orders.store import events as store
-
-    types = event_type or None
 
     def show(batch: list[RecordedEvent]) -> None:
         for e in batch:
             if as_json:
-                print(json.dumps(_as_json(e)), flush=True)
+                print(json.dumps(event_json(e)), flush=True)
             else:
                 console.print(
                     f"[dim]{e.global_position:>8}[/] {e.recorded_at:%H:%M:%S.%f}"[:-3]
@@ -172,19 +168,24 @@ def tail(
                     highlight=False,
                 )
 
+    types = event_type or None
+    whole = as_json and not follow  # one JSON document: printed once the head is reached
+
     async def work(pool: asyncpg.Pool) -> None:
-        async with pool.acquire() as conn:
-            position = from_position
-            if position is None:
-                position = max(0, await store.head(conn) - last)
-            while True:
-                page = await store.read_all(conn, position, limit=500, event_types=types)
-                show(page.events)
-                position = page.position
-                if page.caught_up:
-                    if not follow:
-                        return
-                    await asyncio.sleep(poll_s)
+        read = await ops_events.log_events(pool, last=last, after=from_position, event_types=types)
+        collected: list[RecordedEvent] = []
+        while True:
+            if whole:
+                collected += read.events
+            else:
+                show(read.events)
+            if read.caught_up and not follow:
+                break
+            if read.caught_up:
+                await asyncio.sleep(poll_s)
+            read = await ops_events.log_events(pool, after=read.position, event_types=types)
+        if whole:
+            print(json.dumps([event_json(e) for e in collected]))
 
     with suppress(KeyboardInterrupt):  # ^C ends --follow
         run_on_store(work)
@@ -195,66 +196,49 @@ def history(
     order_id: str = typer.Argument(...),
     version: int | None = typer.Option(None, help="the order as of this version of its stream"),
     at: datetime | None = typer.Option(None, help="the order as of this time (ISO 8601)"),
-    as_json: bool = typer.Option(False, "--json", help="the timeline as JSON on stdout"),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="one JSON object on stdout: order_id, timeline (each event as `stream --json`"
+        " shows it, with status_after, reason_after, seconds_since_placed), as_of_version,"
+        " as_of_time, as_of (the order then; null: not asked, or not placed yet)",
+    ),
 ) -> None:
     """An order's history as a timeline; with --version or --at, the order as it was then.
 
     Each event of its stream, when it was recorded, seconds since the order was placed, and
-    the status the order was in right after it.
+    the status the order was in right after it (exit 1: no such order).
     """
-    from eventshop.services.orders import domain, eventlog
-    from eventshop.services.orders import store as orders
-
     if at is not None and at.tzinfo is None:
         at = at.astimezone()  # a local time, as the operator typed it
 
-    async def work(
-        pool: asyncpg.Pool,
-    ) -> tuple[list[RecordedEvent], domain.Order | None]:
-        async with pool.acquire() as conn:
-            recorded = await orders.history_of(conn, order_id)
-            then = None
-            if version is not None or at is not None:
-                then = await orders.order_as_of(conn, order_id, version=version, at=at)
-            return recorded, then
+    async def work(pool: asyncpg.Pool) -> ops_events.OrderHistory | None:
+        return await ops_events.order_history(pool, order_id, version=version, at=at)
 
-    recorded, then = run_on_store(work)
-    if not recorded:
+    found = run_on_store(work)
+    if found is None:
         console.print(f"[yellow]no order {order_id}[/]")
         raise typer.Exit(1)
-    steps = domain.timeline(orders.to_domain(r) for r in recorded)
-    start = recorded[0].recorded_at
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "order_id": order_id,
-                    "timeline": [
-                        {**_as_json(r), "status_after": state.status.value}
-                        for r, (_, state) in zip(recorded, steps, strict=True)
-                    ],
-                    "as_of": None if then is None else eventlog.CODEC.encode(then),
-                },
-                default=str,
-            )
-        )
+        print(json.dumps(found.to_json()))
         return
     table = Table(title=f"order {order_id}")
     for column in ("v", "at", "+s", "event", "status after", "data"):
         table.add_column(column, justify="right" if column in ("v", "+s") else "left")
-    for r, (_, state) in zip(recorded, steps, strict=True):
+    for step in found.steps:
+        r = step.event
         marker = "" if not r.was_upcast else f" (stored v{r.stored_schema_version})"
-        status = state.status.value + (f" ({state.reason})" if state.reason else "")
         table.add_row(
             str(r.version),
             r.recorded_at.isoformat(timespec="milliseconds"),
-            f"{(r.recorded_at - start).total_seconds():.3f}",
+            f"{step.seconds:.3f}",
             r.event_type + marker,
-            status,
+            step.status + (f" ({step.reason})" if step.reason else ""),
             _brief(r.payload, 60),
         )
     console.print(table)
     if version is not None or at is not None:
+        then = found.as_of
         when = f"version {version}" if version is not None else f"{at}"
         if then is None:
             console.print(f"as of {when}: [yellow]not placed yet[/]")

@@ -1,13 +1,17 @@
 """Operator commands: platform status and the dead-letter queues (parking lots).
 
-    eventshop status
+    eventshop status [--json]
     eventshop dlq list    [--service S] [--type T] [--error TEXT] [--correlation-id C] [--since ISO]
-    eventshop dlq show    EVENT_ID [--service S]
+                          [--json]
+    eventshop dlq show    EVENT_ID [--service S] [--json]
     eventshop dlq replay  [filters] [--dry-run] [--yes]
     eventshop dlq purge   [filters] [--dry-run] [--yes]
 
 They talk to RabbitMQ as an operator (the guest user on the platform's vhost by default,
-EVENTSHOP_AMQP_URL to override) and to each service's /health/ready.
+EVENTSHOP_AMQP_URL to override) and to each service's /health/ready. What they read is
+eventshop.ops.status and eventshop.ops.parked (the console reads through those too); this
+module renders it and asks before acting. `--json` prints one JSON document on stdout and
+nothing else there.
 """
 
 from __future__ import annotations
@@ -15,21 +19,25 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import aio_pika
-import aiormq
 import asyncpg
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventshop.platform.bus.parking import ParkedMessage, list_parked, purge_parked, replay_parked
-from eventshop.platform.bus.publisher import Publisher
-from eventshop.platform.bus.topology import ServiceQueues, queue_depth
+from eventshop.ops import parked as ops_parked
+from eventshop.ops import status as ops_status
+from eventshop.ops.parked import CONSUMING as CONSUMING
+from eventshop.ops.parked import ParkedFilterFn as ParkedFilterFn
+from eventshop.ops.parked import act_on_parked as act_on_parked
+from eventshop.ops.parked import parked_filter as parked_filter
+from eventshop.ops.parked import parked_json as parked_json
+from eventshop.ops.status import EVENT_COUNTERS as EVENT_COUNTERS
+from eventshop.platform.bus.parking import ParkedMessage
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 
@@ -38,51 +46,10 @@ out = Console()
 dlq = typer.Typer(
     help="dead-letter queues: list, show, replay, purge parked messages", no_args_is_help=True
 )
-CONSUMING = ["inventory", "orders", "payments", "notifications", "loyalty", "archive"]
 T = TypeVar("T")
 #: a service named with --service that is not one of PORTS (a new one, a test's): its name
 #: must look like a queue name, and its parking lot must exist on the broker
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
-
-
-def _queues(service: str) -> ServiceQueues:
-    return ServiceQueues(service, (), tuple(PlatformSettings().retry_delays_ms))
-
-
-ParkedFilterFn = Callable[[ParkedMessage], bool]
-
-
-def parked_filter(
-    event_type: str | None,
-    error: str | None,
-    correlation_id: str | None,
-    since: datetime | None,
-    event_id: str | None = None,
-) -> Callable[[ParkedMessage], bool]:
-    def match(p: ParkedMessage) -> bool:
-        if event_id and p.event_id != event_id:
-            return False
-        if (
-            event_type
-            and p.event_type != event_type
-            and not (event_type.endswith("*") and (p.event_type or "").startswith(event_type[:-1]))
-        ):
-            return False
-        if error and error.lower() not in p.error.lower():
-            return False
-        if correlation_id and p.correlation_id != correlation_id:
-            return False
-        if since and p.parked_at:
-            try:
-                if datetime.fromisoformat(p.parked_at) < since.astimezone(
-                    datetime.fromisoformat(p.parked_at).tzinfo
-                ):
-                    return False
-            except ValueError:
-                pass
-        return True
-
-    return match
 
 
 async def _with_connection(work: Callable[[aio_pika.abc.AbstractConnection], Awaitable[T]]) -> T:
@@ -95,18 +62,14 @@ async def _with_connection(work: Callable[[aio_pika.abc.AbstractConnection], Awa
 
 async def parked_of(
     conn: aio_pika.abc.AbstractConnection,
-    services: list[str],
-    where: Callable[[ParkedMessage], bool],
+    services: Sequence[str],
+    where: ParkedFilterFn,
 ) -> list[tuple[str, ParkedMessage]]:
-    found: list[tuple[str, ParkedMessage]] = []
-    for s in services:
-        try:
-            found += [(s, p) for p in await list_parked(conn, _queues(s), where=where)]
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            if s not in PORTS:  # named on purpose, yet unknown here: most likely a typo
-                raise typer.BadParameter(f"no parking lot {s}.parked on the broker") from None
-            continue  # that service has not started yet: it has no parking lot
-    return found
+    """eventshop.ops.parked.parked_of, an unknown parking lot a bad --service."""
+    try:
+        return await ops_parked.parked_of(conn, services, where)
+    except ops_parked.UnknownParkingLotError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _services(service: str | None) -> list[str]:
@@ -138,39 +101,19 @@ Type = typer.Option(None, "--type", "-t", help="event type (a trailing * matches
 Error = typer.Option(None, "--error", "-e", help="text the error contains")
 Correlation = typer.Option(None, "--correlation-id", "-c")
 Since = typer.Option(None, "--since", help="parked at or after (ISO time)")
-AsJson = typer.Option(False, "--json", help="one JSON document on stdout, for scripts")
-
-
-def _plain(value: Any) -> Any:
-    """A header value as JSON can carry it (AMQP tables hold bytes, datetimes, nested tables)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def parked_json(service: str, p: ParkedMessage, *, body: bool) -> dict[str, Any]:
-    """A parked message as `dlq list --json` and `dlq show --json` print it."""
-    found: dict[str, Any] = {
-        "service": service,
-        "event_id": p.event_id,
-        "event_type": p.event_type,
-        "correlation_id": p.correlation_id,
-        "error": p.error,
-        "attempts": p.attempts,
-        "first_failure_at": p.first_failure_at,
-        "parked_at": p.parked_at,
-        "original_routing_key": p.original_routing_key,
-        "headers": _plain(p.headers),
-    }
-    if body:
-        found["body"] = p.body.decode("utf-8", errors="replace")
-    return found
+ListJson = typer.Option(
+    False,
+    "--json",
+    help="one JSON list on stdout, a message an object: service, event_id, event_type,"
+    " correlation_id, error, attempts, original_routing_key, first_failure_at, parked_at"
+    " (ISO 8601 UTC), headers",
+)
+ShowJson = typer.Option(
+    False,
+    "--json",
+    help="one JSON list on stdout (the event may be parked for several services), each as"
+    " `dlq list --json` shows it plus body (text) and body_bytes",
+)
 
 
 @dlq.command("list")
@@ -180,9 +123,9 @@ def dlq_list(
     error: str | None = Error,
     correlation_id: str | None = Correlation,
     since: datetime | None = Since,
-    as_json: bool = AsJson,
+    as_json: bool = ListJson,
 ) -> None:
-    """List parked messages (they stay parked). --json: a list of objects (parked_json)."""
+    """List parked messages (they stay parked)."""
     where = parked_filter(event_type, error, correlation_id, since)
 
     async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
@@ -196,8 +139,8 @@ def dlq_list(
 
 
 @dlq.command("show")
-def dlq_show(event_id: str, service: str | None = Service, as_json: bool = AsJson) -> None:
-    """Show one parked message whole: headers and body. --json: a list of objects, with body."""
+def dlq_show(event_id: str, service: str | None = Service, as_json: bool = ShowJson) -> None:
+    """Show one parked message whole: headers and body (exit 1: not parked)."""
     where = parked_filter(None, None, None, None, event_id=event_id)
 
     async def work(conn: aio_pika.abc.AbstractConnection) -> list[tuple[str, ParkedMessage]]:
@@ -218,29 +161,6 @@ def dlq_show(event_id: str, service: str | None = Service, as_json: bool = AsJso
 
 
 _PAST = {"replay": "replayed", "purge": "purged"}
-
-
-async def act_on_parked(
-    conn: aio_pika.abc.AbstractConnection,
-    action: str,
-    services: list[str],
-    where: ParkedFilterFn,
-) -> list[tuple[str, ParkedMessage]]:
-    """Replay (to their service's queue, as the operator, under their producer's name) or
-    purge the parked messages `where` matches in these services' parking lots; what was."""
-    done: list[tuple[str, ParkedMessage]] = []
-    publisher = Publisher(conn, PlatformSettings().exchange, impersonate=True)
-    await publisher.start()
-    try:
-        for s in services:
-            if action == "replay":
-                acted = await replay_parked(conn, publisher, _queues(s), where=where)
-            else:
-                acted = await purge_parked(conn, _queues(s), where=where)
-            done += [(s, p) for p in acted]
-    finally:
-        await publisher.close()
-    return done
 
 
 def _act(
@@ -300,112 +220,58 @@ def _dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-#: the counters of every event a service consumed, by what became of it (its /metrics)
-EVENT_COUNTERS = {
-    "handled": "eventshop_events_handled",
-    "failed": "eventshop_events_failed",
-    "retried": "eventshop_events_retried",
-    "parked_total": "eventshop_events_parked",
-}
-
-
-async def event_counts(timeout_s: float = 2.0) -> dict[str, dict[str, float | None]]:
-    """Per service, the totals of EVENT_COUNTERS since it started, read from its /metrics
-    (None for a service that did not answer)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from eventshop.services import METRICS_PORTS
-    from eventshop.tooling.supervise import service_url
-
-    async def one(client: httpx.AsyncClient, service: str) -> dict[str, float | None]:
-        base = service_url(service)
-        if METRICS_PORTS[service] != PORTS[service]:  # the gateway's, on an internal port
-            base = base.rsplit(":", 1)[0] + f":{METRICS_PORTS[service]}"
-        try:
-            text = (await client.get(f"{base}/metrics", timeout=timeout_s)).text
-        except httpx.HTTPError:
-            return dict.fromkeys(EVENT_COUNTERS)
-        totals = {family.name: sum(x.value for x in family.samples if x.name.endswith("_total"))
-                  for family in text_string_to_metric_families(text)}  # fmt: skip
-        return {key: totals.get(name, 0.0) for key, name in EVENT_COUNTERS.items()}
-
-    async with httpx.AsyncClient() as client:
-        found = await asyncio.gather(*(one(client, s) for s in PORTS))
-    return dict(zip(PORTS, found, strict=True))
-
-
 async def platform_status(
-    db: asyncpg.Connection | asyncpg.Pool, conn: aio_pika.abc.AbstractConnection | None
+    db: asyncpg.Connection | asyncpg.Pool | None, conn: aio_pika.abc.AbstractConnection | None
 ) -> list[dict[str, Any]]:
-    """Every service: ready or not (its /health/ready), its outbox backlog and the age of its
-    oldest unsent row, and for a consuming service its queue's depth and consumers and its
-    parking lot's depth (None where that could not be read: no broker connection, say)."""
-    from eventshop.tooling.supervise import readiness
-
-    ready, counted = await asyncio.gather(readiness(list(PORTS)), event_counts())
-    rows: list[dict[str, Any]] = []
-    for s in PORTS:
-        row: dict[str, Any] = {"service": s, "ready": ready[s], **counted[s]}
-        try:
-            backlog = await db.fetchrow(
-                f"SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
-                f' FROM "{s}".outbox WHERE sent_at IS NULL'
-            )
-            row["outbox"], row["outbox_oldest_s"] = backlog["n"], backlog["age"]
-        except asyncpg.PostgresError:
-            row["outbox"] = row["outbox_oldest_s"] = None
-        if conn is not None and s in CONSUMING:
-            for key, name in (("queue", s), ("parked", f"{s}.parked")):
-                channel = await conn.channel()
-                try:
-                    depth, consumers = await queue_depth(channel, name)
-                    row[key] = depth
-                    if key == "queue":
-                        row["consumers"] = consumers
-                except Exception:
-                    row[key] = None
-                finally:
-                    if not channel.is_closed:
-                        await channel.close()
-        rows.append(row)
-    return rows
+    """eventshop.ops.status.platform_status's rows (what `eventshop status --json` prints)."""
+    return (await ops_status.platform_status(db, conn)).rows()
 
 
-def status(as_json: bool = AsJson) -> None:
+async def _read_status() -> ops_status.PlatformStatus:
+    settings = PlatformSettings()
+    db = await asyncpg.connect(settings.database_url)
+    try:
+        conn: aio_pika.abc.AbstractConnection | None = await aio_pika.connect(settings.amqp_url)
+    except Exception as exc:
+        console.print(f"[yellow]broker: {exc} (queues and parking lots not read)[/]")
+        conn = None
+    try:
+        return await ops_status.platform_status(db, conn)
+    finally:
+        await db.close()
+        if conn is not None:
+            await conn.close()
+
+
+def status(
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="one JSON list on stdout, a service an object: service, live, ready, queue,"
+        " consumers, parked, outbox, outbox_oldest_s, handled, failed, retried, parked_total"
+        " (null: not read)",
+    ),
+) -> None:
     """Every service: ready or not, queue depth and consumers, outbox backlog, parked, events
-    handled/failed/retried. --json: a list of objects, one per service (platform_status)."""
-
-    async def gather() -> list[dict[str, Any]]:
-        settings = PlatformSettings()
-        db = await asyncpg.connect(settings.database_url)
-        try:
-            conn = await aio_pika.connect(settings.amqp_url)
-        except Exception:
-            conn = None
-        try:
-            return await platform_status(db, conn)
-        finally:
-            await db.close()
-            if conn is not None:
-                await conn.close()
-
-    rows = asyncio.run(gather())
+    handled/failed/retried."""
+    found = asyncio.run(_read_status())
     if as_json:
-        print(json.dumps(rows))
+        print(json.dumps(found.rows()))
         return
     table = Table(title="eventshop status")
-    columns = ("service", "ready", "queue", "consumers", "outbox backlog", "parked", "handled",
-               "failed", "retried")  # fmt: skip
+    columns = ("service", "ready", "queue", "consumers", "outbox backlog", "oldest (s)",
+               "parked", "handled", "failed", "retried")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="right" if col not in ("service", "ready") else "left")
-    for r in rows:
+    for r in found.services:
         table.add_row(
-            r["service"],
-            "[green]ready[/]" if r["ready"] else "[red]down[/]",
-            _dash(r.get("queue")),
-            _dash(r.get("consumers")),
-            _dash(r.get("outbox")),
-            _dash(r.get("parked")),
-            *(_dash(None if r.get(k) is None else int(r[k])) for k in columns[-3:]),
+            r.service,
+            "[green]ready[/]" if r.ready else ("[yellow]up[/]" if r.live else "[red]down[/]"),
+            _dash(r.queue),
+            _dash(r.consumers),
+            _dash(r.outbox),
+            _dash(None if r.outbox_oldest_s is None else f"{r.outbox_oldest_s:.1f}"),
+            _dash(r.parked),
+            *(_dash(None if n is None else int(n)) for n in (r.handled, r.failed, r.retried)),
         )
     out.print(table)

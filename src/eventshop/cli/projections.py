@@ -23,31 +23,33 @@ from rich.progress import (
 from rich.table import Table
 
 from eventshop.cli.events import console, events_app, run_on_store
-from eventshop.platform.eventstore.projections import positions
+from eventshop.ops.events import projection_positions
 from eventshop.platform.eventstore.rebuild import RebuildInProgressError, rebuild
 
 
 @events_app.command("projections")
-def list_projections() -> None:
+def list_projections(
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="one JSON object on stdout: head (the log's last position), projections (each:"
+        " projection, position, behind; null: not set up)",
+    ),
+) -> None:
     """Every projection's position in the global log, and how far behind the head it is."""
-    from eventshop.services.orders.projections import PROJECTIONS
-    from eventshop.services.orders.store import events as store
-
-    async def work(pool: asyncpg.Pool) -> tuple[dict[str, int], int]:
-        async with pool.acquire() as conn:
-            return await positions(conn), await store.head(conn)
-
-    where, head = run_on_store(work)
-    table = Table(title=f"projections (head {head})")
+    found = run_on_store(projection_positions)
+    if as_json:
+        print(json.dumps(found.to_json()))
+        return
+    table = Table(title=f"projections (head {found.head})")
     table.add_column("projection")
     table.add_column("position", justify="right")
     table.add_column("behind", justify="right")
-    for name in sorted({p.name for p in PROJECTIONS} | set(where)):
-        position = where.get(name)
+    for p in found.projections:
         table.add_row(
-            name,
-            "-" if position is None else str(position),
-            "not set up" if position is None else str(head - position),
+            p.projection,
+            "-" if p.position is None else str(p.position),
+            "not set up" if p.behind is None else str(p.behind),
         )
     console.print(table)
 

@@ -211,7 +211,8 @@ def test_eventshop_trace_prints_the_waterfall(tmp_path: Path) -> None:
         assert service in shown.output and name in shown.output
 
     as_json = runner.invoke(cli, ["trace", trace_id, "--dir", str(tmp_path), "--json"])
-    rows = [json.loads(line) for line in as_json.output.splitlines() if line.startswith("{")]
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)  # one document: a list, a span an object
     assert [(r["depth"], r["service"], r["name"]) for r in rows] == EXPECTED
 
     missing = runner.invoke(cli, ["trace", "nothing-like-it", "--dir", str(tmp_path)])
