@@ -132,12 +132,16 @@ class OrderHistory:
             "timeline": [s.to_json() for s in self.steps],
             "as_of_version": self.version,
             "as_of_time": iso_utc(self.at),
-            "as_of": (
-                plain(eventlog.CODEC.encode(self.as_of))
-                if asked and self.as_of is not None
-                else None
-            ),
+            "as_of": order_json(self.as_of) if asked and self.as_of is not None else None,
         }
+
+
+def order_json(order: domain.Order) -> dict[str, Any]:
+    """An order's state as its snapshots keep it, times in UTC."""
+    state: dict[str, Any] = plain(eventlog.CODEC.encode(order))
+    for key in ("placed_at", "deadline"):
+        state[key] = iso_utc(state[key])
+    return state
 
 
 async def order_history(

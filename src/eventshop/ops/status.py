@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -140,7 +140,7 @@ async def _outbox(db: asyncpg.Connection | asyncpg.Pool | None, service: str) ->
 
 
 async def _queues(conn: AbstractConnection | None, service: str) -> dict[str, Any]:
-    if conn is None or service not in CONSUMING:
+    if conn is None:
         return {}
     found: dict[str, Any] = {}
     for key, name in (("queue", service), ("parked", f"{service}.parked")):
@@ -167,18 +167,24 @@ async def platform_status(
     *,
     services: Sequence[str] | None = None,
     urls: Mapping[str, str] | None = None,
+    consuming: Collection[str] = CONSUMING,
     timeout_s: float = 2.0,
 ) -> PlatformStatus:
     """Every service's status (`services`, default every service of the platform, in PORTS'
-    order), read over HTTP at `urls` (default: EVENTSHOP_SERVICE_URLS or loopback), from the
-    database `db` (each service's schema's outbox) and the broker `conn` (the operator's);
-    either may be None, and then what it would tell is None."""
+    order), read over HTTP at `urls` (default: EVENTSHOP_SERVICE_URLS or loopback; needed for
+    a service not in PORTS), from the database `db` (the outbox of the schema named for the
+    service) and the broker `conn` (the queue and parking lot of each of `consuming`); `db`
+    or `conn` may be None, and then what it would tell is None."""
     names = list(services or PORTS)
+    missing = [s for s in names if s not in PORTS and s not in (urls or {})]
+    if missing:
+        raise ValueError(f"no URL for {', '.join(missing)}: not services of the platform")
     where = {**default_urls([s for s in names if s in PORTS and s not in (urls or {})])}
     where.update(urls or {})
     http = await asyncio.gather(*(_http(s, where[s], timeout_s) for s in names))
     found: list[ServiceStatus] = []
     for s, answered in zip(names, http, strict=True):
-        read = {**answered, **await _outbox(db, s), **await _queues(conn, s)}
+        queues = await _queues(conn, s) if s in consuming else {}
+        read = {**answered, **await _outbox(db, s), **queues}
         found.append(ServiceStatus(service=s, **read))
     return PlatformStatus(at=datetime.now(UTC), services=found)
