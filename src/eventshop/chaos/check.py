@@ -119,6 +119,45 @@ async def settle(db: asyncpg.Connection, order_ids: Sequence[str], within_s: flo
         await asyncio.sleep(0.5)
 
 
+async def quiet(db: asyncpg.Connection, settings: PlatformSettings, within_s: float) -> None:
+    """Wait until the platform has nothing left to do: no outbox row unsent and no message
+    waiting in a consumer's queue, three looks in a row half a second apart (or the time is
+    up). The effects that follow an order's end (its notification, its award) come after it:
+    checking them the moment the orders are final would count late work as missing."""
+    deadline = time.monotonic() + within_s
+    calm = 0
+    while calm < 3 and time.monotonic() < deadline:
+        unsent = 0
+        for service in PORTS:
+            try:
+                unsent += await db.fetchval(
+                    f'SELECT count(*) FROM "{service}".outbox WHERE sent_at IS NULL'
+                )
+            except asyncpg.UndefinedTableError:
+                continue
+        waiting = await queued(settings)
+        calm = calm + 1 if unsent == 0 and waiting == 0 else 0
+        await asyncio.sleep(0.5)
+
+
+async def queued(settings: PlatformSettings) -> int:
+    """Messages ready in the consumers' queues, their retry ladders included."""
+    conn = await aio_pika.connect(settings.amqp_url)
+    total = 0
+    try:
+        channel = await conn.channel()
+        for service in CONSUMERS:
+            for name in (service, *(f"{service}.delay.{ms}ms" for ms in settings.retry_delays_ms)):
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                    total += queue.declaration_result.message_count or 0
+                except Exception:
+                    channel = await conn.channel()  # a missing queue closes the channel
+    finally:
+        await conn.close()
+    return total
+
+
 async def parked_depth(settings: PlatformSettings) -> int:
     """Messages in every consumer's parking lot (as the operator)."""
     conn = await aio_pika.connect(settings.amqp_url)
@@ -155,6 +194,7 @@ async def verdict(
     v.unanswered = len(placements) - v.accepted - v.refused
     v.duplicated = [p.key for p in placements if len(p.order_ids) > 1]
     v.stuck = await settle(db, ids, settle_s)
+    await quiet(db, PlatformSettings(), settle_s)
     rows = await db.fetch(
         "SELECT order_id, status, reason,"
         " extract(epoch FROM updated_at - created_at)::float8 AS s"
