@@ -28,6 +28,11 @@ class PlatformSettings(BaseSettings):
     broker_identity: Literal["per_service", "shared"] = "per_service"
     #: unacked messages a consumer may hold; also the largest batch handled in one transaction
     prefetch: int = Field(default=256, ge=1, le=10_000)
+    #: deliveries of one message from a service's queue before the broker parks it (a RabbitMQ
+    #: policy `eventshop up` and `eventshop provision` set, ADR 0008): a message that kills its
+    #: consumer, or that a consumer keeps handing back, is redelivered only so often. Failures the
+    #: handler raises do not count: the retry ladder acks and re-publishes them
+    max_deliveries: int = Field(default=10, ge=2, le=1_000)
     #: the retry ladder: delays in milliseconds, one delay queue each
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 5_000, 30_000])
     #: a handler taking longer than this counts as failed (the bulkhead's bound)

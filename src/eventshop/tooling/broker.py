@@ -2,21 +2,24 @@
 root): one user per service with a password of this installation, allowed to write only to the
 events exchange (its own event types, by topic permission) and its own direct exchange, and to
 read only its own queues; the operator's user; guest left without rights on the vhost
-(docs/SECURITY.md). tooling/compose.py makes the same through RabbitMQ's management API.
+(docs/SECURITY.md); and on each service's queue the delivery limit that parks a message its
+consumer never settles (a policy, ADR 0008). tooling/compose.py makes the same through RabbitMQ's
+management API.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 
 from eventshop.contracts import PRODUCERS
 from eventshop.platform.bus.provenance import REPLAYER
-from eventshop.platform.bus.topology import REPLAY_EXCHANGE
+from eventshop.platform.bus.topology import REPLAY_EXCHANGE, delivery_limit_policy
 from eventshop.platform.secrets import keep_secret, read_secret, secret
-from eventshop.platform.settings import OPERATOR_USER
+from eventshop.platform.settings import OPERATOR_USER, PlatformSettings
 
 VHOST = "eventshop"
 EXCHANGE = "eventshop.events"
@@ -122,8 +125,47 @@ def provision_broker(services: list[str]) -> list[str]:
             _rabbitmqctl("set_topic_permissions", "-p", VHOST, service, EXCHANGE, write, ".*")
             done.append(f"topic permissions {service}")
     keep_secret("amqp-provisioned", digest)
+    done += apply_delivery_limits(services)
     done += _drop_legacy_delay_queues(services)
     return done
+
+
+def apply_delivery_limits(
+    services: list[str], *, vhost: str = VHOST, max_deliveries: int | None = None
+) -> list[str]:
+    """Each service's queue gets the policy that parks a message after `max_deliveries`
+    deliveries (EVENTSHOP_MAX_DELIVERIES; topology.delivery_limit_policy). A policy, set here as
+    the administrator, reaches queues declared before it without a redeclaration (a quorum
+    queue's arguments cannot change) and asks nothing more of the services' users. Only a policy
+    that differs is set again; a service without a queue has one that matches nothing yet."""
+    limit = max_deliveries or PlatformSettings().max_deliveries
+    rows = _rows(_rabbitmqctl("list_policies", "-p", vhost))
+    current = {r[1]: r[2:6] for r in rows if len(r) >= 6}
+    done = []
+    for service in services:
+        policy = delivery_limit_policy(service, limit)
+        have = current.get(policy.name)
+        if have is not None and (have[0], have[1], _json(have[2]), have[3]) == (
+            policy.pattern,
+            policy.apply_to,
+            policy.definition,
+            str(policy.priority),
+        ):
+            continue
+        _rabbitmqctl(
+            "set_policy", "-p", vhost, "--apply-to", policy.apply_to,
+            "--priority", str(policy.priority),
+            policy.name, policy.pattern, json.dumps(policy.definition),
+        )  # fmt: skip
+        done.append(f"delivery limit {service} ({limit})")
+    return done
+
+
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _drop_legacy_delay_queues(services: list[str]) -> list[str]:

@@ -6,21 +6,23 @@
 `compose-env` writes this installation's passwords (platform/secrets.py, the same ones
 `eventshop up` uses) as the variables the compose file reads, to a file only its owner can
 read. `provision` runs as a one-shot container once RabbitMQ and PostgreSQL are healthy: the
-same users, rights and roles `eventshop up` makes on a host (tooling/supervise.py,
-tooling/dbroles.py), here over RabbitMQ's management API, as nothing in the image runs
-rabbitmqctl.
+same users, rights, delivery limits and roles `eventshop up` makes on a host
+(tooling/supervise.py, tooling/broker.py, tooling/dbroles.py), here over RabbitMQ's management
+API, as nothing in the image runs rabbitmqctl.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from eventshop.platform.bus.topology import delivery_limit_policy
 from eventshop.platform.secrets import secret
-from eventshop.platform.settings import OPERATOR_USER
+from eventshop.platform.settings import OPERATOR_USER, PlatformSettings
 from eventshop.services import BACKENDS
 from eventshop.tooling import dbroles
 from eventshop.tooling.broker import EXCHANGE, VHOST, broker_rights, topic_rights
@@ -51,14 +53,25 @@ def write_compose_env(path: Path) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in sorted(compose_env().items())))
 
 
-def provision_broker_over_http(api: str, admin: str, password: str) -> list[str]:
-    """The platform's vhost, one user per service with its rights, and the operator's user,
-    through the management API (idempotent: PUT says what should be)."""
+def provision_broker_over_http(
+    api: str,
+    admin: str,
+    password: str,
+    *,
+    max_deliveries: int | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> list[str]:
+    """The platform's vhost, one user per service with its rights and the delivery limit of its
+    queue (a policy, ADR 0008), and the operator's user, through the management API
+    (idempotent: PUT says what should be)."""
     done: list[str] = []
     vhost = quote(VHOST, safe="")
-    with httpx.Client(base_url=api, auth=(admin, password), timeout=30) as client:
+    limit = max_deliveries or PlatformSettings().max_deliveries
+    with httpx.Client(
+        base_url=api, auth=(admin, password), timeout=30, transport=transport
+    ) as client:
 
-        def put(path: str, body: dict[str, str]) -> None:
+        def put(path: str, body: dict[str, Any]) -> None:
             r = client.put(path, json=body)
             if r.status_code not in (201, 204):
                 raise RuntimeError(f"PUT {path}: {r.status_code} {r.text[:200]}")
@@ -76,6 +89,16 @@ def provision_broker_over_http(api: str, admin: str, password: str) -> list[str]
             put(
                 f"/api/topic-permissions/{vhost}/{quote(service)}",
                 {"exchange": EXCHANGE, "write": topic_rights(service), "read": ".*"},
+            )
+            policy = delivery_limit_policy(service, limit)
+            put(
+                f"/api/policies/{vhost}/{quote(policy.name, safe='')}",
+                {
+                    "pattern": policy.pattern,
+                    "definition": policy.definition,
+                    "priority": policy.priority,
+                    "apply-to": policy.apply_to,
+                },
             )
             done.append(service)
         put(

@@ -14,6 +14,13 @@ its own direct exchange; when its TTL runs out RabbitMQ dead-letters it back int
 queue. RabbitMQ 3.10 has no delayed-message plugin here, and per-queue TTL keeps expiry FIFO.
 No service may write to the default exchange: it reaches every queue, so a service allowed on
 it could drop any event into any other service's queue (docs/SECURITY.md).
+
+A message that never comes back from its consumer (the process dies handling it) or that a
+consumer hands back (a nack with requeue) is counted by the quorum queue itself: after
+`max_deliveries` the broker dead-letters it into the parking lot, through the same direct
+exchange. That limit is a policy (`delivery_limit_policy`), not a queue argument: provisioning
+sets it as the administrator, so queues declared before it exist get it too, and services need
+no right they did not have (ADR 0008).
 """
 
 from __future__ import annotations
@@ -96,6 +103,47 @@ class ServiceQueues:
 
     def parked_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"}
+
+
+#: the reason RabbitMQ writes in `x-death` when a quorum queue's delivery limit parks a message
+DELIVERY_LIMIT_REASON = "delivery_limit"
+
+
+@dataclass(frozen=True)
+class DeliveryLimitPolicy:
+    """A RabbitMQ policy: what `rabbitmqctl set_policy` and the management API's PUT take."""
+
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int = 10
+    apply_to: str = "queues"
+
+
+def delivery_limit_policy(service: str, max_deliveries: int) -> DeliveryLimitPolicy:
+    """The policy that parks a message of the service's queue after `max_deliveries` deliveries.
+
+    RabbitMQ's `delivery-limit` counts the returns a message may have: a limit of L delivers it
+    L + 1 times, so L = max_deliveries - 1. It dead-letters through the service's own direct
+    exchange, where the parking lot is bound by its own name, at least once (the source queue
+    keeps the message until the parking lot has it; that strategy needs `reject-publish`, which
+    changes nothing without a length limit). The pattern matches the main queue alone: the
+    delay queues dead-letter back by their own arguments, and the parking lot must never park.
+    """
+    if max_deliveries < 2:
+        raise ValueError("max_deliveries must be at least 2: 1 would park at every restart")
+    queues = ServiceQueues(service, (), ())
+    return DeliveryLimitPolicy(
+        name=f"eventshop-delivery-limit-{service}",
+        pattern=f"^{re.escape(queues.main)}$",
+        definition={
+            "delivery-limit": max_deliveries - 1,
+            "dead-letter-exchange": queues.direct,
+            "dead-letter-routing-key": queues.parked,
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",
+        },
+    )
 
 
 _INEQUIVALENT = re.compile(
