@@ -5,6 +5,8 @@
 #              tests' own vhosts, all feature flags on
 #   PostgreSQL 127.0.0.1:5432  role root (superuser, trust), databases eventshop(_test)
 #   Redis      127.0.0.1:6379
+#   promtool   the suite checks deploy/prometheus/alerts.yml with it (Debian's `prometheus`
+#              package; its server is left stopped and disabled)
 #
 # Idempotent. Silent when everything is already in place; prints one line per
 # action it takes. Installing or starting anything needs root (or passwordless
@@ -309,12 +311,28 @@ ensure_rabbitmq() {
     fi
 }
 
+# --- promtool ----------------------------------------------------------------
+
+# Only the tool is wanted: apt_install's policy-rc.d keeps the package from starting its server
+# (0.0.0.0:9090, scraping nothing of ours), and it is disabled so that a boot does not start it.
+ensure_promtool() {
+    command -v promtool >/dev/null && return 0
+    apt_install prometheus
+    command -v promtool >/dev/null || die "the prometheus package is installed but promtool is not on PATH"
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        quiet as_root systemctl disable --now prometheus || true
+    elif command -v update-rc.d >/dev/null; then
+        quiet as_root update-rc.d prometheus disable || true
+    fi
+}
+
 # --- main --------------------------------------------------------------------
 
 main() {
     ensure_postgres
     ensure_redis
     ensure_rabbitmq
+    ensure_promtool
 }
 
 # Sourcing the file (for tests) defines the functions without running anything.
