@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -30,7 +29,6 @@ from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.retention import lock_key, retention_pass
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.orders.service import definition as orders
-from eventshop.services.orders.store import claim_idempotency_key
 from eventshop.tooling.dbroles import database_url, provision, role_name
 from tests.conftest import DATABASE_URL, SchemaFactory
 from tests.integration.helpers import PINGED, Bus, consumer_of, effects_of, ping, record_effect
@@ -381,37 +379,3 @@ async def test_the_services_own_role_is_enough(
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.execute(f'DROP ROLE IF EXISTS "{role_name(service)}"')
         await admin.close()
-
-
-class _KeyDeletedAfterTheConflict:
-    """A connection on which the retention job deletes the key right after the claim's INSERT
-    found it taken: the one moment `claim_idempotency_key` could see it neither way."""
-
-    def __init__(self, conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
-        self._conn, self._pool, self.deleted = conn, pool, False
-
-    async def fetchval(self, sql: str, *args: object) -> object:
-        value = await self._conn.fetchval(sql, *args)
-        if not self.deleted and value is None:
-            await self._pool.execute("DELETE FROM idempotency_keys")
-            self.deleted = True
-        return value
-
-    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
-        return await self._conn.fetchrow(sql, *args)
-
-
-async def test_a_key_deleted_while_it_is_claimed_again_is_claimed_afresh(
-    pool: asyncpg.Pool,
-) -> None:
-    await pool.execute(
-        "INSERT INTO idempotency_keys (user_id, key, order_id, request_hash)"
-        " VALUES ('u', 'k', 'first', 'h')"
-    )
-    async with pool.acquire() as conn:
-        racing = _KeyDeletedAfterTheConflict(conn, pool)
-        earlier = await claim_idempotency_key(
-            cast(asyncpg.Connection, racing), "u", "k", "second", "h"
-        )
-    assert racing.deleted and earlier is None
-    assert await pool.fetchval("SELECT order_id FROM idempotency_keys") == "second"
