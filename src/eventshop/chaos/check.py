@@ -21,10 +21,11 @@ import aio_pika
 import asyncpg
 
 from eventshop.chaos.load import Placement
+from eventshop.ops.parked import CONSUMING
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 
-CONSUMERS = ("inventory", "orders", "payments", "notifications", "loyalty", "archive")
+CONSUMERS = tuple(CONSUMING)
 #: how many example ids a violation names
 EXAMPLES = 5
 
@@ -127,55 +128,53 @@ async def quiet(db: asyncpg.Connection, settings: PlatformSettings, within_s: fl
     deadline = time.monotonic() + within_s
     calm = 0
     while calm < 3 and time.monotonic() < deadline:
-        unsent = 0
-        for service in PORTS:
-            try:
-                unsent += await db.fetchval(
-                    f'SELECT count(*) FROM "{service}".outbox WHERE sent_at IS NULL'
-                )
-            except asyncpg.UndefinedTableError:
-                continue
+        unsent = sum((await unsent_by_service(db)).values())
         waiting = await queued(settings)
         calm = calm + 1 if unsent == 0 and waiting == 0 else 0
         await asyncio.sleep(0.5)
 
 
-async def queued(settings: PlatformSettings) -> int:
-    """Messages ready in the consumers' queues, their retry ladders included."""
+async def ready_messages(settings: PlatformSettings, names: Sequence[str]) -> int:
+    """Messages ready in these queues (as the operator); a queue that does not exist counts 0."""
     conn = await aio_pika.connect(settings.amqp_url)
     total = 0
     try:
         channel = await conn.channel()
-        for service in CONSUMERS:
-            for name in (service, *(f"{service}.delay.{ms}ms" for ms in settings.retry_delays_ms)):
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                    total += queue.declaration_result.message_count or 0
-                except Exception:
-                    channel = await conn.channel()  # a missing queue closes the channel
+        for name in names:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                total += queue.declaration_result.message_count or 0
+            except Exception:
+                channel = await conn.channel()  # a missing queue closes the channel
     finally:
         await conn.close()
     return total
+
+
+async def queued(settings: PlatformSettings) -> int:
+    """Messages ready in the consumers' queues, their retry ladders included."""
+    delays = settings.retry_delays_ms
+    return await ready_messages(
+        settings, [n for s in CONSUMERS for n in (s, *(f"{s}.delay.{ms}ms" for ms in delays))]
+    )
 
 
 async def parked_depth(settings: PlatformSettings) -> int:
-    """Messages in every consumer's parking lot (as the operator)."""
-    conn = await aio_pika.connect(settings.amqp_url)
-    total = 0
-    try:
-        for service in CONSUMERS:
-            channel = await conn.channel()
-            try:
-                queue = await channel.declare_queue(f"{service}.parked", passive=True)
-                total += queue.declaration_result.message_count or 0
-            except Exception:
-                pass  # no parking lot yet
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-    finally:
-        await conn.close()
-    return total
+    """Messages in every consumer's parking lot."""
+    return await ready_messages(settings, [f"{s}.parked" for s in CONSUMERS])
+
+
+async def unsent_by_service(db: asyncpg.Connection) -> dict[str, int]:
+    """Outbox rows not yet published, per service that has an outbox."""
+    found: dict[str, int] = {}
+    for service in PORTS:
+        try:
+            found[service] = await db.fetchval(
+                f'SELECT count(*) FROM "{service}".outbox WHERE sent_at IS NULL'
+            )
+        except asyncpg.UndefinedTableError:
+            continue  # a service without an outbox
+    return found
 
 
 async def verdict(
@@ -223,23 +222,18 @@ async def verdict(
         bad = [r[0] for r in await db.fetch(query, over)]
         if bad:
             v.violations[name] = _examples(bad)
+    v.unsent = await unsent_by_service(db)
     not_archived: list[str] = []
-    for service in PORTS:
-        try:
-            v.unsent[service] = await db.fetchval(
-                f'SELECT count(*) FROM "{service}".outbox WHERE sent_at IS NULL'
+    for service in v.unsent:  # the services that have an outbox
+        not_archived += [
+            str(r[0])
+            for r in await db.fetch(
+                f'SELECT e.event_id FROM "{service}".outbox e WHERE e.created_at >= $1'
+                " AND e.sent_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+                " archive.archived_events a WHERE a.event_id = e.event_id)",
+                since,
             )
-            not_archived += [
-                str(r[0])
-                for r in await db.fetch(
-                    f'SELECT e.event_id FROM "{service}".outbox e WHERE e.created_at >= $1'
-                    " AND e.sent_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
-                    " archive.archived_events a WHERE a.event_id = e.event_id)",
-                    since,
-                )
-            ]
-        except asyncpg.UndefinedTableError:
-            continue  # a service without an outbox
+        ]
     if not_archived:
         v.violations["every_event_archived"] = _examples(not_archived)
     return v

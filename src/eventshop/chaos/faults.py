@@ -24,6 +24,7 @@ from typing import Any
 
 import aio_pika
 
+from eventshop.ops.parked import CONSUMING
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.settings import PlatformSettings
@@ -31,7 +32,7 @@ from eventshop.services import BACKENDS, PORTS
 from eventshop.tooling import supervise
 
 #: the services whose queues are consumed (poison goes there)
-CONSUMERS = ("inventory", "orders", "payments", "notifications", "loyalty", "archive")
+CONSUMERS = tuple(CONSUMING)
 
 
 @dataclass
