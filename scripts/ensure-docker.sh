@@ -19,6 +19,19 @@ if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null; th
 fi
 [[ -d /sys/fs/cgroup ]] || die "no cgroups mounted"
 
+# A dockerd killed with -9 (the end of a session, a crashed host) leaves its pid files behind, and
+# a new dockerd refuses to start beside them: remove each one whose process is gone (or whose
+# number now belongs to another program).
+for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [[ -f $pidfile ]] || continue
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    if [[ -z $pid || ( $comm != dockerd && $comm != containerd ) ]]; then
+        say "removing stale $pidfile"
+        rm -f "$pidfile"
+    fi
+done
+
 say "starting dockerd"
 mkdir -p /var/log
 nohup dockerd >/var/log/eventshop-dockerd.log 2>&1 &
