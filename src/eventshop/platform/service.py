@@ -39,6 +39,7 @@ from eventshop.platform.bus.outbox import UnitOfWork
 from eventshop.platform.bus.types import BatchHandler, Delivery, Handler, LockFirst
 from eventshop.platform.http import correlation_id_of, install_conventions, known_query_only
 from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.retention import keep_tables_bounded
 from eventshop.platform.settings import PlatformSettings
 
 log = get_logger(__name__)
@@ -87,6 +88,9 @@ class Batch:
 
 
 Job = Callable[[Any], Coroutine[Any, Any, None]]
+
+#: the jobs every service runs besides its own (`running_jobs`)
+PLATFORM_JOBS: tuple[Job, ...] = (keep_tables_bounded,)
 
 
 def no_settings() -> None:
@@ -216,10 +220,12 @@ def build_app(definition: ServiceDefinition[Any, Any], ctx: AnyContext) -> FastA
 async def running_jobs(
     definition: ServiceDefinition[Any, Any], ctx: AnyContext
 ) -> AsyncIterator[None]:
-    """The service's background jobs, each a task for the life of the block."""
+    """The service's background jobs, each a task for the life of the block, and the platform's
+    own that every service runs: retention of its inbox, outbox and idempotency keys (ADR 0009)."""
+    jobs: list[Job] = [*PLATFORM_JOBS, *definition.jobs]
     tasks = [
         asyncio.create_task(job(ctx), name=f"{ctx.name}.{getattr(job, '__name__', 'job')}")
-        for job in definition.jobs
+        for job in jobs
     ]
     try:
         yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventshop.platform.secrets import read_secret, secret
@@ -53,10 +53,45 @@ class PlatformSettings(BaseSettings):
     #: (platform/http.py); unset: this installation's own, made on first use (secrets.py)
     internal_key: SecretStr | None = None
 
+    #: how long an inbox row (an event id a consumer handled) is kept: a copy of the event
+    #: arriving within it is refused as a duplicate. At least the retry ladder's whole path
+    #: (refused at start otherwise); 7 days also covers a service stopped over a long weekend
+    #: with copies waiting in its queue. After it, business keys absorb a copy (ADR 0009)
+    retention_inbox_s: float = Field(default=7 * 86_400.0, gt=0)
+    #: how long a published (sent) outbox row is kept, for inspection; an unsent row is never
+    #: deleted, however old (the archive keeps every event for good)
+    retention_outbox_sent_s: float = Field(default=3_600.0, gt=0)
+    #: how long an HTTP Idempotency-Key is honoured, at least (orders' `idempotency_keys`): a
+    #: retry within it gets the first answer; after it, the key is free again (ADR 0009)
+    retention_idempotency_keys_s: float = Field(default=86_400.0, ge=60)
+    #: how often each service's retention job runs (one replica deletes at a time)
+    retention_interval_s: float = Field(default=600.0, gt=0)
+    #: rows one retention transaction deletes at most (each batch commits on its own)
+    retention_batch: int = Field(default=1_000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _inbox_outlives_the_retry_ladder(self) -> PlatformSettings:
+        ladder_s = retry_ladder_s(self.retry_delays_ms, self.handler_timeout_s)
+        if self.retention_inbox_s <= ladder_s:
+            raise ValueError(
+                f"EVENTSHOP_RETENTION_INBOX_S={self.retention_inbox_s:g} is shorter than the retry"
+                f" ladder's longest path ({ladder_s:g} s: the delays"
+                f" {self.retry_delays_ms} ms plus {len(self.retry_delays_ms) + 1} handler"
+                " timeouts): a retried copy could arrive after its inbox row is deleted and take"
+                " effect twice. Make it longer (default 7 days, ADR 0009)"
+            )
+        return self
+
     def identity_key(self) -> bytes:
         if self.internal_key is not None:
             return self.internal_key.get_secret_value().encode()
         return secret("internal-identity").encode()
+
+
+def retry_ladder_s(retry_delays_ms: list[int], handler_timeout_s: float) -> float:
+    """The longest an event spends between its first delivery and its last run on the retry
+    ladder: every delay, and every run of its handler timing out."""
+    return sum(retry_delays_ms) / 1_000 + (len(retry_delays_ms) + 1) * handler_timeout_s
 
 
 #: the broker user of operators' tools (`eventshop dlq`, `status`, the benchmarks): every right

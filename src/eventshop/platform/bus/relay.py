@@ -5,6 +5,8 @@ listening connection); more processes of a service wait as hot standbys. It is w
 NOTIFY from the outbox trigger and polls as a fallback. A row is marked sent only once its
 publish is confirmed, so a crash or a lost connection anywhere leaves it unsent and it is
 published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
+Sent rows are deleted after their window by the service's retention job (platform/retention.py),
+in bounded batches, not here.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ class OutboxRelay:
         app_id: str,
         batch: int = 1_000,
         poll_s: float = 1.0,
-        retention_s: float = 3_600.0,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -63,7 +64,6 @@ class OutboxRelay:
         self._app_id = app_id
         self._batch = batch
         self._poll_s = poll_s
-        self._retention_s = retention_s
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time: the loop's and a shutdown flush
         self._stopping = False
@@ -138,7 +138,6 @@ class OutboxRelay:
         self._wake.set()
 
     async def _relay_until_stopped(self, listener: asyncpg.Connection) -> None:
-        last_cleanup = time.monotonic()
         while not self._stopping:
             if listener.is_closed():
                 # the session holding the leader lock is gone (e.g. the server restarted):
@@ -146,9 +145,6 @@ class OutboxRelay:
                 raise ConnectionError("the relay's listening connection closed")
             self._wake.clear()
             sent = await self.relay_once()
-            if time.monotonic() - last_cleanup > 60:
-                await self._cleanup()
-                last_cleanup = time.monotonic()
             if sent >= self._batch:
                 continue  # more may be waiting: no sleep
             with contextlib.suppress(TimeoutError):
@@ -226,13 +222,6 @@ class OutboxRelay:
         self.published += len(sent)
         self._published_metric.inc(len(sent))
         return len(sent)
-
-    async def _cleanup(self) -> None:
-        async with self._pool.acquire(timeout=10) as conn:
-            await conn.execute(
-                "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
-                self._retention_s,
-            )
 
 
 def _publish_spans(

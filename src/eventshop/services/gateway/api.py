@@ -156,7 +156,9 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
-        description="retrying with the same key places the order once (an empty key: 422)",
+        description=(
+            "retrying with the same key within 24 hours places the order once (an empty key: 422)"
+        ),
     ),
 ]
 

@@ -118,7 +118,8 @@ async def place_order(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> OrderAccepted:
     """Accept an order (202 and its id): the saga goes on from events, the caller polls it.
-    The same Idempotency-Key and body again answer the same order, in its current status."""
+    The same Idempotency-Key and body again, within 24 hours (ADR 0009), answer the same
+    order, in its current status."""
     order_id, status = await handlers.place_order(
         ctx,
         who,

@@ -94,25 +94,29 @@ async def claim_idempotency_key(
     """Tie `key` to `order_id`; None if it is now ours, else the order it already names.
 
     A concurrent request with the same key waits here on the primary key until the first one
-    commits (then it sees that order) or rolls back (then the key is its own).
+    commits (then it sees that order) or rolls back (then the key is its own). A key is kept
+    for `retention_idempotency_keys_s` at least, then the retention job deletes it and it is
+    free again (ADR 0009).
     """
-    claimed = await conn.fetchval(
-        "INSERT INTO idempotency_keys (user_id, key, order_id, request_hash)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1",
-        user_id,
-        key,
-        order_id,
-        request_hash,
-    )
-    if claimed:
-        return None
-    row = await conn.fetchrow(
-        "SELECT order_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-        user_id,
-        key,
-    )
-    assert row is not None  # the conflicting row is committed, and keys are never deleted
-    return KeyedOrder(row["order_id"], row["request_hash"])
+    while True:
+        claimed = await conn.fetchval(
+            "INSERT INTO idempotency_keys (user_id, key, order_id, request_hash)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1",
+            user_id,
+            key,
+            order_id,
+            request_hash,
+        )
+        if claimed:
+            return None
+        row = await conn.fetchrow(
+            "SELECT order_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            user_id,
+            key,
+        )
+        if row is not None:
+            return KeyedOrder(row["order_id"], row["request_hash"])
+        # the conflicting key, past its window, was deleted in between: claim it again
 
 
 # -- streams and the read model -------------------------------------------------------------------
