@@ -7,6 +7,8 @@
 #   Redis      127.0.0.1:6379
 #   promtool   the suite checks deploy/prometheus/alerts.yml with it (Debian's `prometheus`
 #              package; its server is left stopped and disabled)
+#   libfaketime `eventshop chaos clock-skew` runs a service with its clock skewed (Debian's
+#              `faketime` package)
 #
 # Idempotent. Silent when everything is already in place; prints one line per
 # action it takes. Installing or starting anything needs root (or passwordless
@@ -326,6 +328,13 @@ ensure_promtool() {
     fi
 }
 
+# --- libfaketime ---------------------------------------------------------------
+
+ensure_faketime() {
+    compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null && return 0
+    apt_install faketime
+}
+
 # --- main --------------------------------------------------------------------
 
 main() {
@@ -333,6 +342,7 @@ main() {
     ensure_redis
     ensure_rabbitmq
     ensure_promtool
+    ensure_faketime
 }
 
 # Sourcing the file (for tests) defines the functions without running anything.

@@ -39,7 +39,7 @@ async def test_identity_headers_without_the_gateways_proof_are_refused(
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.request(method, url, headers=ADMIN, json=body)
     assert r.status_code == 401, r.text
-    assert r.json()["error"]["code"] == "unauthenticated"
+    assert r.json()["error"]["code"] == "identity_proof_refused"
 
 
 async def test_the_same_calls_through_the_gateway_work(shop: Shop) -> None:

@@ -87,7 +87,7 @@ HEADERS = {"X-User-Id": "u-1", "X-User-Role": "admin", "X-User-Email": "ada@exam
 async def test_identity_headers_alone_are_refused(client: httpx.AsyncClient) -> None:
     r = await client.get("/mine", headers=HEADERS)
     assert r.status_code == 401
-    assert r.json()["error"]["code"] == "unauthenticated"
+    assert r.json()["error"]["code"] == "identity_proof_refused"
 
 
 async def test_identity_headers_with_their_proof_are_believed(client: httpx.AsyncClient) -> None:

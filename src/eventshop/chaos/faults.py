@@ -10,20 +10,26 @@ set-up, scripts/ensure-infra.sh.
 from __future__ import annotations
 
 import asyncio
+import configparser
 import contextlib
+import glob
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from supervisor.datatypes import dict_of_key_value_pairs
 
+from eventshop.chaos.proxy import FaultProxy
 from eventshop.ops.parked import CONSUMING
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import direct_exchange_of
@@ -58,6 +64,8 @@ class Stage:
     root: Path = field(default_factory=supervise.project_root)
     #: messages the scenario put in parking lots on purpose
     parked_expected: int = 0
+    #: outcomes of orders (as the checker names them) that mean the scenario found a fault
+    unwanted_outcomes: set[str] = field(default_factory=set)
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -231,6 +239,209 @@ async def poison(stage: Stage, count: int = 5) -> list[Fault]:
     return faults
 
 
+# -- a service out of supervisord's hands ----------------------------------------------------
+def program_environment(layout: supervise.Layout, service: str) -> dict[str, str]:
+    """The environment supervisord gives `service` (its broker and database URLs among it)."""
+    conf = configparser.RawConfigParser()
+    conf.read(layout.conf)
+    pairs = dict_of_key_value_pairs(conf.get(f"program:{service}", "environment", fallback=""))
+    return {str(k): str(v) for k, v in pairs.items()}
+
+
+@contextlib.asynccontextmanager
+async def detached(
+    stage: Stage, service: str, change: Callable[[dict[str, str]], dict[str, str]]
+) -> AsyncIterator[None]:
+    """`service` stopped under supervisord and run by the scenario instead, with its environment
+    changed (its addresses pointed at a fault proxy, its clock skewed), until the block ends;
+    then stopped and given back to supervisord. Its output goes to var/log/chaos-<service>.log."""
+    layout = supervise.Layout(stage.root)
+    env = {**os.environ, **change(program_environment(layout, service))}
+    await asyncio.to_thread(supervise.stop_service, layout, service)
+    eventshop = str(Path(sys.executable).with_name("eventshop"))
+    with (layout.logs / f"chaos-{service}.log").open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            eventshop, "run", service, env=env, cwd=stage.root, stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        ready = await supervise.wait_ready([service], timeout_s=60)
+        if not all(ready.values()):
+            raise RuntimeError(f"{service}, run by the scenario, did not get ready")
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        await asyncio.to_thread(supervise.start_service, layout, service)
+
+
+def _via(url: str, port: int) -> str:
+    """`url` with its host and port replaced by the proxy's on loopback."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _upstream(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+async def network(stage: Stage) -> list[Fault]:
+    """A service's links to the broker and the database through a fault proxy (chaos/proxy.py):
+    latency with jitter, a black hole for 30 s, every connection reset, then a slow link."""
+    service = stage.rng.choice(("orders", "inventory", "payments"))
+    env = program_environment(supervise.Layout(stage.root), service)
+    amqp = await FaultProxy(_upstream(env["EVENTSHOP_AMQP_URL"], 5672), rng=stage.rng).start()
+    db = await FaultProxy(_upstream(env["EVENTSHOP_DATABASE_URL"], 5432), rng=stage.rng).start()
+    links = (amqp, db)
+
+    def via_proxies(env: dict[str, str]) -> dict[str, str]:
+        return {
+            **env,
+            "EVENTSHOP_AMQP_URL": _via(env["EVENTSHOP_AMQP_URL"], amqp.port),
+            "EVENTSHOP_DATABASE_URL": _via(env["EVENTSHOP_DATABASE_URL"], db.port),
+        }
+
+    faults: list[Fault] = []
+    spell = max(5.0, 0.15 * stage.duration_s)
+
+    async def fault(name: str, seconds: float, *apply: Callable[[FaultProxy], object]) -> None:
+        f = Fault(name, f"{service} to broker and database", stage.now())
+        for link in links:
+            for a in apply:
+                a(link)
+        await asyncio.sleep(seconds)
+        for link in links:
+            link.heal()
+        f.until_s = stage.now()
+        faults.append(await stage.recovered(f))
+
+    try:
+        async with detached(stage, service, via_proxies):
+            await stage.until(0.1)
+            await fault("latency 40 ms ± 30 ms", spell, lambda p: p.latency(0.040, 0.030))
+            await fault("black hole 30 s", 30.0, FaultProxy.black_hole)
+            for _ in range(3):
+                await fault("connection reset", 2.0, FaultProxy.reset)
+            await fault("slow link 16 KB/s", spell, lambda p: p.bandwidth(16 * 1024))
+    finally:
+        for link in links:
+            await link.close()
+    return faults
+
+
+def _faketime_library() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("libfaketime is not installed: scripts/ensure-infra.sh installs it")
+    return found[0]
+
+
+async def clock_skew(stage: Stage) -> list[Fault]:
+    """orders' clock 20 s behind the database's and payments' 20 s ahead (libfaketime), for
+    most of the run (20 s at least): within the 30 s the gateway's identity proofs allow
+    (PROOF_MAX_AGE_S; beyond it a service refuses every call, and the gateway answers 503).
+    Whatever decides by time must decide by one clock, the database's: an order cancelled for
+    time-out here is a fault the scenario found."""
+    library = _faketime_library()
+    stage.unwanted_outcomes.add("CANCELLED (timeout)")
+
+    def skewed(seconds: int) -> Callable[[dict[str, str]], dict[str, str]]:
+        def change(env: dict[str, str]) -> dict[str, str]:
+            return {
+                **env,
+                "LD_PRELOAD": library,
+                "FAKETIME": f"{seconds:+d}",
+                # the event loop's timers keep the real monotonic clock
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            }
+
+        return change
+
+    await stage.until(0.1)
+    faults = [
+        Fault("clock 20 s behind", "orders", stage.now()),
+        Fault("clock 20 s ahead", "payments", stage.now()),
+    ]
+    async with detached(stage, "orders", skewed(-20)), detached(stage, "payments", skewed(20)):
+        # orders placed while the two restarted were retried by the load: they land here
+        await asyncio.sleep(max(20.0, 0.7 * stage.duration_s))
+    for f in faults:
+        f.until_s = stage.now()
+    return [await stage.recovered(f) for f in faults]
+
+
+async def duplicate(stage: Stage) -> list[Fault]:
+    """Every event delivered twice: a queue of the operator's bound to the events exchange takes
+    each event as it is published and publishes it again as it was (its publisher's user_id,
+    signature and id: a copy no consumer can tell from a redelivery), a moment later. Until the
+    platform has been quiet for 3 s after the load."""
+    settings = PlatformSettings()
+    fault = Fault("every event twice", settings.exchange, stage.now())
+    copied = 0
+    seen: set[str] = set()
+    pending: set[asyncio.Task[None]] = set()
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=200)
+        exchange = await channel.get_exchange(settings.exchange, ensure=False)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, "#")
+        last = time.monotonic()
+
+        async def copy(message: AbstractIncomingMessage) -> None:
+            nonlocal copied
+            await asyncio.sleep(stage.rng.uniform(0.0, 0.5))
+            again = aio_pika.Message(
+                message.body,
+                headers=dict(message.headers),
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                correlation_id=message.correlation_id,
+                message_id=message.message_id,
+                timestamp=message.timestamp,
+                type=message.type,
+                user_id=message.user_id,
+                app_id=message.app_id,
+            )
+            await exchange.publish(again, routing_key=message.routing_key or "")
+            copied += 1
+            await message.ack()
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            nonlocal last
+            last = time.monotonic()
+            if message.message_id in seen:  # our own copy, come back through the binding
+                await message.ack()
+                return
+            seen.add(message.message_id or "")
+            task = asyncio.create_task(copy(message))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        await queue.consume(take)
+        await stage.until(1.0)
+        while (idle := time.monotonic() - last) < 3.0:  # noqa: ASYNC110 (a quiet time, no event)
+            await asyncio.sleep(3.0 - idle)
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        await conn.close()
+    fault.name = f"{copied} events delivered twice"
+    fault.until_s = stage.now()
+    return [await stage.recovered(fault)]
+
+
 SCENARIOS: dict[str, Callable[[Stage], Coroutine[Any, Any, list[Fault]]]] = {
     "kill-services": kill_services,
     "kill-broker": kill_broker,
@@ -238,4 +449,7 @@ SCENARIOS: dict[str, Callable[[Stage], Coroutine[Any, Any, list[Fault]]]] = {
     "freeze": freeze,
     "stop-redis": stop_redis,
     "poison": poison,
+    "network": network,
+    "clock-skew": clock_skew,
+    "duplicate": duplicate,
 }

@@ -74,8 +74,15 @@ async def run_scenario(
         "faults": [f.to_json() for f in faults],
         **check.to_json(verdict),
         "parked": {"expected": stage.parked_expected, "actual": parked_after - parked_before},
+        "unwanted": {
+            o: n for o, n in sorted(verdict.outcomes.items()) if o in stage.unwanted_outcomes
+        },
     }
-    result["ok"] = result["ok"] and result["parked"]["expected"] == result["parked"]["actual"]
+    result["ok"] = (
+        result["ok"]
+        and result["parked"]["expected"] == result["parked"]["actual"]
+        and not result["unwanted"]
+    )
     return result
 
 

@@ -42,8 +42,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = "X-Correlation-ID"
 PROOF_HEADER = "X-Identity-Proof"
-#: how old a proof may be (the gateway signs each request as it forwards it)
+#: how old a proof may be (the gateway signs each request as it forwards it); also how far the
+#: gateway's and a service's clocks may drift apart before the service refuses every call
 PROOF_MAX_AGE_S = 30
+#: the error code of a refused proof: the gateway answers its client 503 for it, since the
+#: client's credentials were good and the platform's own clocks or keys disagree
+PROOF_REFUSED = "identity_proof_refused"
 
 
 #: the largest integers PostgreSQL's integer and bigint hold: bounds for ids and positions
@@ -393,7 +397,7 @@ async def caller(
         role=role,
         email=email,
     ):
-        raise ApiError(401, "unauthenticated", "identity headers without the gateway's proof")
+        raise ApiError(401, PROOF_REFUSED, "identity headers without the gateway's proof")
     return Identity(user_id=x_user_id, role=role, email=email)
 
 
@@ -411,7 +415,7 @@ async def from_gateway(
         role="",
         email="",
     ):
-        raise ApiError(401, "unauthenticated", "this route answers the gateway only")
+        raise ApiError(401, PROOF_REFUSED, "this route answers the gateway only")
 
 
 _QUERY_NAMES: dict[int, frozenset[str]] = {}

@@ -201,7 +201,9 @@ async def make_shop(
         # catalog, inventory: down
         return f"http://127.0.0.1:{closed_port()}"
 
-    async def make(*, redis_url: str = REDIS_URL, **overrides: Any) -> Shop:
+    async def make(
+        *, redis_url: str = REDIS_URL, identity_key: bytes | None = None, **overrides: Any
+    ) -> Shop:
         values: dict[str, Any] = {
             "jwt_secret": SECRET,
             "rate_per_ip": 10_000,
@@ -217,7 +219,8 @@ async def make_shop(
             {name: url_of(name) for name in BACKENDS},
             timeout_s=gateway_settings.upstream_timeout_s,
             connect_timeout_s=gateway_settings.upstream_connect_timeout_s,
-            identity_key=settings.identity_key(),  # as the services behind it check it
+            # as the services behind it check it, unless the test gives another
+            identity_key=identity_key or settings.identity_key(),
         )
         gateways_upstreams.append(upstreams)
         gateway_redis = redis

@@ -23,6 +23,7 @@ from eventshop.services.gateway.adapters.upstream import Upstreams
 from eventshop.services.gateway.service import connect_redis
 from eventshop.services.gateway.settings import GatewaySettings
 from tests.integration.services.test_gateway import (  # noqa: F401  (fixtures by name)
+    PASSWORD,
     REDIS_URL,
     SECRET,
     MakeShop,
@@ -40,6 +41,29 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def gw(make_shop: MakeShop) -> Shop:  # noqa: F811
     return await make_shop()
+
+
+# -- the platform's own proofs ---------------------------------------------------------------
+async def test_a_service_refusing_the_gateways_proof_is_a_503_to_the_client_not_a_401(
+    make_shop: MakeShop,  # noqa: F811
+) -> None:
+    """A service whose clock is more than 30 s off the gateway's, or that has another internal
+    key, refuses every proof: the client's credentials are not at fault, and a 401 would send it
+    to log in again and again (seen under `eventshop chaos clock-skew`)."""
+    account, _ = await (await make_shop()).shopper()
+    gw = await make_shop(identity_key=b"not the key the services check proofs with")
+    # a login's password check is a route that answers the gateway only
+    r = await gw.api.post(
+        "/api/v1/auth/login", json={"email": account["email"], "password": PASSWORD}
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "unavailable"
+    assert r.headers["Retry-After"] == "1"
+    refused = REGISTRY.get_sample_value(
+        "eventshop_gateway_upstream_requests_total",
+        {"upstream": "users", "method": "POST", "outcome": "proof_refused"},
+    )
+    assert refused is not None and refused >= 1
 
 
 # -- roles come from the session --------------------------------------------------------------

@@ -72,7 +72,7 @@ ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     InvalidTokenError: (401, "unauthenticated", _BEARER_CHALLENGE),
     SessionEndedError: (401, "unauthenticated", _BEARER_CHALLENGE),
     SessionStoreUnavailableError: (503, "unavailable", {}),
-    UpstreamUnavailableError: (503, "unavailable", {}),
+    UpstreamUnavailableError: (503, "unavailable", {"Retry-After": "1"}),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -169,7 +169,7 @@ async def place_order(
                 row = await store.get_order(uow.conn, earlier.order_id)
                 status = row["status"] if row is not None else domain.Status.PENDING.value
                 return earlier.order_id, str(status)
-        prices = await store.prices_of(uow.conn, [w.sku for w in wanted])
+        prices, now = await store.prices_and_clock(uow.conn, [w.sku for w in wanted])
         try:
             decision = domain.place(
                 order_id=order_id,
@@ -178,7 +178,7 @@ async def place_order(
                 wanted=list(wanted),
                 prices=prices,
                 payment_token=payment_token,
-                now=datetime.now(UTC),
+                now=now,
                 timeout=ctx.settings.timeout,
             )
         except domain.UnknownSkuError as exc:

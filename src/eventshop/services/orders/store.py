@@ -73,12 +73,20 @@ async def keep_price(conn: asyncpg.Connection, price: Price, as_of: datetime) ->
     )
 
 
-async def prices_of(conn: asyncpg.Connection, skus: Sequence[str]) -> dict[str, Price]:
+async def prices_and_clock(
+    conn: asyncpg.Connection, skus: Sequence[str]
+) -> tuple[dict[str, Price], datetime]:
+    """The skus' prices, and the database's time in the same round trip: an order's deadline
+    is set by the clock the time-out scan compares it with (`lock_orders_past_deadline`), never
+    by this process's, which may be off (`eventshop chaos clock-skew`)."""
     rows = await conn.fetch(
-        "SELECT sku, name, price_minor, currency, active FROM prices WHERE sku = ANY($1::text[])",
+        "SELECT now() AS clock, p.sku, p.name, p.price_minor, p.currency, p.active"
+        " FROM (VALUES (1)) AS one (x) LEFT JOIN prices AS p ON p.sku = ANY($1::text[])",
         list(skus),
     )
-    return {r["sku"]: Price(**dict(r)) for r in rows}
+    columns = ("sku", "name", "price_minor", "currency", "active")
+    prices = {r["sku"]: Price(*(r[c] for c in columns)) for r in rows if r["sku"] is not None}
+    return prices, rows[0]["clock"]
 
 
 # -- idempotency keys -----------------------------------------------------------------------------

@@ -34,7 +34,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.responses import Response
 
-from eventshop.platform.http import CORRELATION_HEADER, PROOF_HEADER, sign_identity
+from eventshop.platform.http import (
+    CORRELATION_HEADER,
+    PROOF_HEADER,
+    PROOF_MAX_AGE_S,
+    PROOF_REFUSED,
+    sign_identity,
+)
 from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.observability.metrics import LATENCY_BUCKETS
@@ -123,6 +129,14 @@ def identity_headers(
             key, method=method, path=path, user_id=user_id, role=role, email=email
         )
     return headers
+
+
+def _proof_refused(answer: UpstreamAnswer) -> bool:
+    """Whether a service's 401 refuses the gateway's identity proof (not the caller)."""
+    try:
+        return bool(answer.json()["error"]["code"] == PROOF_REFUSED)
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def relay(answer: UpstreamAnswer) -> Response:
@@ -262,6 +276,17 @@ class Upstreams:
             finally:
                 UPSTREAM_SECONDS.labels(service, method).observe(time.perf_counter() - started)
             span.set_attribute("http.response.status_code", answer.status)
+            if answer.status == 401 and _proof_refused(answer):
+                UPSTREAM_REQUESTS.labels(service, method, "proof_refused").inc()
+                span.set_status(StatusCode.ERROR, PROOF_REFUSED)
+                # the caller's credentials were good: the platform's clocks (more than
+                # PROOF_MAX_AGE_S apart) or internal keys disagree. An operator's matter.
+                log.error(
+                    "upstream.proof_refused", upstream=service, path=path,
+                    correlation_id=correlation_id,
+                    hint=f"clocks more than {PROOF_MAX_AGE_S} s apart, or another internal key",
+                )  # fmt: skip
+                raise UpstreamUnavailableError(service, PROOF_REFUSED)
             UPSTREAM_REQUESTS.labels(service, method, str(answer.status)).inc()
             return answer
 
