@@ -31,12 +31,13 @@ from rich.table import Table
 
 from eventshop.ops import parked as ops_parked
 from eventshop.ops import status as ops_status
-from eventshop.ops.parked import CONSUMING as CONSUMING
-from eventshop.ops.parked import ParkedFilterFn as ParkedFilterFn
-from eventshop.ops.parked import act_on_parked as act_on_parked
-from eventshop.ops.parked import parked_filter as parked_filter
-from eventshop.ops.parked import parked_json as parked_json
-from eventshop.ops.status import EVENT_COUNTERS as EVENT_COUNTERS
+from eventshop.ops.parked import (
+    CONSUMING,
+    ParkedFilterFn,
+    act_on_parked,
+    parked_filter,
+    parked_json,
+)
 from eventshop.platform.bus.parking import ParkedMessage
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS

@@ -18,10 +18,11 @@ import asyncpg
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 
-from eventshop.cli import operate
-from eventshop.cli.trace import load_spans
 from eventshop.console.saga import SagaSummary, saga_summary
 from eventshop.console.views import Action, ParkedFilter
+from eventshop.ops import parked as ops_parked
+from eventshop.ops.status import platform_status
+from eventshop.ops.traces import load_spans
 from eventshop.platform.bus.parking import ParkedMessage
 from eventshop.platform.http import ApiError
 from eventshop.platform.observability.tracing import TracingSettings
@@ -72,7 +73,7 @@ class Sources:
         return await saga_summary(await self.db())
 
     async def status(self) -> list[dict[str, Any]]:
-        return await operate.platform_status(await self.db(), await self.amqp())
+        return (await platform_status(await self.db(), await self.amqp())).rows()
 
     def remember_status(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Keep one reading per second per service for the small plots; what is kept so far."""
@@ -87,23 +88,25 @@ class Sources:
     # -- the parking lot ---------------------------------------------------------------------
     def _services(self, where: ParkedFilter) -> list[str]:
         if where.service is None:
-            return list(operate.CONSUMING)
-        if where.service not in operate.CONSUMING:
+            return list(ops_parked.CONSUMING)
+        if where.service not in ops_parked.CONSUMING:
             raise ApiError(422, "validation_error", f"no parking lot for {where.service!r}")
         return [where.service]
 
-    def _where(self, where: ParkedFilter) -> operate.ParkedFilterFn:
-        return operate.parked_filter(
+    def _where(self, where: ParkedFilter) -> ops_parked.ParkedFilterFn:
+        return ops_parked.parked_filter(
             where.event_type, where.error, where.correlation_id, None, where.event_id
         )
 
     async def parked(self, where: ParkedFilter) -> list[tuple[str, ParkedMessage]]:
-        return await operate.parked_of(await self.amqp(), self._services(where), self._where(where))
+        return await ops_parked.parked_of(
+            await self.amqp(), self._services(where), self._where(where)
+        )
 
     async def act_on_parked(
         self, action: Action, where: ParkedFilter
     ) -> list[tuple[str, ParkedMessage]]:
-        return await operate.act_on_parked(
+        return await ops_parked.act_on_parked(
             await self.amqp(), action, self._services(where), self._where(where)
         )
 

@@ -98,7 +98,7 @@ async def saga_part(src: Sources) -> dict[str, Any]:
     }
 
 
-#: the counters the services page shows as rates (operate.EVENT_COUNTERS' keys)
+#: the counters the services page shows as rates (eventshop.ops.status.EVENT_COUNTERS' keys)
 RATES = ("handled", "failed", "retried", "parked_total")
 
 
