@@ -267,35 +267,19 @@ async def _summary(database_url: str, run: str, order_ids: list[str]) -> dict[st
 
 
 async def _parked_total() -> int:
+    """Messages in every consumer's parking lot, read as the operator (the chaos checker's own
+    count). The broker may be restarting under the demo (it is meant to survive that): wait for
+    it a while rather than fail the count."""
     import aio_pika
 
-    from eventshop.tooling.supervise import SERVICES
-
-    total = 0
+    from eventshop.chaos.check import parked_depth
     from eventshop.platform.settings import PlatformSettings
 
-    # the operator's user; the broker may be restarting under the demo (it is meant to survive
-    # that): wait for it a while rather than fail the count
     deadline = time.monotonic() + 90
     while True:
         try:
-            conn = await aio_pika.connect(PlatformSettings().amqp_url)
-            break
+            return await parked_depth(PlatformSettings())
         except (OSError, aio_pika.exceptions.AMQPConnectionError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(1)
-    try:
-        for service in SERVICES:
-            channel = await conn.channel()
-            try:
-                q = await channel.declare_queue(f"{service}.parked", passive=True)
-                total += q.declaration_result.message_count or 0
-            except Exception:
-                pass
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-    finally:
-        await conn.close()
-    return total
