@@ -1,0 +1,58 @@
+"""`eventshop bench ab`: the command (the work is eventshop.bench.ab)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from eventshop.bench.output import emit
+
+
+def bench_ab(
+    a: str = typer.Argument(..., help="the version measured against (a git ref), e.g. ecb634f"),
+    b: str = typer.Argument("HEAD", help="the version measured (a git ref)"),
+    rounds: int = typer.Option(3, min=1, max=20, help="rounds; each runs A and B once"),
+    orders: int = typer.Option(2_000, min=10, help="orders per run"),
+    concurrency: int = typer.Option(32, min=1, help="closed loop: orders placed at once"),
+    half_rate: bool = typer.Option(True, "--half-rate/--no-half-rate", help="then half rate"),
+    seed: int = typer.Option(1, help="the same orders in every run"),
+) -> None:
+    """Two versions' `bench orders` in one window, alternately (A B, B A, ...): the medians,
+    ranges and ratios B/A of orders/s, CPU per order and p99 at half rate."""
+    import asyncio
+
+    from eventshop.bench import ab
+    from eventshop.tooling import supervise
+
+    console = Console(stderr=True)
+    root = supervise.project_root()
+    say = console.print
+    versions = [ab.prepare(root, a, say), ab.prepare(root, b, say)]
+    asyncio.run(ab.prepare_databases(versions))
+    ab.stop_platforms(root)
+    bench_args = ["--orders", str(orders), "--concurrency", str(concurrency), "--seed", str(seed)]
+    if half_rate:
+        bench_args.append("--half-rate")
+    envs = [ab.environment(v, supervise.SERVICES) for v in versions]
+    for i, (first, second) in enumerate(ab.order_of_rounds(rounds), start=1):
+        say(f"round {i} of {rounds}")
+        for side in (first, second):
+            versions[side].runs.append(ab.run_once(versions[side], bench_args, envs[side], say))
+    emit(ab.summary(*versions), _print, console)
+
+
+def _print(report: Mapping[str, Any], console: Console) -> None:
+    figures = report["figures"]
+    t = Table(title=f"A/B: {report['rounds']} rounds")
+    for col in ("figure", "A median [range]", "B median [range]", "B/A"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for row in figures.values():
+        cells = [f"{row[s]['median']} [{', '.join(map(str, row[s]['range'] or []))}]" for s in "ab"]
+        t.add_row(row["label"], *cells, str(row["ratio_b_to_a"]))
+    console.print(t)
+    if not report["every_run_ok"]:
+        console.print("[red]a run failed or its invariants did not hold: see var/ab/*/var/log[/]")
