@@ -13,7 +13,8 @@ eventshop runs: the checkout's own platform is stopped first.
 
 What the versions share, so that one can start after the other on one machine:
 - the broker users' passwords: both are given this installation's (EVENTSHOP_<SVC>_AMQP_PASSWORD),
-  which each version's start sets on the broker;
+  which each version's start sets on the broker, and the benchmark's own connection is the
+  operator's (EVENTSHOP_AMQP_URL);
 - nothing else in the database: each version gets a database of its own,
   eventshop_ab_<commit>, created here, so neither meets the other's migrations.
 """
@@ -108,6 +109,9 @@ def environment(version: Version, services: Sequence[str]) -> dict[str, str]:
     env.update(
         {f"EVENTSHOP_{s.upper()}_AMQP_PASSWORD": secret(f"amqp-{s}") for s in services},
         EVENTSHOP_DATABASE_URL=_database_of(version),
+        # the operator's user for the benchmark's own connection: guest has no rights on the
+        # platform's vhost since the services got users of their own
+        EVENTSHOP_AMQP_URL=PlatformSettings().amqp_url,
         EVENTSHOP_HOME=str(version.root),
         PATH=f"{version.root / '.venv' / 'bin'}:{env.get('PATH', '')}",
     )
