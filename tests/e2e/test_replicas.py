@@ -153,6 +153,8 @@ async def test_three_replicas_each_consume_and_a_few_hundred_orders_end_right(
         assert len(supervise.pids_of(replicated, service)) == n
         # every replica's consumer is on the service's one queue
         await eventually(functools.partial(consumers_on, service), n, timeout=60, interval=0.5)
+    # payments' charge job: every replica waits on its lock, one of them runs it
+    await eventually(job_runners, (3, 1), timeout=30, interval=0.5)
     log = postgres_log()
     offset = log.stat().st_size
 
@@ -165,6 +167,21 @@ async def test_three_replicas_each_consume_and_a_few_hundred_orders_end_right(
     assert deadlocks_since(log, offset) == []
     for service, n in REPLICAS.items():
         assert await consumers_on(service) == n
+
+
+async def job_runners() -> tuple[int, int]:
+    """(payments processes with a connection for the charge job, of which hold its lock)."""
+    db = await asyncpg.connect(PlatformSettings().database_url)
+    try:
+        row = await db.fetchrow(
+            "SELECT count(*) AS waiting, count(l.pid) AS leading FROM pg_stat_activity a"
+            " LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted"
+            " WHERE a.application_name LIKE 'payments.job.charge_payments.%'"
+        )
+    finally:
+        await db.close()
+    assert row is not None
+    return int(row["waiting"]), int(row["leading"])
 
 
 async def relay_leader(schema: str) -> tuple[int, int] | None:
