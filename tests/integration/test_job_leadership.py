@@ -137,3 +137,31 @@ async def test_the_other_takes_over_when_the_leader_goes_away(
     await leader.stop()  # what a process's end does to its session: the lock goes with it
     await eventually(lambda: standby.running, True, timeout=10, interval=0.05, what="takeover")
     assert time.monotonic() - gone < 3 * POLL_S + 1
+
+
+async def test_a_job_that_crashes_is_run_again(settings: PlatformSettings) -> None:
+    """A job's crash lets go of the lead; a poll later it runs again (here or in a standby)."""
+    runs: list[float] = []
+
+    async def flaky() -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise RuntimeError("a bug in the job's first pass")
+        await asyncio.Event().wait()
+
+    leader = JobLeader(
+        flaky,
+        name="charge_payments",
+        dsn=settings.database_url,
+        schema=f"payments_{uuid.uuid4().hex[:8]}",
+        service="payments",
+        poll_s=POLL_S,
+    )
+    task = asyncio.create_task(leader.run())
+    try:
+        await eventually(lambda: len(runs), 2, timeout=10, interval=0.05, what="a second run")
+        assert leader.is_leader and leader.terms == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

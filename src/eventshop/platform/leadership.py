@@ -79,6 +79,8 @@ class JobLeader:
                     log.warning("job.lead_lost", job=self.name, error=repr(exc))
                 else:
                     log.warning("job.database_unavailable", job=self.name, error=repr(exc))
+            except Exception:  # whatever it was, this process must go on leading or waiting
+                log.exception("job.leader_crashed", job=self.name)
             finally:
                 self.is_leader = False
                 if conn is not None:
@@ -103,7 +105,7 @@ class JobLeader:
                 # checked twice per poll, so the leader lets go before a standby can take over
                 done, _ = await asyncio.wait({task}, timeout=self._poll_s / 2)
                 if done:
-                    exc = task.exception()
+                    exc = None if task.cancelled() else task.exception()
                     if exc is not None:
                         log.error("job.crashed", job=self.name, error=repr(exc))
                     return  # lead again (or let another process) after a poll
