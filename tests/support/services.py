@@ -10,7 +10,8 @@ Give `service_settings` or `resources` to replace the service's own (a fake mail
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -71,6 +72,26 @@ async def deliver(
     async with ctx.unit_of_work(env.correlation_id) as uow:
         await handler(uow.caused_by(env), env, event)
     return env
+
+
+async def handle_window(
+    ctx: AnyContext, events: Sequence[EventPayload], *, first: bool, pause_s: float = 0.3
+) -> None:
+    """Handle `events` as one replica's window (platform/bus/window.py): one transaction, the
+    service's `lock_first` hook (if `first`), then each event's own handler in order, with a
+    pause after each so that two windows run side by side interleave."""
+    definition = load_definition(ctx.name)
+    handlers = definition.bind(ctx)
+    async with ctx.unit_of_work() as uow:
+        if first:
+            assert definition.lock_first is not None, f"{ctx.name} has no lock_first"
+            await definition.lock_first(uow.conn, list(events))
+        for event in events:
+            env = new_envelope(
+                event.event_type, event.schema_version, "aggregate", event.model_dump(mode="json")
+            )
+            await handlers[event.event_type](uow.caused_by(env), env, event)
+            await asyncio.sleep(pause_s)
 
 
 async def outbox_events(pool: asyncpg.Pool) -> list[tuple[str, EventPayload]]:

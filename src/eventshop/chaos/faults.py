@@ -97,12 +97,9 @@ class Stage:
 
 
 def _pid_of(service: str) -> int | None:
-    layout = supervise.Layout(supervise.project_root())
-    ctl = str(Path(sys.executable).with_name("supervisorctl"))
-    out = subprocess.run(
-        [ctl, "-c", str(layout.conf), "pid", service], capture_output=True, text=True, timeout=30
-    ).stdout.strip()
-    return int(out) if out.isdigit() and int(out) > 0 else None
+    """A running process of `service`: a random one of its replicas when it has several."""
+    pids = supervise.pids_of(supervise.Layout(supervise.project_root()), service)
+    return random.choice(pids) if pids else None
 
 
 def _pgrep(pattern: str) -> list[int]:

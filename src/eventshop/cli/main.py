@@ -161,26 +161,45 @@ def chaos_table(results: Path = typer.Option(Path("var/chaos/results.jsonl"))) -
 
 
 @app.command()
-def up(wait: bool = typer.Option(True, help="wait until every service is ready")) -> None:
+def up(
+    wait: bool = typer.Option(True, help="wait until every service is ready"),
+    replicas: str | None = typer.Option(
+        None,
+        help="processes per service for this start, e.g. inventory=3,payments=2 (1 to 16 each;"
+        " every service not named, and every later `up` without it, runs one; ADR 0012)",
+    ),
+) -> None:
     """Start the whole platform, every service a supervised process; wait until all are ready."""
     from eventshop.services import CONSOLE_PORT, PORTS, SMTP_SINK_HTTP_PORT
     from eventshop.tooling import supervise
 
+    try:
+        counts = supervise.parse_replicas(replicas)
+    except supervise.ReplicasError as exc:
+        # one line and usage's exit code, before anything is started
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     layout = supervise.Layout(supervise.project_root())
     try:
-        supervise.start(layout, say=console.print)
+        supervise.start(layout, say=console.print, replicas=counts)
     except supervise.PlatformConflictError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     if not wait:
         return
-    state = asyncio.run(supervise.wait_ready())
+    state = asyncio.run(supervise.wait_ready(replicas=counts, layout=layout))
     table = Table(title="eventshop")
     table.add_column("service")
     table.add_column("ready")
     table.add_column("port", justify="right")
+    table.add_column("processes", justify="right")
     for name, ok in state.items():
-        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", str(PORTS[name]))
+        table.add_row(
+            name,
+            "[green]yes[/]" if ok else "[red]no[/]",
+            str(PORTS[name]),
+            str(counts.get(name, 1)),
+        )
     console.print(table)
     if not all(state.values()):
         console.print(f"[red]not ready; logs in {layout.logs}[/]")

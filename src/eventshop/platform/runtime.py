@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
+import socket
 import uuid
 from typing import Any
 
@@ -233,6 +234,25 @@ def http_servers(
     return servers
 
 
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """The server's socket, bound here rather than by uvicorn so that replicas of a service can
+    share the port: with SO_REUSEPORT the kernel hands each new connection to one of the
+    processes listening on it (ADR 0012)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def _serve_http(
     definition: ServiceDefinition[Any, Any],
     ctx: AnyContext,
@@ -251,8 +271,19 @@ async def _serve_http(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    log.info("service.started", port=port, metrics_port=metrics_port or port)
-    await asyncio.gather(*(server.serve() for server in servers))
+    reuse = ctx.platform.reuse_port
+    sockets = [
+        listening_socket(server.config.host, server.config.port, reuse_port=reuse)
+        for server in servers
+    ]
+    log.info("service.started", port=port, metrics_port=metrics_port or port, reuse_port=reuse)
+    try:
+        await asyncio.gather(
+            *(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True))
+        )
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def run(name: str, *, port: int | None = None) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.outbox import UnitOfWork
 from eventshop.platform.bus.types import BatchHandler, Delivery, Handler, LockFirst
 from eventshop.platform.http import correlation_id_of, install_conventions, known_query_only
+from eventshop.platform.leadership import JobLeader
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.retention import keep_tables_bounded
 from eventshop.platform.settings import PlatformSettings
@@ -121,7 +123,8 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
     resources: Callable[[SettingsT, PlatformSettings], AbstractAsyncContextManager[ResourcesT]] = (
         no_resources  # type: ignore[assignment]
     )
-    #: background loops `(ctx) -> None`, started with the service and cancelled at its stop
+    #: background loops `(ctx) -> None`, started with the service and cancelled at its stop;
+    #: one process of the service runs each at a time (platform/leadership.py, ADR 0012)
     jobs: Sequence[Job] = ()
     #: finishes the HTTP app before the shared conventions wrap it (the gateway's middlewares
     #: and its own readiness)
@@ -220,12 +223,27 @@ def build_app(definition: ServiceDefinition[Any, Any], ctx: AnyContext) -> FastA
 async def running_jobs(
     definition: ServiceDefinition[Any, Any], ctx: AnyContext
 ) -> AsyncIterator[None]:
-    """The service's background jobs, each a task for the life of the block, and the platform's
-    own that every service runs: retention of its inbox, outbox and idempotency keys (ADR 0009)."""
-    jobs: list[Job] = [*PLATFORM_JOBS, *definition.jobs]
+    """The service's background jobs, each run only while this process leads it: one process
+    of the service at a time (platform/leadership.py, ADR 0012); and the platform's own that
+    every process runs, retention of its inbox, outbox and idempotency keys (ADR 0009), which
+    takes a lock per batch itself and needs no leader."""
+    leaders = [
+        JobLeader(
+            functools.partial(job, ctx),
+            name=getattr(job, "__name__", "job"),
+            dsn=ctx.platform.database_url,
+            schema=ctx.bus.schema,
+            service=ctx.name,
+            poll_s=ctx.platform.job_leader_poll_s,
+        )
+        for job in definition.jobs
+    ]
     tasks = [
+        asyncio.create_task(leader.run(), name=f"{ctx.name}.{leader.name}.leader")
+        for leader in leaders
+    ] + [
         asyncio.create_task(job(ctx), name=f"{ctx.name}.{getattr(job, '__name__', 'job')}")
-        for job in jobs
+        for job in PLATFORM_JOBS
     ]
     try:
         yield

@@ -46,6 +46,15 @@ class PlatformSettings(BaseSettings):
     #: the address services listen on: loopback on a host; 0.0.0.0 in a container, whose
     #: published ports are then bound to the host's loopback by the compose file
     http_host: str = "127.0.0.1"
+    #: bind the HTTP port with SO_REUSEPORT, so several processes of one service share it and
+    #: the kernel spreads connections among them (`eventshop up --replicas` sets it for a
+    #: service of more than one process; ADR 0012). Off, a second process on the port fails
+    #: to start, which is what one process per service wants
+    reuse_port: bool = False
+    #: how often a process that does not lead a background job tries to take it over, and
+    #: how often the leader checks that its lock is still held: a takeover after the leader
+    #: dies takes at most this long (the relay's standby polls every `relay_poll_s`)
+    job_leader_poll_s: float = Field(default=1.0, gt=0, le=60)
     #: the addresses of reverse proxies whose X-Forwarded-For is believed (JSON list in
     #: EVENTSHOP_TRUSTED_PROXIES); none by default: the client's own address is what counts
     trusted_proxies: list[str] = Field(default_factory=list)

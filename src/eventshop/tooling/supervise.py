@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from eventshop.tooling.broker import amqp_url, provision_broker
 from eventshop.tooling.dbroles import database_url, provision_database
 
 SERVICES = [*BACKENDS, "gateway"]
+#: more processes of one service than this is a typo, not a deployment (one machine, 2+ cores)
+MAX_REPLICAS = 16
 #: the SMTP sink's module, run as `python -m` under supervisord
 SMTP_SINK_MODULE = "eventshop.tooling.smtp_sink"
 
@@ -61,12 +64,52 @@ class Layout:
         return self.var / "log"
 
 
+class ReplicasError(ValueError):
+    """A `--replicas` spec that makes no sense; its message is one line for the operator."""
+
+
+def parse_replicas(spec: str | None) -> dict[str, int]:
+    """`inventory=3,payments=2` -> {"inventory": 3, "payments": 2}; every service not named runs
+    one process. Refuses, with a one-line reason, anything else: an unknown or repeated service,
+    a count that is not a whole number from 1 to MAX_REPLICAS, an empty or malformed item."""
+    if spec is None:
+        return {}
+    if not spec.strip():
+        raise ReplicasError("--replicas is empty: give service=count[,service=count...]")
+    replicas: dict[str, int] = {}
+    for item in spec.split(","):
+        name, sep, count = (part.strip() for part in item.partition("="))
+        if not sep or not name or not count:
+            raise ReplicasError(
+                f"--replicas: {item.strip()!r} is not service=count (e.g. inventory=3)"
+            )
+        if name not in SERVICES:
+            raise ReplicasError(
+                f"--replicas: unknown service {name!r}: one of {', '.join(SERVICES)}"
+            )
+        if name in replicas:
+            raise ReplicasError(f"--replicas: {name} is given twice")
+        if not re.fullmatch(r"[+-]?\d+", count):
+            raise ReplicasError(f"--replicas: {name}={count}: the count is not a whole number")
+        n = int(count)
+        if not 1 <= n <= MAX_REPLICAS:
+            raise ReplicasError(
+                f"--replicas: {name}={n}: the count must be from 1 to {MAX_REPLICAS}"
+            )
+        replicas[name] = n
+    return replicas
+
+
 def project_root() -> Path:
     env = os.environ.get("EVENTSHOP_HOME")
     return Path(env) if env else Path.cwd()
 
 
-def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
+def write_config(
+    layout: Layout, env_extra: dict[str, str], replicas: dict[str, int] | None = None
+) -> None:
+    """supervisord's configuration; a service with `replicas` > 1 is one program of that many
+    processes (`numprocs`), named `<service>:<service>-<n>`, sharing its port (SO_REUSEPORT)."""
     layout.logs.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     eventshop = str(Path(python).with_name("eventshop"))
@@ -98,23 +141,31 @@ def write_config(layout: Layout, env_extra: dict[str, str]) -> None:
         "",
     ]
     for service in SERVICES:
+        n = (replicas or {}).get(service, 1)
         env = {
             **base_env,
             "EVENTSHOP_AMQP_URL": amqp_url(service),
             # its own role, owner of its schema only (tooling/dbroles.py)
             "EVENTSHOP_DATABASE_URL": database_url(service),
         }
+        if n > 1:
+            env["EVENTSHOP_REUSE_PORT"] = "true"  # the replicas share the service's one port
         env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
+        per_process = (
+            ["numprocs=" + str(n), "process_name=%(program_name)s-%(process_num)d"] if n > 1 else []
+        )
+        logfile = f"{service}-%(process_num)d.log" if n > 1 else f"{service}.log"
         sections += [
             f"[program:{service}]",
             f"command={eventshop} run {service}",
+            *per_process,
             f"environment={env_line}",
             "autorestart=true",
             "startsecs=2",
             "startretries=10",
             "stopsignal=TERM",
             "stopwaitsecs=20",
-            f"stdout_logfile={layout.logs / (service + '.log')}",
+            f"stdout_logfile={layout.logs / logfile}",
             "stdout_logfile_maxbytes=20MB",
             "redirect_stderr=true",
             "",
@@ -186,8 +237,13 @@ def stop_foreign(layout: Layout) -> list[str]:
 
 
 def start(
-    layout: Layout, env_extra: dict[str, str] | None = None, say: Callable[[str], object] = print
+    layout: Layout,
+    env_extra: dict[str, str] | None = None,
+    say: Callable[[str], object] = print,
+    replicas: dict[str, int] | None = None,
 ) -> None:
+    """Start the platform (or bring a running one to this configuration): every service one
+    process, or as many as `replicas` says for this start; a later start without it runs one."""
     if not supervisor_running(layout):
         taken = [f"{name}:{port}" for name, port in PORTS.items() if _port_taken(port)]
         if taken:
@@ -203,7 +259,7 @@ def start(
     changed = provision_database(PlatformSettings().database_url, SERVICES)
     if changed:
         say(f"database: {', '.join(changed)}")
-    write_config(layout, env_extra or {})
+    write_config(layout, env_extra or {}, replicas)
     if supervisor_running(layout):
         _supervisorctl(layout, "update")
         _supervisorctl(layout, "start", "all")
@@ -229,21 +285,32 @@ def stop(layout: Layout) -> bool:
     return True
 
 
+_RUNNING_PID = re.compile(r"^\S+\s+RUNNING\s+pid (\d+),", re.MULTILINE)
+
+
+def pids_of(layout: Layout, service: str) -> list[int]:
+    """The process ids of every running process (replica) of `service`, in supervisord's order."""
+    status = _supervisorctl(layout, "status", f"{service}:*").stdout
+    return [int(pid) for pid in _RUNNING_PID.findall(status)]
+
+
 def service_pid(layout: Layout, service: str) -> str:
-    """The process id supervisord has for `service` ("0" when it is not running)."""
-    return _supervisorctl(layout, "pid", service).stdout.strip() or "0"
+    """The process id of `service`'s first running process ("0" when none is running)."""
+    pids = pids_of(layout, service)
+    return str(pids[0]) if pids else "0"
 
 
+# `<service>:*` names the program's group: its one process, or every replica of it
 def restart_service(layout: Layout, service: str) -> None:
-    _supervisorctl(layout, "restart", service)
+    _supervisorctl(layout, "restart", f"{service}:*")
 
 
 def stop_service(layout: Layout, service: str) -> None:
-    _supervisorctl(layout, "stop", service)
+    _supervisorctl(layout, "stop", f"{service}:*")
 
 
 def start_service(layout: Layout, service: str) -> None:
-    _supervisorctl(layout, "start", service)
+    _supervisorctl(layout, "start", f"{service}:*")
 
 
 def service_url(name: str) -> str:
@@ -268,10 +335,24 @@ async def readiness(services: list[str] | None = None) -> dict[str, bool]:
     return dict(zip(names, results, strict=True))
 
 
-async def wait_ready(services: list[str] | None = None, timeout_s: float = 90.0) -> dict[str, bool]:
+async def wait_ready(
+    services: list[str] | None = None,
+    timeout_s: float = 90.0,
+    *,
+    replicas: dict[str, int] | None = None,
+    layout: Layout | None = None,
+) -> dict[str, bool]:
+    """Wait until every service answers ready. With `replicas`, a service counts as ready only
+    once supervisord has all of its processes running too: one replica answers each probe on
+    the shared port, so a ready answer says nothing of the replicas still starting."""
     deadline = time.monotonic() + timeout_s
     while True:
         state = await readiness(services)
+        if replicas and layout is not None:
+            for name, n in replicas.items():
+                if state.get(name):
+                    running = await asyncio.to_thread(pids_of, layout, name)
+                    state[name] = len(running) >= n
         if all(state.values()) or time.monotonic() > deadline:
             return state
         await asyncio.sleep(0.3)

@@ -24,8 +24,12 @@ INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RE
 async def record_new(
     conn: asyncpg.Connection, consumer: str, event_ids: list[uuid.UUID]
 ) -> set[uuid.UUID]:
-    """Record a window's event ids; returns those not recorded before."""
-    return {r["event_id"] for r in await conn.fetch(INSERT_INBOX_MANY, consumer, event_ids)}
+    """Record a window's event ids; returns those not recorded before.
+
+    In id order: two replicas' windows holding the same two events (a relay's republish) wait
+    for each other's uncommitted inbox rows in one order, never in a cycle (ADR 0012)."""
+    ids = sorted(set(event_ids))
+    return {r["event_id"] for r in await conn.fetch(INSERT_INBOX_MANY, consumer, ids)}
 
 
 async def record_one(conn: asyncpg.Connection, consumer: str, event_id: uuid.UUID) -> bool:

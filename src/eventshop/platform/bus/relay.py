@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -90,7 +91,11 @@ class OutboxRelay:
             try:
                 listener = await asyncpg.connect(
                     self._dsn,
-                    server_settings={"search_path": self._schema},
+                    server_settings={
+                        "search_path": self._schema,
+                        # which process leads, for an operator reading pg_stat_activity
+                        "application_name": f"{self._app_id}.relay.{os.getpid()}"[:63],
+                    },
                     timeout=10,
                     command_timeout=10,
                 )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from eventshop.contracts import Envelope
+from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.loyalty import PointsAwarded
 from eventshop.contracts.orders import OrderConfirmed
 from eventshop.platform.bus import UnitOfWork
@@ -27,6 +28,13 @@ async def award_points(ctx: Context, uow: UnitOfWork, env: Envelope, event: Orde
         ),
         aggregate_id=event.user_id,
     )
+
+
+async def lock_window(conn: asyncpg.Connection, payloads: Sequence[EventPayload]) -> None:
+    """The balances a window will credit, locked first and in user order (ADR 0012): two
+    replicas' windows awarding points to the same two users in opposite orders would otherwise
+    each hold one balance and wait for the other."""
+    await store.lock_balances(conn, [p.user_id for p in payloads if isinstance(p, OrderConfirmed)])
 
 
 async def points_of(ctx: Context, user_id: str) -> tuple[int, list[asyncpg.Record]]:

@@ -20,4 +20,6 @@ definition: ServiceDefinition[None, None] = ServiceDefinition(
     router=api.router,
     # points a moment later cost nobody anything: windows of many events, fewer transactions
     linger_s=0.05,
+    # replicas credit the same users' balances: lock a window's first, in user order
+    lock_first=handlers.lock_window,
 )

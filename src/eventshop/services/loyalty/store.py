@@ -28,6 +28,23 @@ async def record_award(
     return balance
 
 
+async def lock_balances(conn: asyncpg.Connection, user_ids: list[str]) -> None:
+    """Lock the balances of `user_ids` in user order, making the missing ones (at 0 points,
+    which reads as no balance), so that every window takes its users' rows in one order
+    (ADR 0012). The inserts go in that order too: a user new to two windows at once is
+    waited for by the second, never in a cycle."""
+    users = sorted(set(user_ids))
+    await conn.execute(
+        "INSERT INTO balances (user_id, points) SELECT u, 0 FROM unnest($1::text[]) AS u"
+        " ORDER BY u ON CONFLICT (user_id) DO NOTHING",
+        users,
+    )
+    await conn.execute(
+        "SELECT 1 FROM balances WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE",
+        users,
+    )
+
+
 async def balance_of(conn: asyncpg.Connection, user_id: str) -> tuple[int, list[asyncpg.Record]]:
     points = await conn.fetchval("SELECT points FROM balances WHERE user_id = $1", user_id) or 0
     history = await conn.fetch(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from eventshop.contracts import Envelope
+from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.catalog import ProductCreated, ProductUpdated
 from eventshop.contracts.common import Line
 from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+#: the events that move an order (each names it by `order_id`)
+ORDER_STEPS = (InventoryReserved, InventoryRejected, PaymentSucceeded, PaymentFailed)
+
 #: payments' failure reasons in the order's terms (a provider that never answered is, for the
 #: customer, a payment that did not go through)
 FAILURE_REASONS: dict[str, domain.PaymentFailureReason] = {
@@ -43,6 +46,17 @@ def snapshots_of(ctx: Context) -> SnapshotPolicy:
 
 
 # -- the saga's steps, from events ------------------------------------------------------------
+async def lock_window(conn: asyncpg.Connection, payloads: Sequence[EventPayload]) -> None:
+    """The price rows and the orders a window's handlers will lock, locked first in one order
+    (ADR 0012): two replicas' windows over the same prices or the same orders in opposite
+    orders would otherwise wait for each other in a cycle."""
+    await store.lock_window(
+        conn,
+        [p.sku for p in payloads if isinstance(p, ProductCreated | ProductUpdated)],
+        [p.order_id for p in payloads if isinstance(p, ORDER_STEPS)],
+    )
+
+
 async def keep_price(
     ctx: Context, uow: UnitOfWork, env: Envelope, event: ProductCreated | ProductUpdated
 ) -> None:

@@ -39,4 +39,6 @@ definition: ServiceDefinition[OrdersSettings, None] = ServiceDefinition(
     router=api.router,
     settings=OrdersSettings,
     jobs=[jobs.time_out_orders, jobs.run_projections],
+    # replicas lock the same orders (and then the event log's counter): a window's first
+    lock_first=handlers.lock_window,
 )

@@ -128,6 +128,25 @@ async def claim_idempotency_key(
 
 
 # -- streams and the read model -------------------------------------------------------------------
+async def lock_window(conn: asyncpg.Connection, skus: list[str], order_ids: list[str]) -> None:
+    """A window's prices in sku order, then its orders' rows in id order (ADR 0012): every
+    window takes them before its first append, which takes the event log's one counter row, so
+    no window holds the counter while it waits for an order another window holds. A price is
+    locked by name (a transaction's advisory lock on the sku), not by its row: a sku's first
+    price has no row yet, and two windows inserting the same new skus in opposite orders would
+    wait for each other's inserts."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+        " (SELECT DISTINCT 'orders:price:' || s AS k FROM unnest($1::text[]) AS s"
+        " ORDER BY 1 OFFSET 0) AS sorted",
+        skus,
+    )
+    await conn.execute(
+        "SELECT 1 FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+        order_ids,
+    )
+
+
 async def lock_order(conn: asyncpg.Connection, order_id: str) -> bool:
     """Lock an order for a saga step (until the transaction ends); False if there is none."""
     found = await conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", order_id)

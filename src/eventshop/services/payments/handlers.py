@@ -11,13 +11,13 @@ job's claim still holds, with its events, in the order's chain (its correlation 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Literal
 
 import asyncpg
 
-from eventshop.contracts import Envelope
+from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
 from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from eventshop.platform.bus import UnitOfWork
@@ -35,6 +35,17 @@ log = get_logger(__name__)
 
 
 # -- events ---------------------------------------------------------------------------------------
+async def lock_window(conn: asyncpg.Connection, payloads: Sequence[EventPayload]) -> None:
+    """The users' velocity locks and the payment rows a window's handlers will take, locked
+    first in one order (ADR 0012), so that replicas' windows never wait for each other in a
+    cycle."""
+    await store.lock_window(
+        conn,
+        [p.user_id for p in payloads if isinstance(p, PaymentRequested)],
+        [p.order_id for p in payloads if isinstance(p, PaymentRequested | OrderCancelled)],
+    )
+
+
 async def screen_payment(
     ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentRequested
 ) -> None:

@@ -56,4 +56,6 @@ definition: ServiceDefinition[PaymentsSettings, Resources] = ServiceDefinition(
     settings=PaymentsSettings,
     resources=open_resources,
     jobs=[jobs.charge_payments],
+    # replicas take the same users' velocity locks: a window's are taken first, in one order
+    lock_first=handlers.lock_window,
 )

@@ -31,6 +31,28 @@ class NewPayment:
 
 
 # -- the handlers' side ---------------------------------------------------------------------------
+def _velocity_lock(user_id: str) -> str:
+    return f"payments:velocity:{user_id}"
+
+
+async def lock_window(conn: asyncpg.Connection, user_ids: list[str], order_ids: list[str]) -> None:
+    """Every lock a window's handlers will take, first and in one order (ADR 0012): the users'
+    velocity locks in user order, then the orders' payment rows in order id order. Without it,
+    two replicas' windows asking payments of the same two users in opposite orders each hold
+    one user's lock and wait for the other's."""
+    # the locks are taken by the outer query, over rows the subquery has sorted
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+        " (SELECT DISTINCT 'payments:velocity:' || u AS k FROM unnest($1::text[]) AS u"
+        " ORDER BY 1 OFFSET 0) AS sorted",
+        user_ids,
+    )
+    await conn.execute(
+        "SELECT 1 FROM payments WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+        order_ids,
+    )
+
+
 async def recent_requests(conn: asyncpg.Connection, user_id: str, window_s: float) -> int:
     """How many payments `user_id` asked for within the last `window_s` seconds.
 
@@ -41,7 +63,7 @@ async def recent_requests(conn: asyncpg.Connection, user_id: str, window_s: floa
     holder committed (READ COMMITTED takes a snapshot per statement).
     """
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"payments:velocity:{user_id}"
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _velocity_lock(user_id)
     )
     count: int = await conn.fetchval(
         "SELECT count(*) FROM payments"

@@ -1,0 +1,79 @@
+"""Two replicas of payments, each handling a window of two payment requests in one transaction,
+for the same two customers in opposite orders (real PostgreSQL; the service's own handlers):
+each request takes its customer's velocity lock (the fraud rule counts a customer's recent
+requests under it). With the window's locks taken first in one order (`lock_first`, ADR 0012)
+both windows commit; without it, PostgreSQL finds a deadlock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from eventshop.contracts import EventPayload
+from eventshop.platform.service import AnyContext
+from eventshop.services.payments import handlers
+from eventshop.services.payments.service import definition
+from tests.integration.services.test_payments import request
+from tests.support.services import handle_window
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "payments"
+MIGRATIONS = "eventshop.services.payments.migrations"
+
+
+def windows() -> tuple[list[EventPayload], list[EventPayload]]:
+    return (
+        [request(user_id="ann"), request(user_id="bob")],
+        [request(user_id="bob"), request(user_id="ann")],
+    )
+
+
+async def test_windows_of_two_replicas_lock_in_one_order_and_never_deadlock(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    one, other = windows()
+    await asyncio.gather(
+        handle_window(context, one, first=True),
+        handle_window(context, other, first=True),
+    )
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 4
+    assert definition.lock_first is handlers.lock_window  # what the runtime gives the window
+
+
+async def test_without_it_the_same_windows_deadlock(context: AnyContext) -> None:
+    one, other = windows()
+    results = await asyncio.gather(
+        handle_window(context, one, first=False),
+        handle_window(context, other, first=False),
+        return_exceptions=True,
+    )
+    assert any(isinstance(r, asyncpg.DeadlockDetectedError) for r in results), results
+
+
+async def test_a_cancellation_and_a_request_of_one_order_lock_its_row_first(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    """The payment rows a window touches are locked by the hook too (a cancellation's)."""
+    from eventshop.contracts.orders import OrderCancelled
+    from tests.support.services import deliver
+
+    paid = request(user_id="cy")
+    await deliver(context, paid)
+    cancel = OrderCancelled(
+        order_id=paid.order_id,
+        user_id="cy",
+        email="cy@example.com",
+        reason="timeout",
+        stock_reserved=True,
+        lines=(),
+    )
+    async with pool.acquire() as holder, holder.transaction():
+        await handlers.lock_window(holder, [cancel])
+        async with pool.acquire() as other:
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await other.execute(
+                    "SELECT 1 FROM payments WHERE order_id = $1 FOR UPDATE NOWAIT", paid.order_id
+                )
