@@ -28,12 +28,20 @@ def bench_orders(
     ),
     keep_running: bool = typer.Option(False, help="leave the platform running at the end"),
     seed: int | None = typer.Option(None, help="seed of the orders' contents and arrivals"),
+    replicas: str | None = typer.Option(
+        None, help="processes per service, as `eventshop up --replicas` (e.g. inventory=2)"
+    ),
 ) -> None:
     """Orders/s through the whole saga over HTTP, latencies, messages, commits and CPU per order."""
     from eventshop.bench.orders.config import BenchError, OrdersBenchConfig
     from eventshop.bench.orders.runner import run
     from eventshop.bench.orders.tables import print_report
+    from eventshop.tooling.supervise import ReplicasError, parse_replicas
 
+    try:
+        counts = parse_replicas(replicas) if replicas is not None else {}
+    except ReplicasError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--replicas") from None
     if arrivals not in ("poisson", "even"):
         raise typer.BadParameter("poisson or even", param_hint="--arrivals")
     console = Console(stderr=True)
@@ -49,6 +57,7 @@ def bench_orders(
         configure=configure,
         keep_running=keep_running,
         seed=seed,
+        replicas=counts,
     )
     try:
         report = run(cfg, console)

@@ -54,6 +54,8 @@ class OrdersBenchConfig:
     stats_wait_s: float = 11.0
     idle_s: float = 5.0
     seed: int | None = None
+    #: processes per service when the benchmark starts the platform (`eventshop up --replicas`)
+    replicas: dict[str, int] = field(default_factory=dict)
     database_url: str = field(default_factory=lambda: PlatformSettings().database_url)
     amqp_url: str = field(default_factory=lambda: PlatformSettings().amqp_url)
     exchange: str = field(default_factory=lambda: PlatformSettings().exchange)

@@ -63,9 +63,9 @@ def _profile_differences() -> dict[str, dict[str, str]]:
     return diffs
 
 
-async def _start(layout: supervise.Layout, say: Say) -> None:
+async def _start(layout: supervise.Layout, say: Say, replicas: dict[str, int]) -> None:
     try:
-        await asyncio.to_thread(supervise.start, layout, BENCH_ENV, say)
+        await asyncio.to_thread(supervise.start, layout, BENCH_ENV, say, replicas)
     except (RuntimeError, subprocess.CalledProcessError) as exc:  # PlatformConflictError too
         raise BenchError(f"could not start the platform: {exc}") from None
 
@@ -77,19 +77,19 @@ async def ensure_platform(state: PlatformState, cfg: OrdersBenchConfig, say: Say
     running = await asyncio.to_thread(supervise.supervisor_running, layout)
     if not running:
         say("starting the platform with the benchmark profile")
-        await _start(layout, say)
+        await _start(layout, say, cfg.replicas)
         state.started = True
     elif cfg.configure:
         state.previous_conf = layout.conf.read_text() if layout.conf.exists() else None
         try:
-            await _start(layout, say)
+            await _start(layout, say, cfg.replicas)
         finally:  # the configuration may have changed even if the start failed
             state.reconfigured = layout.conf.read_text() != state.previous_conf
         if state.reconfigured:
             say("the platform was running: benchmark profile applied (changed services restarted)")
     else:
         say("[yellow]using the running platform as it is (--as-is)[/]")
-    ready = await supervise.wait_ready(timeout_s=120)
+    ready = await supervise.wait_ready(timeout_s=120, replicas=cfg.replicas, layout=layout)
     if not all(ready.values()):
         raise BenchError(f"platform not ready: {ready}; logs in {layout.logs}")
     state.profile_differences = _profile_differences()

@@ -203,6 +203,7 @@ def run_report(
             "products": cfg.products,
             "shoppers": cfg.users,
             "max_lines": cfg.max_lines,
+            "replicas": cfg.replicas,
             "setup": setup,
             "profile": BENCH_ENV if cfg.configure or platform.started else "as found",
             "profile_in_effect": not platform.profile_differences,
