@@ -13,6 +13,15 @@ The events whose handler failed, and the messages no handler can take, are re-pu
 (confirmed) where the failure policy sends them (failures.py: the retry ladder, the parking
 lot) before the window is acknowledged. A database outage is not the message's fault: the
 batch is held and tried again until the database is back.
+
+A consumer starts careful: one message at a time (prefetch 1) until it is given one that was
+never delivered before. A message that kills its process (a segfault, the OOM killer) comes
+back with everything the process held unacknowledged, and the quorum queue counts a delivery
+for each of them (ADR 0008) and puts them back at its head. Taken one at a time after the
+restart, the innocent ones are handled and acknowledged before the killer comes round, and each
+further crash counts against the killer alone: it is parked at the delivery limit, they are
+not. With one message in flight at a time, a fresh one comes only once the returns are all
+settled: then the consumer takes whole windows again.
 """
 
 from __future__ import annotations
@@ -73,6 +82,8 @@ class Consumer:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
+        #: one message at a time until a fresh one (never delivered before) has been handled
+        self.careful = True
         self.stats = ConsumerStats()
         self.metrics = EventMetrics(subscription.service)
         self._runner = WindowRunner(
@@ -95,7 +106,7 @@ class Consumer:
     async def start(self) -> None:
         await declare_service_queues(self._connection, self._exchange, self.queues)
         self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self._prefetch)
+        await self._channel.set_qos(prefetch_count=1 if self.careful else self._prefetch)
         # declared (not just looked up) on the robust channel, so that after a reconnect
         # aio-pika re-declares it and re-attaches the consumer by itself
         self._queue = await self._channel.declare_queue(
@@ -134,7 +145,13 @@ class Consumer:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self.subscription.linger_s and len(self._buffer) < self._prefetch:
+            if self.careful and not self._buffer[0].redelivered:
+                await self._take_whole_windows()
+            if (
+                self.subscription.linger_s
+                and not self.careful
+                and len(self._buffer) < self._prefetch
+            ):
                 await self._fill(self.subscription.linger_s)
             batch = self._take_batch()
             try:
@@ -145,6 +162,22 @@ class Consumer:
                     with contextlib.suppress(Exception):
                         await message.nack(requeue=True)
                 await asyncio.sleep(0.5)
+
+    async def _take_whole_windows(self) -> None:
+        """Leave the careful start: the prefetch is a consumer's from its basic.consume on, so
+        the consumer is cancelled and made again on the channel with the whole window. The
+        message in hand, and any delivered meanwhile, stay unacknowledged and are handled."""
+        self.careful = False
+        if self._channel is None or self._queue is None or self._tag is None or self._stopping:
+            return
+        try:
+            await self._queue.cancel(self._tag)
+            await self._channel.set_qos(prefetch_count=self._prefetch)
+            self._tag = await self._queue.consume(self._on_message)
+        except Exception as exc:  # the channel died: its robust restore consumes again
+            log.warning("consumer.whole_windows_failed", consumer=self.name, error=repr(exc))
+            return
+        log.info("consumer.whole_windows", consumer=self.name, prefetch=self._prefetch)
 
     async def _fill(self, linger_s: float) -> None:
         """Wait until the buffer holds a whole window, `linger_s` at most (or until stopping)."""
@@ -158,11 +191,12 @@ class Consumer:
                 await asyncio.wait_for(self._arrived.wait(), left)
 
     def _take_batch(self) -> list[AbstractIncomingMessage]:
-        """Up to a prefetch window of buffered messages, all from the same channel."""
+        """Up to a prefetch window of buffered messages (one while careful), all from the same
+        channel."""
         first = self._buffer.popleft()
         batch = [first]
         channel = _channel_of(first)
-        while self._buffer and len(batch) < self._prefetch:
+        while self._buffer and len(batch) < (1 if self.careful else self._prefetch):
             if _channel_of(self._buffer[0]) is not channel:
                 break  # delivered before a reconnect: tags of two channels never mix in an ack
             batch.append(self._buffer.popleft())
