@@ -342,3 +342,7 @@ app.add_typer(bench_app, name="bench")
 
 if __name__ == "__main__":
     app()
+
+from eventshop.cli.cluster import cluster_app  # noqa: E402
+
+app.add_typer(cluster_app, name="cluster")
