@@ -25,6 +25,7 @@ from typing import Any
 import aio_pika
 
 from eventshop.ops.parked import CONSUMING
+from eventshop.platform.bus.node import connect
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.settings import PlatformSettings
@@ -209,7 +210,7 @@ async def poison(stage: Stage, count: int = 5) -> list[Fault]:
     operator): each must be parked at once, and nothing else."""
     settings = PlatformSettings()
     faults = []
-    conn = await aio_pika.connect(settings.amqp_url)
+    conn = await connect(settings.amqp_url)
     try:
         publisher = Publisher(conn, settings.exchange, impersonate=True)
         await publisher.start()

@@ -25,6 +25,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eventshop.platform.bus.node import connect
 from eventshop.tooling.invariants import InvariantReport, check_invariants
 from eventshop.tooling.shopclient import (
     ADMIN,
@@ -279,7 +280,7 @@ async def _parked_total() -> int:
     deadline = time.monotonic() + 90
     while True:
         try:
-            conn = await aio_pika.connect(PlatformSettings().amqp_url)
+            conn = await connect(PlatformSettings().amqp_url)
             break
         except (OSError, aio_pika.exceptions.AMQPConnectionError):
             if time.monotonic() > deadline:
