@@ -16,6 +16,18 @@ app = typer.Typer(help="eventshop: an event-driven e-commerce back end", no_args
 console = Console(stderr=True)
 
 
+@app.callback()
+def _broker() -> None:
+    """EVENTSHOP_BROKER=cluster: the operator's tools (and the console) use the cluster's three
+    nodes (tooling/cluster.py) unless EVENTSHOP_AMQP_URL names a broker itself."""
+    import os
+
+    from eventshop.tooling import broker
+
+    if "EVENTSHOP_AMQP_URL" not in os.environ and (url := broker.operator_amqp_url()):
+        os.environ["EVENTSHOP_AMQP_URL"] = url
+
+
 @app.command()
 def selfcheck(pings: int = typer.Option(200, help="how many events to send")) -> None:
     """Send events through the real broker and database; show what happened to them."""
@@ -161,14 +173,31 @@ def chaos_table(results: Path = typer.Option(Path("var/chaos/results.jsonl"))) -
 
 
 @app.command()
-def up(wait: bool = typer.Option(True, help="wait until every service is ready")) -> None:
+def up(
+    wait: bool = typer.Option(True, help="wait until every service is ready"),
+    on_cluster: bool = typer.Option(
+        False, "--cluster", help="on the three-node RabbitMQ cluster (EVENTSHOP_BROKER=cluster)"
+    ),
+) -> None:
     """Start the whole platform, every service a supervised process; wait until all are ready."""
+    import os
+
     from eventshop.services import CONSOLE_PORT, PORTS, SMTP_SINK_HTTP_PORT
-    from eventshop.tooling import supervise
+    from eventshop.tooling import cluster, supervise
 
     layout = supervise.Layout(supervise.project_root())
+    if on_cluster:
+        os.environ["EVENTSHOP_BROKER"] = "cluster"
+    env_extra = {}
+    if cluster.selected():  # the cluster first: provisioning and the services need it
+        try:
+            cluster.up(layout.root, say=console.print)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+        env_extra["EVENTSHOP_BROKER"] = "cluster"
     try:
-        supervise.start(layout, say=console.print)
+        supervise.start(layout, env_extra, say=console.print)
     except supervise.PlatformConflictError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
