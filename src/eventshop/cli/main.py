@@ -142,13 +142,21 @@ def chaos(
     of its own. Exit 1 on any of them."""
     import asyncio
 
-    from eventshop.chaos.faults import SCENARIOS
+    from eventshop.chaos.faults import CLUSTER_SCENARIOS, SCENARIOS
     from eventshop.chaos.run import print_results, record, run_scenario
+    from eventshop.tooling import cluster
 
-    names = list(SCENARIOS) if scenario == "all" else [scenario]
-    if any(n not in SCENARIOS for n in names):
+    # on the cluster, its node killed instead of the machine's broker (which it does not use)
+    runnable = (
+        {**{k: v for k, v in SCENARIOS.items() if k != "kill-broker"}, **CLUSTER_SCENARIOS}
+        if cluster.selected()
+        else SCENARIOS
+    )
+    names = list(runnable) if scenario == "all" else [scenario]
+    if any(n not in runnable for n in names):
+        where = "on the cluster (EVENTSHOP_BROKER=cluster)" if cluster.selected() else "here"
         raise typer.BadParameter(
-            f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}, all"
+            f"unknown scenario {scenario!r} {where}: one of {', '.join(runnable)}, all"
         )
     done = []
     for name in names:
