@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aio_pika
 import asyncpg
 
 from eventshop.chaos.load import Placement
 from eventshop.ops.parked import CONSUMING
+from eventshop.platform.bus.node import connect
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 
@@ -136,7 +136,7 @@ async def quiet(db: asyncpg.Connection, settings: PlatformSettings, within_s: fl
 
 async def ready_messages(settings: PlatformSettings, names: Sequence[str]) -> int:
     """Messages ready in these queues (as the operator); a queue that does not exist counts 0."""
-    conn = await aio_pika.connect(settings.amqp_url)
+    conn = await connect(settings.amqp_url)
     total = 0
     try:
         channel = await conn.channel()

@@ -26,16 +26,18 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from supervisor.datatypes import dict_of_key_value_pairs
 
 from eventshop.chaos.proxy import FaultProxy
 from eventshop.ops.parked import CONSUMING
+from eventshop.platform.bus.node import connect
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import BACKENDS, PORTS
-from eventshop.tooling import supervise
+from eventshop.tooling import cluster, supervise
 
 #: the services whose queues are consumed (poison goes there)
 CONSUMERS = tuple(CONSUMING)
@@ -49,6 +51,10 @@ class Fault:
     until_s: float | None = None
     #: seconds from the fault's end until every service answered ready again
     recovered_s: float | None = None
+    #: a broker node killed: seconds until another node led the queue it led
+    failover_s: float | None = None
+    #: a broker node killed: seconds until an order placed after the kill was final
+    flowing_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -214,7 +220,7 @@ async def poison(stage: Stage, count: int = 5) -> list[Fault]:
     operator): each must be parked at once, and nothing else."""
     settings = PlatformSettings()
     faults = []
-    conn = await aio_pika.connect(settings.amqp_url)
+    conn = await connect(settings.amqp_url)
     try:
         publisher = Publisher(conn, settings.exchange, impersonate=True)
         await publisher.start()
@@ -386,7 +392,7 @@ async def duplicate(stage: Stage) -> list[Fault]:
     copied = 0
     seen: set[str] = set()
     pending: set[asyncio.Task[None]] = set()
-    conn = await aio_pika.connect(settings.amqp_url)
+    conn = await connect(settings.amqp_url)
     try:
         channel = await conn.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=200)
@@ -439,6 +445,73 @@ async def duplicate(stage: Stage) -> list[Fault]:
     return [await stage.recovered(fault)]
 
 
+async def kill_cluster_node(stage: Stage, kills: int = 3) -> list[Fault]:
+    """On the three-node cluster (EVENTSHOP_BROKER=cluster): the node leading the orders
+    service's queue killed -9, `kills` times while orders flow. Each time the services must move
+    to the other nodes by themselves; the fault records how long until another node led the
+    queue and until an order placed after the kill was final. The node is then started again,
+    and the next kill waits until every quorum queue has its three members online again (with
+    two nodes down, no queue would have a majority)."""
+    if not cluster.selected():
+        raise RuntimeError("kill-cluster-node needs the platform on the cluster: EVENTSHOP_BROKER")
+    root = stage.root
+    faults = []
+    db = await asyncpg.connect(PlatformSettings().database_url)
+    try:
+        for i in range(kills):
+            await stage.until(0.05 + 0.3 * i)
+            await _every_member_online(root)
+            leader = await asyncio.to_thread(cluster.leader_of, root, "orders")
+            if leader is None:
+                raise RuntimeError("the orders queue has no leader")
+            kill_at = await db.fetchval("SELECT now()")
+            fault = Fault("kill -9", leader, stage.now())
+            killed = time.monotonic()
+            cluster.kill(cluster.node_named(root, leader))
+            while (now_leading := await asyncio.to_thread(
+                cluster.leader_of, root, "orders", leader
+            )) in (None, leader):  # fmt: skip
+                if time.monotonic() - killed > 120:
+                    raise RuntimeError(f"no new leader of orders 120 s after {leader} died")
+                await asyncio.sleep(0.1)
+            fault.failover_s = time.monotonic() - killed
+            fault.target = f"{leader} (then {now_leading})"
+            while time.monotonic() - killed < 120:
+                if await db.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM orders.orders WHERE created_at > $1"
+                    " AND status IN ('CONFIRMED', 'CANCELLED'))",
+                    kill_at,
+                ):
+                    fault.flowing_s = time.monotonic() - killed
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(cluster.up, root, _quiet)
+            fault.until_s = stage.now()
+            faults.append(await stage.recovered(fault))
+    finally:
+        await db.close()
+        await asyncio.to_thread(cluster.up, root, _quiet)  # whatever happened: all three again
+    return faults
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+async def _every_member_online(root: Path, within_s: float = 180.0) -> None:
+    """Every quorum queue of the platform with all its members online (a restarted node has
+    caught up with the log it missed), or an error after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        views = await asyncio.to_thread(cluster.queue_views, root)
+        lagging = [v.name for v in views if v.type == "quorum" and v.online != v.members]
+        if not lagging and views:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"quorum queues without all their members online: {lagging}")
+        await asyncio.sleep(0.5)
+
+
 SCENARIOS: dict[str, Callable[[Stage], Coroutine[Any, Any, list[Fault]]]] = {
     "kill-services": kill_services,
     "kill-broker": kill_broker,
@@ -449,4 +522,9 @@ SCENARIOS: dict[str, Callable[[Stage], Coroutine[Any, Any, list[Fault]]]] = {
     "network": network,
     "clock-skew": clock_skew,
     "duplicate": duplicate,
+}
+#: the scenarios that need the platform on the three-node cluster (`eventshop chaos all` runs
+#: them only there; the others kill or stop the machine's broker, not the cluster's)
+CLUSTER_SCENARIOS: dict[str, Callable[[Stage], Coroutine[Any, Any, list[Fault]]]] = {
+    "kill-cluster-node": kill_cluster_node,
 }

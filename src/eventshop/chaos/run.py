@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eventshop.chaos import check, load
-from eventshop.chaos.faults import SCENARIOS, Stage
+from eventshop.chaos.faults import CLUSTER_SCENARIOS, SCENARIOS, Stage
 from eventshop.platform.settings import PlatformSettings
 from eventshop.tooling import supervise
 
@@ -46,7 +46,7 @@ async def run_scenario(
         since = datetime.now(UTC)
         started = time.monotonic()
         stage = Stage(rng, started, orders / rate)
-        faults_task = asyncio.create_task(SCENARIOS[scenario](stage))
+        faults_task = asyncio.create_task({**SCENARIOS, **CLUSTER_SCENARIOS}[scenario](stage))
         try:
             await load.place_all(client, placements, rate, started)
             faults = await faults_task

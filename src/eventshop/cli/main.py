@@ -16,6 +16,18 @@ app = typer.Typer(help="eventshop: an event-driven e-commerce back end", no_args
 console = Console(stderr=True)
 
 
+@app.callback()
+def _broker() -> None:
+    """EVENTSHOP_BROKER=cluster: the operator's tools (and the console) use the cluster's three
+    nodes (tooling/cluster.py) unless EVENTSHOP_AMQP_URL names a broker itself."""
+    import os
+
+    from eventshop.tooling import broker
+
+    if "EVENTSHOP_AMQP_URL" not in os.environ and (url := broker.operator_amqp_url()):
+        os.environ["EVENTSHOP_AMQP_URL"] = url
+
+
 @app.command()
 def selfcheck(pings: int = typer.Option(200, help="how many events to send")) -> None:
     """Send events through the real broker and database; show what happened to them."""
@@ -130,13 +142,21 @@ def chaos(
     of its own. Exit 1 on any of them."""
     import asyncio
 
-    from eventshop.chaos.faults import SCENARIOS
+    from eventshop.chaos.faults import CLUSTER_SCENARIOS, SCENARIOS
     from eventshop.chaos.run import print_results, record, run_scenario
+    from eventshop.tooling import cluster
 
-    names = list(SCENARIOS) if scenario == "all" else [scenario]
-    if any(n not in SCENARIOS for n in names):
+    # on the cluster, its node killed instead of the machine's broker (which it does not use)
+    runnable = (
+        {**{k: v for k, v in SCENARIOS.items() if k != "kill-broker"}, **CLUSTER_SCENARIOS}
+        if cluster.selected()
+        else SCENARIOS
+    )
+    names = list(runnable) if scenario == "all" else [scenario]
+    if any(n not in runnable for n in names):
+        where = "on the cluster (EVENTSHOP_BROKER=cluster)" if cluster.selected() else "here"
         raise typer.BadParameter(
-            f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}, all"
+            f"unknown scenario {scenario!r} {where}: one of {', '.join(runnable)}, all"
         )
     done = []
     for name in names:
@@ -168,10 +188,15 @@ def up(
         help="processes per service for this start, e.g. inventory=3,payments=2 (1 to 16 each;"
         " every service not named, and every later `up` without it, runs one; ADR 0012)",
     ),
+    on_cluster: bool = typer.Option(
+        False, "--cluster", help="on the three-node RabbitMQ cluster (EVENTSHOP_BROKER=cluster)"
+    ),
 ) -> None:
     """Start the whole platform, every service a supervised process; wait until all are ready."""
+    import os
+
     from eventshop.services import CONSOLE_PORT, PORTS, SMTP_SINK_HTTP_PORT
-    from eventshop.tooling import supervise
+    from eventshop.tooling import cluster, supervise
 
     try:
         counts = supervise.parse_replicas(replicas)
@@ -180,8 +205,18 @@ def up(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     layout = supervise.Layout(supervise.project_root())
+    if on_cluster:
+        os.environ["EVENTSHOP_BROKER"] = "cluster"
+    env_extra = {}
+    if cluster.selected():  # the cluster first: provisioning and the services need it
+        try:
+            cluster.up(layout.root, say=console.print)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+        env_extra["EVENTSHOP_BROKER"] = "cluster"
     try:
-        supervise.start(layout, say=console.print, replicas=counts)
+        supervise.start(layout, env_extra, say=console.print, replicas=counts)
     except supervise.PlatformConflictError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
@@ -361,3 +396,7 @@ app.add_typer(bench_app, name="bench")
 
 if __name__ == "__main__":
     app()
+
+from eventshop.cli.cluster import cluster_app  # noqa: E402
+
+app.add_typer(cluster_app, name="cluster")

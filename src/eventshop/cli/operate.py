@@ -38,6 +38,7 @@ from eventshop.ops.parked import (
     parked_filter,
     parked_json,
 )
+from eventshop.platform.bus.node import connect
 from eventshop.platform.bus.parking import ParkedMessage
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
@@ -54,7 +55,7 @@ _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 
 
 async def _with_connection(work: Callable[[aio_pika.abc.AbstractConnection], Awaitable[T]]) -> T:
-    conn = await aio_pika.connect(PlatformSettings().amqp_url)
+    conn = await connect(PlatformSettings().amqp_url)
     try:
         return await work(conn)
     finally:
@@ -232,7 +233,7 @@ async def _read_status() -> ops_status.PlatformStatus:
     settings = PlatformSettings()
     db = await asyncpg.connect(settings.database_url)
     try:
-        conn: aio_pika.abc.AbstractConnection | None = await aio_pika.connect(settings.amqp_url)
+        conn: aio_pika.abc.AbstractConnection | None = await connect(settings.amqp_url)
     except Exception as exc:
         console.print(f"[yellow]broker: {exc} (queues and parking lots not read)[/]")
         conn = None

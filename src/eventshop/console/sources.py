@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
 import asyncpg
 import httpx
 from aio_pika.abc import AbstractRobustConnection
@@ -23,6 +22,7 @@ from eventshop.console.views import Action, ParkedFilter
 from eventshop.ops import parked as ops_parked
 from eventshop.ops.status import platform_status
 from eventshop.ops.traces import load_spans
+from eventshop.platform.bus.node import connect_robust
 from eventshop.platform.bus.parking import ParkedMessage
 from eventshop.platform.http import ApiError
 from eventshop.platform.observability.tracing import TracingSettings
@@ -59,7 +59,7 @@ class Sources:
     async def amqp(self) -> AbstractRobustConnection:
         async with self._lock:
             if self._amqp is None or self._amqp.is_closed:
-                self._amqp = await aio_pika.connect_robust(self.platform.amqp_url)
+                self._amqp = await connect_robust(self.platform.amqp_url, name="eventshop-console")
             return self._amqp
 
     async def close(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
 from eventshop.platform.secrets import read_secret, secret
 
@@ -14,7 +15,9 @@ class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENTSHOP_", extra="ignore")
 
     #: unset: the operator's user when this machine's set-up made one (platform/secrets.py),
-    #: for the CLI's tools; every service is given its own user's URL by whoever starts it
+    #: for the CLI's tools; every service is given its own user's URL by whoever starts it.
+    #: A cluster: every node's URL, comma-separated (the same user, password and vhost in
+    #: each); a connection goes to the first that answers and moves to another when it is lost
     amqp_url: str = Field(default_factory=lambda: default_amqp_url())
     #: PostgreSQL; `eventshop up` gives each service its own role's URL (tooling/dbroles.py)
     database_url: str = "postgresql://root@127.0.0.1:5432/eventshop"
@@ -91,6 +94,12 @@ class PlatformSettings(BaseSettings):
             )
         return self
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_broker_or_one_cluster(cls, value: str) -> str:
+        broker_urls(value)
+        return value
+
     def identity_key(self) -> bytes:
         if self.internal_key is not None:
             return self.internal_key.get_secret_value().encode()
@@ -114,3 +123,29 @@ def default_amqp_url() -> str:
     if password is None:  # not set up by `eventshop up` (yet): RabbitMQ's own development user
         return "amqp://guest:guest@127.0.0.1:5672/eventshop"
     return f"amqp://{OPERATOR_USER}:{password}@127.0.0.1:5672/eventshop"
+
+
+def broker_urls(amqp_url: str) -> list[str]:
+    """The URLs of EVENTSHOP_AMQP_URL: one broker's, or a cluster's nodes' (comma-separated).
+
+    The nodes of one cluster are one broker to a client: the same user, password, vhost and
+    options at every address; only the host and port may differ."""
+    urls = [u.strip() for u in amqp_url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no AMQP URL")
+    parsed = [URL(u) for u in urls]
+    for url in parsed:
+        if url.scheme not in ("amqp", "amqps") or not url.host:
+            raise ValueError(f"not an AMQP URL: {url.with_password('***')}")
+    first = parsed[0]
+    for url in parsed[1:]:
+        if (url.scheme, url.user, url.password, url.path, url.query_string) != (
+            first.scheme, first.user, first.password, first.path, first.query_string,
+        ):  # fmt: skip
+            raise ValueError(
+                "the URLs of a cluster differ only in host and port: "
+                f"{first.with_password('***')} and {url.with_password('***')}"
+            )
+    if len({(u.host, u.port) for u in parsed}) != len(parsed):
+        raise ValueError("an address is listed twice in EVENTSHOP_AMQP_URL")
+    return urls

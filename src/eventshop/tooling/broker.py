@@ -5,6 +5,11 @@ read only its own queues; the operator's user; guest left without rights on the 
 (docs/SECURITY.md); and on each service's queue the delivery limit that parks a message its
 consumer never settles (a policy, ADR 0008). tooling/compose.py makes the same through RabbitMQ's
 management API.
+
+With EVENTSHOP_BROKER=cluster all of it is made on the three-node cluster of tooling/cluster.py
+(rabbitmqctl -n <a running node>, with the cluster's cookie), every service's URL names the
+three nodes, and the retry ladder's delay queues (classic queues: they live on one node) are
+mirrored to every node by a policy, so a node's death leaves no service without them (ADR 0013).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 from eventshop.contracts import PRODUCERS
 from eventshop.platform.bus.provenance import REPLAYER
 from eventshop.platform.bus.topology import REPLAY_EXCHANGE, delivery_limit_policy
 from eventshop.platform.secrets import keep_secret, read_secret, secret
 from eventshop.platform.settings import OPERATOR_USER, PlatformSettings
+from eventshop.tooling import cluster
 
 VHOST = "eventshop"
 EXCHANGE = "eventshop.events"
@@ -31,11 +38,29 @@ def service_password(service: str) -> str:
 
 
 def amqp_url(service: str) -> str:
+    if cluster.selected():
+        return cluster.amqp_urls(service, service_password(service), VHOST)
     return f"amqp://{service}:{service_password(service)}@127.0.0.1:5672/{VHOST}"
 
 
+def operator_amqp_url() -> str | None:
+    """The operator's URL on the cluster (None on the machine's broker: the default then)."""
+    password = read_secret("amqp-operator")
+    if not cluster.selected() or password is None:
+        return None
+    return cluster.amqp_urls(OPERATOR_USER, password, VHOST)
+
+
+def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """rabbitmqctl on the machine's broker, or on a running node of the cluster."""
+    if cluster.selected():
+        root = Path(os.environ.get("EVENTSHOP_HOME") or Path.cwd())
+        return cluster.ctl(root, cluster.live_node(root), *args)
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+
+
 def _rabbitmqctl(*args: str, check: bool = True) -> str:
-    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    out = _ctl(*args)
     if check and out.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr.strip()}")
     return out.stdout
@@ -75,11 +100,7 @@ def _ensure_user(name: str, password: str, users: set[str], done: list[str]) -> 
         _rabbitmqctl("add_user", name, password)
         done.append(f"user {name}")
         return
-    if subprocess.run(
-        ["rabbitmqctl", "-q", "authenticate_user", name, password],
-        capture_output=True,
-        timeout=60,
-    ).returncode:
+    if _ctl("authenticate_user", name, password).returncode:
         _rabbitmqctl("change_password", name, password)
         done.append(f"password {name}")
 
@@ -103,7 +124,8 @@ def provision_broker(services: list[str]) -> list[str]:
     accounts = {service: service_password(service) for service in services}
     accounts[OPERATOR_USER] = secret("amqp-operator")
     digest = hashlib.sha256(repr(sorted(accounts.items())).encode()).hexdigest()
-    known = read_secret("amqp-provisioned") == digest and set(accounts) <= users
+    remembered = "amqp-provisioned-cluster" if cluster.selected() else "amqp-provisioned"
+    known = read_secret(remembered) == digest and set(accounts) <= users
     for name, password in accounts.items():
         if not known or name not in users:
             _ensure_user(name, password, users, done)
@@ -124,8 +146,10 @@ def provision_broker(services: list[str]) -> list[str]:
         if topic.get((service, EXCHANGE)) != (write, ".*"):
             _rabbitmqctl("set_topic_permissions", "-p", VHOST, service, EXCHANGE, write, ".*")
             done.append(f"topic permissions {service}")
-    keep_secret("amqp-provisioned", digest)
+    keep_secret(remembered, digest)
     done += apply_delivery_limits(services)
+    if cluster.selected():
+        done += mirror_delay_queues()
     done += _drop_legacy_delay_queues(services)
     return done
 
@@ -161,6 +185,27 @@ def apply_delivery_limits(
     return done
 
 
+#: the retry ladder's delay queues on every node of a cluster (topology.py declares them classic:
+#: a quorum queue's arguments, hence its type, cannot change on an installation that has them)
+MIRROR_POLICY = "eventshop-cluster-delay-queues"
+MIRROR_PATTERN = r"^[a-z][a-z0-9_]*\.delay\.[0-9]+ms$"
+MIRROR_DEFINITION = {"ha-mode": "all", "ha-sync-mode": "automatic"}
+
+
+def mirror_delay_queues(vhost: str = VHOST) -> list[str]:
+    """Mirror every delay queue to all nodes: a classic queue lives on the node it was declared
+    on, and with that node down a consumer could neither re-declare it nor retry into it."""
+    rows = _rows(_rabbitmqctl("list_policies", "-p", vhost))
+    have = next((r for r in rows if len(r) >= 6 and r[1] == MIRROR_POLICY), None)
+    if have is not None and (have[2], _json(have[4])) == (MIRROR_PATTERN, MIRROR_DEFINITION):
+        return []
+    _rabbitmqctl(
+        "set_policy", "-p", vhost, "--apply-to", "queues", "--priority", "0",
+        MIRROR_POLICY, MIRROR_PATTERN, json.dumps(MIRROR_DEFINITION),
+    )  # fmt: skip
+    return ["delay queues mirrored to every node"]
+
+
 def _json(text: str) -> object:
     try:
         return json.loads(text)
@@ -176,12 +221,7 @@ def _drop_legacy_delay_queues(services: list[str]) -> list[str]:
     dropped = []
     for name in names:
         service, _, rest = name.partition(".retry.")
-        if rest and service in services:
-            out = subprocess.run(
-                ["rabbitmqctl", "-q", "delete_queue", "-p", VHOST, name, "--if-empty"],
-                capture_output=True,
-                timeout=60,
-            )
-            if out.returncode == 0:
-                dropped.append(f"dropped {name}")
+        deletable = rest and service in services
+        if deletable and _ctl("delete_queue", "-p", VHOST, name, "--if-empty").returncode == 0:
+            dropped.append(f"dropped {name}")
     return dropped

@@ -1,14 +1,28 @@
 """One service's attachment to the bus: a robust connection, a publisher, the outbox relay and
-(when it consumes anything) its consumer. The runtime builds one per service process."""
+(when it consumes anything) its consumer. The runtime builds one per service process.
+
+The broker may be a cluster: EVENTSHOP_AMQP_URL then lists every node's URL, comma-separated
+(`broker_urls`). aio-pika's robust connection takes one URL, and aiormq opens its socket through
+a transport factory it lets us give: `FirstAnsweringTransport` tries the nodes in turn, starting
+after the one it last reached, so the first connection goes to the first node that answers and a
+lost one is re-made, by aio-pika's own reconnection, on any live node; aio-pika then re-opens
+the channels and re-declares the consumer's queue and its consumer on it (ADR 0013).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+from typing import Any
 
 import aio_pika
+import aiormq
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
+from pamqp.common import FieldTable
+from yarl import URL
 
 from eventshop.contracts import Registry
 from eventshop.platform.bus.consumer import Consumer
@@ -18,7 +32,7 @@ from eventshop.platform.bus.relay import OutboxRelay
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.bus.types import Subscription
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.settings import PlatformSettings
+from eventshop.platform.settings import PlatformSettings, broker_urls
 
 log = get_logger(__name__)
 
@@ -48,9 +62,7 @@ class BusNode:
 
     async def start(self, *, consume: bool = True) -> None:
         s = self.settings
-        self.connection = await aio_pika.connect_robust(
-            s.amqp_url, client_properties={"connection_name": f"eventshop-{self.service}"}
-        )
+        self.connection = await connect_robust(s.amqp_url, name=f"eventshop-{self.service}")
         self.publisher = Publisher(
             self.connection,
             s.exchange,
@@ -104,3 +116,72 @@ class BusNode:
         if self.connection is not None:
             with contextlib.suppress(Exception):
                 await self.connection.close()
+
+
+class FirstAnsweringTransport(TransportFactory):
+    """aiormq's socket for a connection to one of several brokers (a cluster's nodes): each
+    attempt tries them in turn, beginning with the one after the node it reached last time
+    (which a reconnection has just lost), and uses the first that accepts the connection."""
+
+    def __init__(self, urls: Sequence[URL]) -> None:
+        self.addresses = [(u.host or "127.0.0.1", u.port or 5672) for u in urls]
+        self._inner: TransportFactory = (
+            TLSTransportFactory() if urls[0].scheme == "amqps" else TCPTransportFactory()
+        )
+        self._next = 0
+        self.current: tuple[str, int] | None = None
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        errors: list[str] = []
+        n = len(self.addresses)
+        for i in range(n):
+            index = (self._next + i) % n
+            host, port = self.addresses[index]
+            try:
+                # a copy of kwargs per try: the TCP factory pops from it
+                stream = await self._inner.create(url.with_host(host).with_port(port), **kwargs)
+            except (aiormq.exceptions.AMQPConnectionError, OSError) as exc:
+                errors.append(f"{host}:{port}: {exc!r}")
+                continue
+            self._next = (index + 1) % n  # the next attempt starts after this one
+            self.current = (host, port)
+            log.info("bus.connected", broker=f"{host}:{port}")
+            return stream
+        raise aiormq.exceptions.AMQPConnectionError("no broker answered: " + "; ".join(errors))
+
+
+class ClusterRobustConnection(aio_pika.RobustConnection):
+    """aio-pika's robust connection, its every (re)connection made by `FirstAnsweringTransport`."""
+
+    def __init__(self, url: URL, *, urls: Sequence[URL], **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.transport_factory = FirstAnsweringTransport(urls)
+        # handed to aiormq.Connection by every connect (aio-pika passes its kwargs through)
+        self.kwargs["transport_factory"] = self.transport_factory
+
+
+async def connect_robust(amqp_url: str, *, name: str) -> AbstractRobustConnection:
+    """A robust connection to the broker, or to the first node of a cluster that answers."""
+    urls = [URL(u) for u in broker_urls(amqp_url)]
+    properties: FieldTable = {"connection_name": name}
+    if len(urls) == 1:
+        return await aio_pika.connect_robust(str(urls[0]), client_properties=properties)
+    # a failed attempt has tried every node already: try them all again a second later, not
+    # aio-pika's 5 s (the quorum queues elect a new leader in a few seconds)
+    connection = ClusterRobustConnection(
+        urls[0], urls=urls, client_properties=properties, reconnect_interval=1
+    )
+    await connection.connect()
+    return connection
+
+
+async def connect(amqp_url: str) -> AbstractConnection:
+    """A plain connection (an operator's tool): to the broker, or to the first node of a
+    cluster that answers."""
+    urls = broker_urls(amqp_url)
+    for url in urls[:-1]:
+        with contextlib.suppress(aiormq.exceptions.AMQPConnectionError, OSError):
+            return await aio_pika.connect(url)
+    return await aio_pika.connect(urls[-1])
