@@ -287,14 +287,14 @@ async def kill_services(stage: Stage) -> list[Fault]:
 async def kill_broker(stage: Stage) -> list[Fault]:
     """RabbitMQ killed -9 a third of the way in, started again after a few seconds."""
     await stage.until(stage.rng.uniform(0.25, 0.4))
-    return await _outage(stage, stage.platform.broker_outage(), hold_s=3)
+    return await _outage(stage, await asyncio.to_thread(stage.platform.broker_outage), hold_s=3)
 
 
 async def restart_postgres(stage: Stage) -> list[Fault]:
     """PostgreSQL stopped abruptly (-m immediate: no checkpoint, every connection cut) and
     started again."""
     await stage.until(stage.rng.uniform(0.25, 0.4))
-    return await _outage(stage, stage.platform.database_outage(), hold_s=2)
+    return await _outage(stage, await asyncio.to_thread(stage.platform.database_outage), hold_s=2)
 
 
 def _pg_version() -> str:
@@ -321,7 +321,7 @@ async def freeze(stage: Stage) -> list[Fault]:
 async def stop_redis(stage: Stage) -> list[Fault]:
     """Redis stopped for 10 s (the gateway's sessions and rate limits), then started again."""
     await stage.until(0.3)
-    return await _outage(stage, stage.platform.redis_outage(), hold_s=10)
+    return await _outage(stage, await asyncio.to_thread(stage.platform.redis_outage), hold_s=10)
 
 
 async def poison(stage: Stage, count: int = 5) -> list[Fault]:
