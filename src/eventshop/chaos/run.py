@@ -74,7 +74,11 @@ async def _run(
     settle_s: float,
 ) -> dict[str, Any]:
     rng = random.Random(f"{scenario}:{seed}")
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    # no cap on connections: with one, the requests a frozen service holds fill the pool, the
+    # rest queue for it, and under that load httpcore's pool was seen to wedge for good (no
+    # socket open, every request a PoolTimeout: `freeze` on the compose platform, 506 orders
+    # placed of 2,000); without one no request ever waits for the pool
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=platform.api, timeout=10.0, limits=limits) as client:
         shop = await load.open_shop(client, rng, rate=rate)
         placements = load.plan(shop, rng, orders)
