@@ -14,5 +14,7 @@ a table and one JSON object, and appends that object to a results file
 
 It runs against the process platform of this machine (`eventshop up`): it kills its processes,
 the machine's RabbitMQ and PostgreSQL, and stops Redis, and starts them again with the
-project's own set-up (scripts/ensure-infra.sh). Never point it at something you care about.
+project's own set-up (scripts/ensure-infra.sh). With `--platform compose` it breaks the
+compose project's containers instead, with the Docker CLI (`compose`, ADR 0015). Never point it
+at something you care about.
 """

@@ -185,7 +185,10 @@ async def verdict(
     *,
     since: datetime,
     settle_s: float,
+    settings: PlatformSettings | None = None,
 ) -> Verdict:
+    """`settings`: the operator's, reaching the platform's broker (the process platform's
+    unless told)."""
     v = Verdict()
     ids = sorted({oid for p in placements for oid in p.order_ids})
     v.accepted = sum(p.accepted for p in placements)
@@ -193,7 +196,7 @@ async def verdict(
     v.unanswered = len(placements) - v.accepted - v.refused
     v.duplicated = [p.key for p in placements if len(p.order_ids) > 1]
     v.stuck = await settle(db, ids, settle_s)
-    await quiet(db, PlatformSettings(), settle_s)
+    await quiet(db, settings or PlatformSettings(), settle_s)
     rows = await db.fetch(
         "SELECT order_id, status, reason,"
         " extract(epoch FROM updated_at - created_at)::float8 AS s"

@@ -1,10 +1,13 @@
-"""The scenarios' faults, on the process platform of this machine: what each does, when (drawn
-from the seed), and how long the platform took to be ready again after it.
+"""The scenarios' faults: what each does, when (drawn from the seed), and how long the platform
+took to be ready again after it.
 
 Each scenario is an async function of a `Stage`; it runs while the load places orders and
 returns the faults it injected. Everything it breaks it mends before it returns (or, if it is
-cancelled, in its `finally`): the machine's services are started again with the project's own
-set-up, scripts/ensure-infra.sh.
+cancelled, in its `finally`). What it breaks it breaks through the stage's `Platform`: the
+process platform of this machine (`ProcessPlatform`, below: supervisord's processes, the
+machine's RabbitMQ, PostgreSQL and Redis, started again with the project's own set-up,
+scripts/ensure-infra.sh) or the compose platform's containers (chaos/compose.py). A platform
+that cannot carry a scenario says why (`Platform.refusal`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -38,6 +41,7 @@ from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import BACKENDS, PORTS
 from eventshop.tooling import cluster, supervise
+from eventshop.tooling.shopclient import API
 
 #: the services whose queues are consumed (poison goes there)
 CONSUMERS = tuple(CONSUMING)
@@ -68,6 +72,10 @@ class Stage:
     started: float
     duration_s: float
     root: Path = field(default_factory=supervise.project_root)
+    #: where the faults land (the process platform unless told)
+    platform: Platform = field(default_factory=lambda: ProcessPlatform())
+    #: the operator's, reaching the platform's broker and database from here (`Platform.open`)
+    settings: PlatformSettings = field(default_factory=PlatformSettings)
     #: messages the scenario put in parking lots on purpose
     parked_expected: int = 0
     #: outcomes of orders (as the checker names them) that mean the scenario found a fault
@@ -84,22 +92,77 @@ class Stage:
         end = time.monotonic()
         deadline = end + within_s
         while time.monotonic() < deadline:
-            if all((await supervise.readiness(list(PORTS))).values()):
+            if await self.platform.ready():
                 fault.recovered_s = time.monotonic() - end
                 break
             await asyncio.sleep(0.25)
         return fault
 
     def ensure_infra(self) -> None:
-        # output to a file, never to a pipe: a server it starts keeps the pipe open for ever
-        log = self.root / "var" / "log" / "chaos-ensure-infra.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            subprocess.run(
-                [str(self.root / "scripts" / "ensure-infra.sh")],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                timeout=300, check=False,
-            )  # fmt: skip
+        ensure_infra(self.root)
+
+
+def ensure_infra(root: Path) -> None:
+    """The machine's RabbitMQ, PostgreSQL and Redis running again (scripts/ensure-infra.sh)."""
+    # output to a file, never to a pipe: a server it starts keeps the pipe open for ever
+    log = root / "var" / "log" / "chaos-ensure-infra.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.run(
+            [str(root / "scripts" / "ensure-infra.sh")],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            timeout=300, check=False,
+        )  # fmt: skip
+
+
+@dataclass
+class Outage:
+    """A server of the platform's taken away and given back: how (the fault's name), which,
+    and the two blocking calls that do it."""
+
+    how: str
+    target: str
+    stop: Callable[[], object]
+    start: Callable[[], object]
+
+
+class Platform(Protocol):
+    """What the scenarios break, and how they see it mended, on one kind of platform."""
+
+    #: `--platform`'s name for it
+    name: str
+    #: how a frozen service is frozen, as the fault is named ("SIGSTOP", "docker pause")
+    freezing: str
+
+    def refusal(self, scenario: str) -> str | None:
+        """Why this platform cannot carry `scenario` (None: it can)."""
+
+    async def open(self) -> PlatformSettings:
+        """Ready for a run; the operator's settings that reach its broker and database from
+        here (the checker's, poison's and duplicate's)."""
+
+    async def close(self) -> None:
+        """Whatever `open` set up for the run, taken away."""
+
+    @property
+    def api(self) -> str:
+        """The gateway's public API, from here."""
+
+    async def ready(self) -> bool:
+        """Every service answers ready."""
+
+    def kill_service(self, service: str, rng: random.Random) -> bool:
+        """`service` killed -9, to be started again by what supervises it (False: it was not
+        running)."""
+
+    def freeze(self, service: str) -> Callable[[], None] | None:
+        """`service` stopped where it stands; the call that lets it go on (None: not running)."""
+
+    def broker_outage(self) -> Outage: ...
+
+    def database_outage(self) -> Outage: ...
+
+    def redis_outage(self) -> Outage: ...
 
 
 def _pid_of(service: str) -> int | None:
@@ -129,15 +192,95 @@ def _kill(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+class ProcessPlatform:
+    """The process platform of this machine (`eventshop up`): services under supervisord, the
+    machine's own RabbitMQ, PostgreSQL and Redis."""
+
+    name = "processes"
+    freezing = "SIGSTOP"
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or supervise.project_root()
+
+    def refusal(self, scenario: str) -> str | None:
+        return None
+
+    async def open(self) -> PlatformSettings:
+        return PlatformSettings()
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def api(self) -> str:
+        return API
+
+    async def ready(self) -> bool:
+        return all((await supervise.readiness(list(PORTS))).values())
+
+    def kill_service(self, service: str, rng: random.Random) -> bool:
+        pid = _pid_of(service)
+        if pid is None:
+            return False
+        _kill([pid], signal.SIGKILL)
+        return True
+
+    def freeze(self, service: str) -> Callable[[], None] | None:
+        pid = _pid_of(service)
+        if pid is None:
+            return None
+        _kill([pid], signal.SIGSTOP)
+        return lambda: _kill([pid], signal.SIGCONT)
+
+    def broker_outage(self) -> Outage:
+        return Outage(
+            "kill -9", "rabbitmq", lambda: _kill(_pgrep("beam.smp"), signal.SIGKILL),
+            lambda: ensure_infra(self.root),
+        )  # fmt: skip
+
+    def database_outage(self) -> Outage:
+        version = _pg_version()
+        return Outage(
+            "restart -m immediate", "postgresql",
+            lambda: subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "stop", "-m",
+                 "immediate"],
+                capture_output=True, timeout=120, check=False,
+            ),
+            lambda: ensure_infra(self.root),
+        )  # fmt: skip
+
+    def redis_outage(self) -> Outage:
+        return Outage(
+            "shutdown", "redis",
+            lambda: subprocess.run(
+                ["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"],
+                capture_output=True, timeout=30, check=False,
+            ),
+            lambda: ensure_infra(self.root),
+        )  # fmt: skip
+
+
+async def _outage(stage: Stage, outage: Outage, hold_s: float) -> list[Fault]:
+    """The shape of kill-broker, restart-postgres and stop-redis: a server away for `hold_s`,
+    then given back (whatever happened meanwhile), then the time until every service is ready."""
+    fault = Fault(outage.how, outage.target, stage.now())
+    try:
+        await asyncio.to_thread(outage.stop)
+        await asyncio.sleep(hold_s)
+    finally:
+        await asyncio.to_thread(outage.start)
+    fault.until_s = stage.now()
+    return [await stage.recovered(fault)]
+
+
 async def kill_services(stage: Stage) -> list[Fault]:
     """A random service killed -9 every few seconds (its supervisor starts it again)."""
     recovering: list[asyncio.Task[Fault]] = []
     await stage.until(0.1)
     while stage.now() < 0.8 * stage.duration_s:
         service = stage.rng.choice(BACKENDS)
-        pid = _pid_of(service)
-        if pid is not None:
-            _kill([pid], signal.SIGKILL)
+        if await asyncio.to_thread(stage.platform.kill_service, service, stage.rng):
             fault = Fault("kill -9", service, stage.now(), stage.now())
             recovering.append(asyncio.create_task(stage.recovered(fault)))
         await asyncio.sleep(stage.rng.uniform(2.0, 5.0))
@@ -147,34 +290,14 @@ async def kill_services(stage: Stage) -> list[Fault]:
 async def kill_broker(stage: Stage) -> list[Fault]:
     """RabbitMQ killed -9 a third of the way in, started again after a few seconds."""
     await stage.until(stage.rng.uniform(0.25, 0.4))
-    fault = Fault("kill -9", "rabbitmq", stage.now())
-    try:
-        _kill(_pgrep("beam.smp"), signal.SIGKILL)
-        await asyncio.sleep(3)
-    finally:
-        await asyncio.to_thread(stage.ensure_infra)
-    fault.until_s = stage.now()
-    return [await stage.recovered(fault)]
+    return await _outage(stage, await asyncio.to_thread(stage.platform.broker_outage), hold_s=3)
 
 
 async def restart_postgres(stage: Stage) -> list[Fault]:
     """PostgreSQL stopped abruptly (-m immediate: no checkpoint, every connection cut) and
     started again."""
     await stage.until(stage.rng.uniform(0.25, 0.4))
-    version = _pg_version()
-    fault = Fault("restart -m immediate", "postgresql", stage.now())
-    try:
-        await asyncio.to_thread(
-            subprocess.run,
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "stop", "-m",
-             "immediate"],
-            capture_output=True, timeout=120, check=False,
-        )  # fmt: skip
-        await asyncio.sleep(2)
-    finally:
-        await asyncio.to_thread(stage.ensure_infra)
-    fault.until_s = stage.now()
-    return [await stage.recovered(fault)]
+    return await _outage(stage, await asyncio.to_thread(stage.platform.database_outage), hold_s=2)
 
 
 def _pg_version() -> str:
@@ -187,14 +310,13 @@ async def freeze(stage: Stage) -> list[Fault]:
     demo profile's 10 s), then resumed: its connections stall, its work comes late."""
     await stage.until(0.2)
     service = stage.rng.choice(("payments", "inventory", "orders"))
-    pid = _pid_of(service)
-    fault = Fault("SIGSTOP 20 s", service, stage.now())
-    if pid is not None:
+    fault = Fault(f"{stage.platform.freezing} 20 s", service, stage.now())
+    thaw = await asyncio.to_thread(stage.platform.freeze, service)
+    if thaw is not None:
         try:
-            _kill([pid], signal.SIGSTOP)
             await asyncio.sleep(20)
         finally:
-            _kill([pid], signal.SIGCONT)
+            await asyncio.to_thread(thaw)
     fault.until_s = stage.now()
     return [await stage.recovered(fault)]
 
@@ -202,23 +324,13 @@ async def freeze(stage: Stage) -> list[Fault]:
 async def stop_redis(stage: Stage) -> list[Fault]:
     """Redis stopped for 10 s (the gateway's sessions and rate limits), then started again."""
     await stage.until(0.3)
-    fault = Fault("shutdown", "redis", stage.now())
-    try:
-        await asyncio.to_thread(
-            subprocess.run, ["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"],
-            capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
-        await asyncio.sleep(10)
-    finally:
-        await asyncio.to_thread(stage.ensure_infra)
-    fault.until_s = stage.now()
-    return [await stage.recovered(fault)]
+    return await _outage(stage, await asyncio.to_thread(stage.platform.redis_outage), hold_s=10)
 
 
 async def poison(stage: Stage, count: int = 5) -> list[Fault]:
     """Messages no service can read, dropped into the consumers' queues amid the load (as the
     operator): each must be parked at once, and nothing else."""
-    settings = PlatformSettings()
+    settings = stage.settings
     faults = []
     conn = await connect(settings.amqp_url)
     try:
@@ -387,7 +499,7 @@ async def duplicate(stage: Stage) -> list[Fault]:
     each event as it is published and publishes it again as it was (its publisher's user_id,
     signature and id: a copy no consumer can tell from a redelivery), a moment later. Until the
     platform has been quiet for 3 s after the load."""
-    settings = PlatformSettings()
+    settings = stage.settings
     fault = Fault("every event twice", settings.exchange, stage.now())
     copied = 0
     seen: set[str] = set()

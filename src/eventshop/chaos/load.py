@@ -1,5 +1,8 @@
 """The load: a small shop set up over the API, then orders placed at a steady rate, each
-retried with its own Idempotency-Key until the platform gives a definite answer."""
+retried with its own Idempotency-Key until the platform gives a definite answer.
+
+Every call goes through the client it is given, whose base URL is the gateway's public API on
+the platform under test (`Platform.api`): paths here are under it."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from eventshop.tooling.shopclient import ADMIN, ADMIN_PASSWORD, API, create_product, log_in, restock
+from eventshop.tooling.shopclient import ADMIN, ADMIN_PASSWORD, create_product, log_in, restock
 
 #: how an order is paid: mostly captured, some declined by the provider
 TOKENS = ("tok_visa",) * 8 + ("tok_mastercard", "tok_decline")
@@ -91,7 +94,7 @@ async def open_shop(
     for i in range(max(4, math.ceil(rate * 60 / PER_SHOPPER_PER_MINUTE))):
         email = f"chaos-{tag}-{i}@example.com"
         token = await log_in(client, email, PASSWORD)
-        me = await client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"})
+        me = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
         users.append(Shopper(email, token, str(me.json()["user_id"])))
     return Shop(admin, skus[1:], skus[0], users)
 
@@ -142,7 +145,7 @@ async def place_all(
             at = time.monotonic() - started
             try:
                 r = await client.post(
-                    f"{API}/orders",
+                    "/orders",
                     json={"lines": p.lines, "payment_token": p.token},
                     headers={"Authorization": f"Bearer {p.user.token}", "Idempotency-Key": p.key},
                 )
@@ -170,7 +173,7 @@ async def place_all(
 async def relogin(client: httpx.AsyncClient, user: Shopper) -> None:
     """A new session for `user` (every placement of theirs uses it from now on)."""
     try:
-        r = await client.post(f"{API}/auth/login", json={"email": user.email, "password": PASSWORD})
+        r = await client.post("/auth/login", json={"email": user.email, "password": PASSWORD})
     except httpx.HTTPError:
         return
     if r.status_code == 200:
@@ -185,7 +188,7 @@ async def ask_again(client: httpx.AsyncClient, placements: list[Placement]) -> N
             continue
         try:
             r = await client.post(
-                f"{API}/orders",
+                "/orders",
                 json={"lines": p.lines, "payment_token": p.token},
                 headers={"Authorization": f"Bearer {p.user.token}", "Idempotency-Key": p.key},
             )

@@ -63,8 +63,8 @@ class FaultProxy:
         assert self._server is not None, "start() first"
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, port: int = 0) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> FaultProxy:
+        self._server = await asyncio.start_server(self._accept, host, port)
         return self
 
     async def close(self) -> None:

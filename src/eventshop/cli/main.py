@@ -136,16 +136,26 @@ def chaos(
     settle: float = typer.Option(180.0, min=1, help="seconds to wait for every order final"),
     as_json: bool = typer.Option(False, "--json", help="the JSON objects indented"),
     results: Path = typer.Option(Path("var/chaos/results.jsonl"), help="appended to"),
+    platform: str = typer.Option(
+        "processes",
+        help="processes (eventshop up) or compose (scripts/compose.sh up; the project "
+        "EVENTSHOP_COMPOSE_PROJECT names, its gateway on EVENTSHOP_GATEWAY_PORT)",
+    ),
 ) -> None:
-    """Break the running platform on purpose (eventshop up) while orders are placed, then
-    count lost, duplicated, unexpected and stuck orders and check every invariant with queries
-    of its own. Exit 1 on any of them."""
+    """Break the running platform on purpose (eventshop up, or the compose platform) while
+    orders are placed, then count lost, duplicated, unexpected and stuck orders and check every
+    invariant with queries of its own. Exit 1 on any of them."""
     import asyncio
 
     from eventshop.chaos.faults import CLUSTER_SCENARIOS, SCENARIOS
-    from eventshop.chaos.run import print_results, record, run_scenario
+    from eventshop.chaos.run import PLATFORMS, platform_named, print_results, record, run_scenario
     from eventshop.tooling import cluster
 
+    if platform not in PLATFORMS:
+        raise typer.BadParameter(
+            f"unknown platform {platform!r}: one of {', '.join(PLATFORMS)}", param_hint="--platform"
+        )
+    target = platform_named(platform)
     # on the cluster, its node killed instead of the machine's broker (which it does not use)
     runnable = (
         {**{k: v for k, v in SCENARIOS.items() if k != "kill-broker"}, **CLUSTER_SCENARIOS}
@@ -158,10 +168,19 @@ def chaos(
         raise typer.BadParameter(
             f"unknown scenario {scenario!r} {where}: one of {', '.join(runnable)}, all"
         )
+    refused = {n: why for n in names if (why := target.refusal(n)) is not None}
+    if scenario != "all" and refused:
+        raise typer.BadParameter(f"not on the {platform} platform: {refused[scenario]}")
+    for name, why in refused.items():
+        console.print(f"[yellow]skipped {name}: {why}[/]")
     done = []
     for name in names:
+        if name in refused:
+            continue
         result = asyncio.run(
-            run_scenario(name, orders=orders, rate=rate, seed=seed, settle_s=settle)
+            run_scenario(
+                name, orders=orders, rate=rate, seed=seed, settle_s=settle, platform=target
+            )
         )
         record(result, results)
         done.append(result)

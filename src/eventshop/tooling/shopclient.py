@@ -27,6 +27,12 @@ class ShopCallError(RuntimeError):
     """A call the shop refused, or kept answering 429/503 to."""
 
 
+def _url(client: httpx.AsyncClient, path: str) -> str:
+    """`path` under the client's own base URL where it has one (the chaos command's, pointed at
+    the platform under test), else under API."""
+    return path if client.base_url.host else API + path
+
+
 async def call(
     client: httpx.AsyncClient,
     method: str,
@@ -43,7 +49,7 @@ async def call(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     for attempt in range(attempts):
-        r = await client.request(method, API + path, headers=headers, **kwargs)
+        r = await client.request(method, _url(client, path), headers=headers, **kwargs)
         if r.status_code in ok:
             return r
         if r.status_code in retry_on:
