@@ -91,3 +91,14 @@ async def test_an_unexpected_error_is_still_a_500() -> None:
     async with client(build_app()) as c:
         r = await c.get("/boom")
     assert r.status_code == 500
+
+
+def test_a_database_out_of_connections_is_the_infrastructure_not_the_request() -> None:
+    """Seen with four replicas each of three services: PostgreSQL's connection slots ran out and
+    orders answered 500. It is the server's state: 503 with Retry-After, and a consumer holds
+    its window instead of sending events up the retry ladder."""
+    from asyncpg.exceptions import TooManyConnectionsError
+
+    from eventshop.platform.bus.failures import is_infrastructure
+
+    assert is_infrastructure(TooManyConnectionsError("remaining connection slots are reserved"))

@@ -84,6 +84,8 @@ def test_a_service_of_n_replicas_is_one_program_of_n_processes_sharing_its_port(
     assert any(line.endswith("inventory-%(process_num)d.log") for line in inventory)
     env = next(line for line in inventory if line.startswith("environment="))
     assert 'EVENTSHOP_REUSE_PORT="true"' in env
+    # the service's share of PostgreSQL's connections divided among its processes, not tripled
+    assert 'EVENTSHOP_DB_POOL_MAX="4"' in env
     assert "numprocs=2" in program(layout, "payments")
 
 
@@ -93,6 +95,7 @@ def test_a_service_of_one_process_keeps_its_plain_program(layout: supervise.Layo
     assert not any(line.startswith(("numprocs", "process_name")) for line in orders)
     assert any(line.endswith("/orders.log") for line in orders)
     assert "EVENTSHOP_REUSE_PORT" not in "\n".join(orders)
+    assert "EVENTSHOP_DB_POOL_MAX" not in "\n".join(orders)
 
 
 def test_a_later_start_without_replicas_runs_one_process_of_each(

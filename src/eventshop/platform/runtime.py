@@ -137,7 +137,10 @@ async def serve(
 ) -> None:
     schema = definition.schema or definition.name
     pool = await create_pool(
-        platform.database_url, schema, max_size=10, connection_class=TracedConnection
+        platform.database_url,
+        schema,
+        max_size=platform.db_pool_max,
+        connection_class=TracedConnection,
     )
     applied = await migrate(pool, [PLATFORM_MIGRATIONS, *definition.migrations])
     if applied:

@@ -58,6 +58,9 @@ class PlatformSettings(BaseSettings):
     #: how often the leader checks that its lock is still held: a takeover after the leader
     #: dies takes at most this long (the relay's standby polls every `relay_poll_s`)
     job_leader_poll_s: float = Field(default=1.0, gt=0, le=60)
+    #: connections a service process's pool may open. PostgreSQL allows 100 in all by default:
+    #: `eventshop up --replicas` divides a service's share among its processes (ADR 0012)
+    db_pool_max: int = Field(default=10, ge=1, le=100)
     #: the addresses of reverse proxies whose X-Forwarded-For is believed (JSON list in
     #: EVENTSHOP_TRUSTED_PROXIES); none by default: the client's own address is what counts
     trusted_proxies: list[str] = Field(default_factory=list)

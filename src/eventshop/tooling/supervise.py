@@ -150,6 +150,9 @@ def write_config(
         }
         if n > 1:
             env["EVENTSHOP_REUSE_PORT"] = "true"  # the replicas share the service's one port
+            # the service's share of PostgreSQL's connections, not N times it: four replicas of
+            # three services at 10 each ran the server out of connections
+            env["EVENTSHOP_DB_POOL_MAX"] = str(max(2, -(-10 // n)))
         env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
         per_process = (
             ["numprocs=" + str(n), "process_name=%(program_name)s-%(process_num)d"] if n > 1 else []

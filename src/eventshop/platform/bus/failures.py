@@ -44,6 +44,8 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.CannotConnectNowError,
+    # too many connections, out of memory or disk: the server's state, not the message's
+    asyncpg.exceptions.InsufficientResourcesError,
 )
 
 
