@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -189,22 +188,11 @@ def _topic_matches(pattern: str, key: str) -> bool:
 
 def read_bindings(exchange: str) -> list[tuple[str, str]]:
     """(queue, binding key) of every queue bound to the platform's exchange."""
-    out = subprocess.run(
-        [
-            "rabbitmqctl",
-            "-q",
-            "list_bindings",
-            "-p",
-            broker.VHOST,
-            "source_name",
-            "destination_name",
-            "destination_kind",
-            "routing_key",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # the machine's broker, or a running node of the cluster (EVENTSHOP_BROKER=cluster)
+    out = broker._ctl(
+        "list_bindings", "-p", broker.VHOST, "source_name", "destination_name",
+        "destination_kind", "routing_key",
+    )  # fmt: skip
     if out.returncode != 0:
         raise BenchError(f"rabbitmqctl list_bindings: {out.stderr.strip()}")
     rows = [line.split("\t") for line in out.stdout.splitlines() if line.count("\t") == 3]

@@ -34,9 +34,10 @@ class FinalWatcher:
         self._connection: Any = None
 
     async def start(self) -> None:
-        import aio_pika
+        from eventshop.platform.bus.node import connect
 
-        self._connection = await aio_pika.connect(self.amqp_url)
+        # the broker, or the first node of the cluster that answers
+        self._connection = await connect(self.amqp_url)
         self._connection.close_callbacks.add(self._on_close)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=1_000)
