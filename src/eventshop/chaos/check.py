@@ -120,18 +120,42 @@ async def settle(db: asyncpg.Connection, order_ids: Sequence[str], within_s: flo
         await asyncio.sleep(0.5)
 
 
-async def quiet(db: asyncpg.Connection, settings: PlatformSettings, within_s: float) -> None:
-    """Wait until the platform has nothing left to do: no outbox row unsent and no message
-    waiting in a consumer's queue, three looks in a row half a second apart (or the time is
-    up). The effects that follow an order's end (its notification, its award) come after it:
-    checking them the moment the orders are final would count late work as missing."""
+async def quiet(
+    db: asyncpg.Connection,
+    settings: PlatformSettings,
+    within_s: float,
+    order_ids: Sequence[str] = (),
+) -> None:
+    """Wait until the platform has nothing left to do: no outbox row unsent, no message
+    waiting in a consumer's queue and no charge or refund of the run's orders claimed by
+    payments' job and not yet recorded, three looks in a row half a second apart (or the time
+    is up). The effects that follow an order's end (its notification, its award, the refund of
+    a cancelled order's capture) come after it: checking them the moment the orders are final
+    would count late work as missing."""
     deadline = time.monotonic() + within_s
     calm = 0
     while calm < 3 and time.monotonic() < deadline:
         unsent = sum((await unsent_by_service(db)).values())
         waiting = await queued(settings)
-        calm = calm + 1 if unsent == 0 and waiting == 0 else 0
+        claimed = await payments_claimed(db, order_ids)
+        calm = calm + 1 if unsent == waiting == claimed == 0 else 0
         await asyncio.sleep(0.5)
+
+
+async def payments_claimed(db: asyncpg.Connection, order_ids: Sequence[str]) -> int:
+    """Charges and refunds of these orders payments' job has claimed and not yet recorded. A
+    claim whose recording failed (the database killed under it) is taken over only when its
+    lease runs out (EVENTSHOP_PAYMENTS_CHARGE_LEASE_S, 30 s): until then it is work in flight,
+    not a capture left on a cancelled order."""
+    try:
+        found: int = await db.fetchval(
+            "SELECT count(*) FROM payments.payments WHERE order_id = ANY($1)"
+            " AND status IN ('charging', 'refunding')",
+            list(order_ids),
+        )
+    except asyncpg.UndefinedTableError:
+        return 0
+    return found
 
 
 async def ready_messages(settings: PlatformSettings, names: Sequence[str]) -> int:
@@ -196,7 +220,7 @@ async def verdict(
     v.unanswered = len(placements) - v.accepted - v.refused
     v.duplicated = [p.key for p in placements if len(p.order_ids) > 1]
     v.stuck = await settle(db, ids, settle_s)
-    await quiet(db, settings or PlatformSettings(), settle_s)
+    await quiet(db, settings or PlatformSettings(), settle_s, ids)
     rows = await db.fetch(
         "SELECT order_id, status, reason,"
         " extract(epoch FROM updated_at - created_at)::float8 AS s"
