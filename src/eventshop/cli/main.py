@@ -286,7 +286,7 @@ def demo(
     from eventshop.cli.demo import run_demo
 
     if start:
-        up(wait=True)
+        up(wait=True, replicas=None, on_cluster=False)
     result = asyncio.run(run_demo(orders, concurrency, PlatformSettings().database_url, console))
     table = Table(title="shopping demo")
     table.add_column("outcome")
