@@ -79,11 +79,13 @@ async def test_restarting_every_service_during_300_orders_changes_no_outcome(
 async def test_a_crashed_service_is_restarted_by_the_supervisor(
     shop: Shop, platform: supervise.Layout
 ) -> None:
-    before = int(supervise.service_pid(platform, "inventory"))
-    os.kill(before, signal.SIGKILL)
-
     async def new_pid() -> int:
         return int(supervise.service_pid(platform, "inventory") or 0)
+
+    # a pid of 0 ("not running": just restarted by another test, still STARTING) must never
+    # reach os.kill, which would kill this test's whole process group
+    before = await eventually(new_pid, lambda pid: pid > 0, timeout=60, interval=0.1)
+    os.kill(before, signal.SIGKILL)
 
     await eventually(new_pid, lambda pid: pid not in (0, before), timeout=30, interval=0.1)
     assert all((await supervise.wait_ready(["inventory"])).values())

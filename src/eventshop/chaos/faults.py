@@ -188,6 +188,8 @@ def _in_container(pid: int) -> bool:
 
 def _kill(pids: list[int], sig: int) -> None:
     for pid in pids:
+        if pid <= 0:  # 0 or -1 would signal our own process group or every process
+            continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
 
