@@ -75,6 +75,10 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     async def mine(who: Caller) -> dict[str, str]:
         return {"user_id": who.user_id, "role": who.role}
 
+    @app.get("/things/{name}")
+    async def thing(name: str, who: Caller) -> dict[str, str]:
+        return {"name": name, "user_id": who.user_id}
+
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://svc"
     ) as c:
@@ -97,3 +101,16 @@ async def test_identity_headers_with_their_proof_are_believed(client: httpx.Asyn
     r = await client.get("/mine", headers={**HEADERS, PROOF_HEADER: signed})
     assert r.status_code == 200
     assert r.json() == {"user_id": "u-1", "role": "admin"}
+
+
+async def test_a_proof_signs_the_path_as_sent_escapes_and_all(client: httpx.AsyncClient) -> None:
+    """The gateway quotes a path parameter and signs that path; the service checks the path as
+    it came (raw), not as decoded, or a parameter with an escaped character is refused (the API
+    fuzzer found it: a sku with a space)."""
+    path = "/things/a%20b"
+    signed = sign_identity(
+        KEY, method="GET", path=path, user_id="u-1", role="admin", email="ada@example.com"
+    )
+    r = await client.get(path, headers={**HEADERS, PROOF_HEADER: signed})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"name": "a b", "user_id": "u-1"}

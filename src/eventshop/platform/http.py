@@ -368,6 +368,14 @@ def identity_proven(
     return hmac.compare_digest(wanted.hexdigest(), mac)
 
 
+def signed_path(request: Request) -> str:
+    """The path as it came over the wire, percent-encoding and all: what the gateway signed.
+    `request.url.path` is decoded, so a path parameter with an escaped character would differ
+    from the proof's path and be refused (found by the API fuzzer)."""
+    raw: bytes | None = request.scope.get("raw_path")
+    return raw.decode("latin-1") if raw else request.url.path
+
+
 def identity_key_of(app_state: Any) -> bytes:
     key: bytes | None = getattr(app_state, "identity_key", None)
     if not key:
@@ -392,7 +400,7 @@ async def caller(
         identity_key_of(request.app.state),
         x_identity_proof,
         method=request.method,
-        path=request.url.path,
+        path=signed_path(request),
         user_id=x_user_id,
         role=role,
         email=email,
@@ -410,7 +418,7 @@ async def from_gateway(
         identity_key_of(request.app.state),
         x_identity_proof,
         method=request.method,
-        path=request.url.path,
+        path=signed_path(request),
         user_id="",
         role="",
         email="",

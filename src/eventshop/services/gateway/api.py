@@ -59,7 +59,10 @@ async def forward(
 
 
 def _segment(value: str) -> str:
-    """A path parameter made safe to put back into a path ('/', '?', '#' escaped)."""
+    """A path parameter made safe to put back into a path ('/', '?', '#' escaped, and a segment
+    of dots too, which a URL library would resolve as "this" or "the parent" directory)."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
     return quote(value, safe="")
 
 

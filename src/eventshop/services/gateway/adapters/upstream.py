@@ -33,6 +33,7 @@ import orjson
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.responses import Response
+from yarl import URL
 
 from eventshop.platform.http import (
     CORRELATION_HEADER,
@@ -211,8 +212,10 @@ class Upstreams:
         headers: Mapping[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> UpstreamAnswer:
-        # the query as the client sent it; yarl only quotes what is not valid in a URL
-        url = self._urls[service] + (f"{path}?{query}" if query else path)
+        # the path already escaped (the routes quote each parameter) and the query as the client
+        # sent it: sent exactly so (encoded=True: yarl neither requotes nor resolves a `..`
+        # segment), since the identity proof signs this path and the service checks the raw one
+        url = URL(self._urls[service] + (f"{path}?{query}" if query else path), encoded=True)
         async with self._session(service).request(
             method,
             url,
