@@ -11,6 +11,7 @@ never touched; PostgreSQL; Redis; every service a process). Run it under /work/p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -43,7 +44,9 @@ def eventshop(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 def platform_on_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     layout = supervise.Layout(ROOT)
     supervise.stop_foreign(layout)  # another checkout's platform would hold the same ports
-    supervise.stop(layout)  # this checkout's, if it ran on the machine's broker
+    # this checkout's, if it ran on the machine's broker: the session's other tests use it, so
+    # it is started again as it was when this test is done
+    was_running = supervise.stop(layout)
     monkeypatch.setenv("EVENTSHOP_BROKER", "cluster")
     monkeypatch.setenv("EVENTSHOP_HOME", str(ROOT))
     try:
@@ -55,6 +58,10 @@ def platform_on_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     finally:
         eventshop("down")
         eventshop("cluster", "down")
+        if was_running:
+            monkeypatch.delenv("EVENTSHOP_BROKER")
+            supervise.start(layout)
+            asyncio.run(supervise.wait_ready(timeout_s=180))
 
 
 def test_the_node_leading_the_orders_queue_killed_three_times_loses_nothing(
