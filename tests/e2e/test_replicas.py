@@ -38,6 +38,7 @@ from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.settings import PlatformSettings
 from eventshop.tooling import supervise
 from eventshop.tooling.invariants import check_invariants
+from eventshop.tooling.shopclient import API
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +106,8 @@ async def run_load(orders: int, during: Any = None) -> tuple[dict[str, Any], lis
     settings = PlatformSettings()
     rng = random.Random(f"replicas:{orders}")
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-    async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+    # the load's calls name paths under the client's base URL, as the chaos command's do
+    async with httpx.AsyncClient(base_url=API, timeout=10.0, limits=limits) as client:
         shop = await load.open_shop(client, rng, rate=RATE)
         placements = load.plan(shop, rng, orders)
         parked_before = await check.parked_depth(settings)

@@ -80,6 +80,8 @@ async def open_shop(
 ) -> Shop:
     """Products with stock (one rare, to run out), and enough shoppers for `rate` orders a
     second, made through the API."""
+    if not client.base_url.host:
+        raise ValueError("the load's client needs the platform's API as its base_url")
     admin = await log_in(client, ADMIN, ADMIN_PASSWORD)
     tag = uuid.uuid4().hex[:6]  # this run's own: a seed run twice must not meet its first run
     skus = []
