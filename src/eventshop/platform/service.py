@@ -156,8 +156,14 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
         return [event.event_type for event in self.publishes]
 
     def bind(self, ctx: ServiceContext[SettingsT, ResourcesT]) -> dict[str, Handler]:
-        """The bus's handlers: this service's, each given `ctx`."""
-        return {event_type: _bind(handler, ctx) for event_type, handler in self.consumes.items()}
+        """The bus's handlers: this service's, each given `ctx`. A handler given for several
+        event types is bound once: a `Batch` then takes a window's consecutive events of all of
+        its types in one call (the consumer groups them by handler)."""
+        bound: dict[int, Handler] = {}
+        return {
+            event_type: bound.get(id(handler)) or bound.setdefault(id(handler), _bind(handler, ctx))
+            for event_type, handler in self.consumes.items()
+        }
 
 
 def _bind(handler: EventHandler | Batch, ctx: AnyContext) -> Handler:

@@ -31,6 +31,7 @@ from eventshop.platform.eventstore import (
     RecordedEvent,
     Snapshot,
     SnapshotPolicy,
+    StreamAppend,
     UpcastError,
     Upcasters,
     load_state,
@@ -207,6 +208,56 @@ class EventStoreContract:
             assert await store.load(tx, dropped) == []
             page = await store.read_all(tx, start)
         assert [e.stream_id for e in page.events] == [kept]
+
+    # -- several streams at once ----------------------------------------------------------------
+    async def test_append_many_writes_every_stream_in_the_order_given(
+        self, backend: Backend
+    ) -> None:
+        store, a, b, fresh = backend.store(), stream(), stream(), stream()
+        async with backend.transaction() as tx:
+            await store.append(tx, a, 0, events("A1"))
+            await store.append(tx, b, 0, events("B1", "B2"))
+            start = await store.head(tx)
+        async with backend.transaction() as tx:
+            recorded = await store.append_many(
+                tx,
+                [
+                    StreamAppend(b, 2, events("B3"), {"correlation_id": "cb"}),
+                    StreamAppend(fresh, 0, events("F1", "F2")),
+                    StreamAppend(a, 1, [NewEvent("A2", {}, metadata={"causation_id": "own"})]),
+                ],
+            )
+        assert [(r.stream_id, r.version) for r in recorded] == [
+            (b, 3), (fresh, 1), (fresh, 2), (a, 2),
+        ]  # fmt: skip
+        assert [r.global_position for r in recorded] == [start + i for i in (1, 2, 3, 4)]
+        async with backend.transaction() as tx:
+            loaded = await store.load_many(tx, [a, b, fresh, stream()])
+            assert loaded[a] == await store.load(tx, a)
+            assert [len(v) for v in loaded.values()] == [2, 3, 2, 0]
+            assert loaded[b][2] == recorded[0] and loaded[b][2].correlation_id == "cb"
+            assert loaded[a][1].metadata == {"causation_id": "own"}
+            assert await store.head(tx) == start + 4
+
+    async def test_append_many_writes_nothing_when_one_stream_moved(self, backend: Backend) -> None:
+        store, a, b = backend.store(), stream(), stream()
+        async with backend.transaction() as tx:
+            await store.append(tx, a, 0, events("A1"))
+            await store.append(tx, b, 0, events("B1"))
+            start = await store.head(tx)
+        with pytest.raises(ConcurrencyError):
+            async with backend.transaction() as tx:
+                await store.append_many(
+                    tx, [StreamAppend(a, 1, events("A2")), StreamAppend(b, 0, events("B-stale"))]
+                )
+        async with backend.transaction() as tx:
+            assert [await store.version_of(tx, s) for s in (a, b)] == [1, 1]
+            assert await store.head(tx) == start  # no position handed out, no gap
+            with pytest.raises(ValueError):
+                await store.append_many(
+                    tx, [StreamAppend(a, 1, events("X")), StreamAppend(a, 2, events("Y"))]
+                )
+            assert await store.append_many(tx, []) == []
 
     # -- concurrent writers ---------------------------------------------------------------------
     async def test_two_concurrent_appenders_one_wins(self, backend: Backend) -> None:

@@ -21,6 +21,7 @@ from eventshop.platform.eventstore.port import (
     Page,
     RecordedEvent,
     Snapshot,
+    StreamAppend,
 )
 from eventshop.platform.eventstore.postgres import PostgresEventStore
 from eventshop.platform.eventstore.snapshots import (
@@ -48,6 +49,7 @@ __all__ = [
     "Snapshot",
     "SnapshotPolicy",
     "StateCodec",
+    "StreamAppend",
     "UpcastError",
     "Upcasters",
     "load_state",

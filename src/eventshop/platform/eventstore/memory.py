@@ -33,6 +33,8 @@ from eventshop.platform.eventstore.port import (
     Page,
     RecordedEvent,
     Snapshot,
+    StreamAppend,
+    check_appends,
 )
 from eventshop.platform.eventstore.upcasting import Upcasters
 
@@ -162,6 +164,31 @@ class InMemoryEventStore:
             self._log.next_position += 1
         conn.appended.extend(recorded)
         return [replace(r, payload=_copy(r.payload), metadata=dict(r.metadata)) for r in recorded]
+
+    async def append_many(
+        self, conn: MemoryTransaction, appends: Sequence[StreamAppend]
+    ) -> list[RecordedEvent]:
+        """Each stream checked before any is written; one that moves while this transaction
+        queues for the head aborts it (as the unique key aborts PostgreSQL's), so a commit then
+        keeps none of them."""
+        check_appends(appends)
+        conn.check(self._log)
+        for a in appends:
+            if a.events and self._version(conn, a.stream_id) != a.expected_version:
+                raise ConcurrencyError(
+                    a.stream_id, a.expected_version, "the stream is at another version"
+                )
+        recorded: list[RecordedEvent] = []
+        for a in appends:
+            recorded += await self.append(
+                conn, a.stream_id, a.expected_version, a.events, metadata=a.metadata
+            )
+        return recorded
+
+    async def load_many(
+        self, conn: MemoryTransaction, stream_ids: Sequence[str]
+    ) -> dict[str, list[RecordedEvent]]:
+        return {s: await self.load(conn, s) for s in stream_ids}
 
     async def load(
         self,

@@ -52,6 +52,27 @@ class NewEvent:
 
 
 @dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of an `append_many`: its events after `expected_version`."""
+
+    stream_id: str
+    expected_version: int
+    events: Sequence[NewEvent]
+    metadata: Mapping[str, Any] | None = None
+
+
+def check_appends(appends: Sequence[StreamAppend]) -> None:
+    """What every adapter refuses in an `append_many`: a stream twice, a negative version."""
+    seen: set[str] = set()
+    for a in appends:
+        if a.expected_version < 0:
+            raise ValueError("expected_version must be >= 0")
+        if a.stream_id in seen:
+            raise ValueError(f"stream {a.stream_id!r} twice in one append_many: merge its events")
+        seen.add(a.stream_id)
+
+
+@dataclass(frozen=True)
 class RecordedEvent:
     """An event as the store keeps it, read as the current version of its schema."""
 
@@ -122,6 +143,18 @@ class EventStore(Protocol[Conn]):
     ) -> list[RecordedEvent]:
         """The stream's events after `from_version` (up to `to_version`, or recorded at or
         before `until`), in version order."""
+        ...
+
+    async def append_many(self, conn: Conn, appends: Sequence[StreamAppend]) -> list[RecordedEvent]:
+        """Several streams' appends as one (each stream at most once): all of them, their global
+        positions in the order given, or none of them and ConcurrencyError if any stream moved.
+        A consumer advancing a window's aggregates appends for all of them in one round trip."""
+        ...
+
+    async def load_many(
+        self, conn: Conn, stream_ids: Sequence[str]
+    ) -> dict[str, list[RecordedEvent]]:
+        """Whole streams at once, each in version order; a stream with no events maps to []."""
         ...
 
     async def version_of(self, conn: Conn, stream_id: str) -> int:

@@ -17,7 +17,7 @@ from eventshop.contracts.catalog import ProductCreated, ProductUpdated
 from eventshop.contracts.common import Line
 from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
-from eventshop.platform.bus import ContractViolationError, UnitOfWork
+from eventshop.platform.bus import ContractViolationError, Delivery, UnitOfWork
 from eventshop.platform.eventstore import RecordedEvent
 from eventshop.platform.eventstore.snapshots import SnapshotPolicy
 from eventshop.platform.http import ApiError, Identity, not_found
@@ -70,35 +70,32 @@ async def keep_price(
     await store.keep_price(uow.conn, price, as_of=env.occurred_at)
 
 
-async def request_payment(
-    ctx: Context, uow: UnitOfWork, env: Envelope, event: InventoryReserved
-) -> None:
-    await advance(uow, event.order_id, domain.StockReserved(), snapshots=snapshots_of(ctx))
+def saga_fact(event: EventPayload) -> domain.SagaEvent:
+    """An integration event that moves an order, in the saga's own terms."""
+    match event:
+        case InventoryReserved():
+            return domain.StockReserved()
+        case InventoryRejected(reason=reason, skus=skus):
+            return domain.StockRejected(reason=reason, skus=skus)
+        case PaymentSucceeded(payment_id=payment_id, amount_minor=amount, currency=currency):
+            return domain.PaymentSucceeded(
+                payment_id=payment_id, amount_minor=amount, currency=currency
+            )
+        case PaymentFailed(payment_id=payment_id, reason=reason, detail=detail):
+            return domain.PaymentFailed(
+                payment_id=payment_id, reason=FAILURE_REASONS[reason], detail=detail
+            )
+    raise TypeError(f"not a step of the order saga: {type(event).__name__}")
 
 
-async def cancel_for_missing_stock(
-    ctx: Context, uow: UnitOfWork, env: Envelope, event: InventoryRejected
-) -> None:
-    fact = domain.StockRejected(reason=event.reason, skus=event.skus)
-    await advance(uow, event.order_id, fact, snapshots=snapshots_of(ctx))
-
-
-async def confirm_paid_order(
-    ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentSucceeded
-) -> None:
-    fact = domain.PaymentSucceeded(
-        payment_id=event.payment_id, amount_minor=event.amount_minor, currency=event.currency
+async def advance_orders(ctx: Context, deliveries: Sequence[Delivery]) -> None:
+    """The saga's steps of a window's events (stock reserved or rejected, payment succeeded or
+    failed), all at once: the orders locked, loaded, decided one event after the other, and
+    recorded with one UPDATE and one append (ADR 0016)."""
+    await advance_all(
+        [(uow, event.order_id, saga_fact(event)) for uow, _, event in deliveries],
+        snapshots=snapshots_of(ctx),
     )
-    await advance(uow, event.order_id, fact, snapshots=snapshots_of(ctx))
-
-
-async def cancel_unpaid_order(
-    ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentFailed
-) -> None:
-    fact = domain.PaymentFailed(
-        payment_id=event.payment_id, reason=FAILURE_REASONS[event.reason], detail=event.detail
-    )
-    await advance(uow, event.order_id, fact, snapshots=snapshots_of(ctx))
 
 
 async def advance(
@@ -109,47 +106,64 @@ async def advance(
     snapshots: SnapshotPolicy = store.NO_SNAPSHOTS,
 ) -> domain.Decision | None:
     """One saga step for one order, in `uow`'s transaction; None if there is no such order."""
-    if not await store.lock_order(uow.conn, order_id):
-        # every order's row is committed with its order.created, so this is not a race: the
-        # event is about an order of another deployment (or a wiped one). Nothing to do.
-        log.warning("orders.unknown_order", order_id=order_id, fact=event.type_name())
-        return None
-    order = await store.load_order(uow.conn, order_id, snapshots)
-    if order is None:
-        raise domain.UnknownOrderStreamError(f"order {order_id} has a read model but no stream")
-    try:
-        decision = domain.decide(order, event)
-    except domain.ForeignPaymentError as exc:  # parked at once, the order left as it is
-        log.warning("orders.foreign_payment", order_id=order_id, error=str(exc))
-        raise ContractViolationError(str(exc)) from exc
-    if not decision.record:
-        log.info(
-            "orders.nothing_to_do",
-            order_id=order_id,
-            status=order.status.value,
-            fact=event.type_name(),
-        )
-        return decision
-    await store.record_decision(
-        uow.conn,
-        order,
-        decision,
-        correlation_id=uow.correlation_id or None,
-        causation_id=uow.causation_id,
-        snapshots=snapshots,
-    )
-    for outgoing in decision.emit:
-        uow.emit(outgoing, aggregate_id=order_id)
-    if (count_outcome := metrics.saga_finished(order, decision.state)) is not None:
-        uow.after_commit(count_outcome)
-    log.info(
-        "orders.advanced",
-        order_id=order_id,
-        fact=event.type_name(),
-        status_from=order.status.value,
-        status_to=decision.state.status.value,
-    )
+    [decision] = await advance_all([(uow, order_id, event)], snapshots=snapshots)
     return decision
+
+
+async def advance_all(
+    steps: Sequence[tuple[UnitOfWork, str, domain.SagaEvent]],
+    *,
+    snapshots: SnapshotPolicy = store.NO_SNAPSHOTS,
+) -> list[domain.Decision | None]:
+    """Saga steps, in one transaction (every unit of work's connection is the same), in the
+    order given: each order is locked and loaded once, each step decided on the state the one
+    before it left; a decision per step, None where there is no such order."""
+    if not steps:
+        return []
+    conn = steps[0][0].conn
+    known = await store.lock_orders(conn, [order_id for _, order_id, _ in steps])
+    orders = await store.load_orders(conn, sorted(known), snapshots)
+    decisions: list[domain.Decision | None] = []
+    decided: list[store.Step] = []
+    for uow, order_id, event in steps:
+        if order_id not in known:
+            # every order's row is committed with its order.created, so this is not a race:
+            # the event is about an order of another deployment (or a wiped one). Nothing to do.
+            log.warning("orders.unknown_order", order_id=order_id, fact=event.type_name())
+            decisions.append(None)
+            continue
+        order = orders[order_id]
+        if order is None:
+            raise domain.UnknownOrderStreamError(f"order {order_id} has a read model but no stream")
+        try:
+            decision = domain.decide(order, event)
+        except domain.ForeignPaymentError as exc:  # parked at once, the order left as it is
+            log.warning("orders.foreign_payment", order_id=order_id, error=str(exc))
+            raise ContractViolationError(str(exc)) from exc
+        decisions.append(decision)
+        if not decision.record:
+            log.info(
+                "orders.nothing_to_do",
+                order_id=order_id,
+                status=order.status.value,
+                fact=event.type_name(),
+            )
+            continue
+        decided.append(store.Step(order, decision, uow.correlation_id or None, uow.causation_id))
+        orders[order_id] = decision.state
+        for outgoing in decision.emit:
+            uow.emit(outgoing, aggregate_id=order_id)
+        if (count_outcome := metrics.saga_finished(order, decision.state)) is not None:
+            uow.after_commit(count_outcome)
+        log.info(
+            "orders.advanced",
+            order_id=order_id,
+            fact=event.type_name(),
+            status_from=order.status.value,
+            status_to=decision.state.status.value,
+        )
+    await store.record_decisions(conn, decided, snapshots)
+    return decisions
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -16,12 +16,14 @@ from eventshop.contracts.orders import (
 )
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform import eventstore
-from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.service import Batch, ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.orders import api, handlers, jobs
 from eventshop.services.orders.settings import OrdersSettings
 
 Context = ServiceContext[OrdersSettings, None]
+
+SAGA_STEPS = Batch(handlers.advance_orders)
 
 definition: ServiceDefinition[OrdersSettings, None] = ServiceDefinition(
     name="orders",
@@ -29,10 +31,11 @@ definition: ServiceDefinition[OrdersSettings, None] = ServiceDefinition(
     handlers={
         ProductCreated: handlers.keep_price,
         ProductUpdated: handlers.keep_price,
-        InventoryReserved: handlers.request_payment,
-        InventoryRejected: handlers.cancel_for_missing_stock,
-        PaymentSucceeded: handlers.confirm_paid_order,
-        PaymentFailed: handlers.cancel_unpaid_order,
+        # one batch for the four saga steps: a window's events of them in one call
+        InventoryReserved: SAGA_STEPS,
+        InventoryRejected: SAGA_STEPS,
+        PaymentSucceeded: SAGA_STEPS,
+        PaymentFailed: SAGA_STEPS,
     },
     publishes=[OrderCreated, PaymentRequested, OrderConfirmed, OrderCancelled],
     migrations=[eventstore.MIGRATIONS, "eventshop.services.orders.migrations"],

@@ -23,6 +23,7 @@ from eventshop.platform.eventstore import (
     PostgresEventStore,
     RecordedEvent,
     SnapshotPolicy,
+    StreamAppend,
     load_state,
     snapshot_if_due,
 )
@@ -147,10 +148,13 @@ async def lock_window(conn: asyncpg.Connection, skus: list[str], order_ids: list
     )
 
 
-async def lock_order(conn: asyncpg.Connection, order_id: str) -> bool:
-    """Lock an order for a saga step (until the transaction ends); False if there is none."""
-    found = await conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
-    return found is not None
+async def lock_orders(conn: asyncpg.Connection, order_ids: Sequence[str]) -> set[str]:
+    """Lock orders for saga steps (until the transaction ends), in id order; the ids found."""
+    rows = await conn.fetch(
+        "SELECT order_id FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+        sorted(set(order_ids)),
+    )
+    return {r["order_id"] for r in rows}
 
 
 def fold(order: Order | None, recorded: RecordedEvent) -> Order:
@@ -163,6 +167,23 @@ async def load_order(
     """The order now: its snapshot (if snapshots are on) and the events after it."""
     codec = CODEC if snapshots.every else None
     return (await load_state(events, conn, stream_of(order_id), fold, codec)).state
+
+
+async def load_orders(
+    conn: asyncpg.Connection, order_ids: Sequence[str], snapshots: SnapshotPolicy = NO_SNAPSHOTS
+) -> dict[str, Order | None]:
+    """Several orders now: their whole streams in one round trip (each from its snapshot, one
+    by one, when snapshots are on)."""
+    if snapshots.every:
+        return {i: await load_order(conn, i, snapshots) for i in order_ids}
+    streams = await events.load_many(conn, [stream_of(i) for i in order_ids])
+    found: dict[str, Order | None] = {}
+    for order_id in order_ids:
+        order: Order | None = None
+        for recorded in streams[stream_of(order_id)]:
+            order = fold(order, recorded)
+        found[order_id] = order
+    return found
 
 
 async def order_as_of(
@@ -217,30 +238,55 @@ async def record_new_order(
     await _append(conn, order.order_id, 0, decision.record, correlation_id, None)
 
 
-async def record_decision(
-    conn: asyncpg.Connection,
-    before: Order,
-    decision: Decision,
-    *,
-    correlation_id: str | None,
-    causation_id: str | None,
-    snapshots: SnapshotPolicy = NO_SNAPSHOTS,
+@dataclass(frozen=True)
+class Step:
+    """A saga step decided for an order: the order before it, and the decision."""
+
+    before: Order
+    decision: Decision
+    correlation_id: str | None
+    causation_id: str | None
+
+
+async def record_decisions(
+    conn: asyncpg.Connection, steps: Sequence[Step], snapshots: SnapshotPolicy = NO_SNAPSHOTS
 ) -> None:
-    """Append a saga step's events and bring the read model to the new state."""
-    if not decision.record:
+    """Append the steps' events and bring the read models to their new states: one UPDATE and
+    one append for all of them. An order's steps follow one another (each `before` is the
+    previous one's state)."""
+    steps = [s for s in steps if s.decision.record]
+    if not steps:
         return
-    order = decision.state
+    first: dict[str, Step] = {}
+    last: dict[str, Order] = {}
+    recorded: dict[str, list[NewEvent]] = {}
+    for step in steps:
+        order_id = step.before.order_id
+        first.setdefault(order_id, step)
+        last[order_id] = step.decision.state
+        meta = {"correlation_id": step.correlation_id, "causation_id": step.causation_id}
+        recorded.setdefault(order_id, []).extend(
+            NewEvent(e.type_name(), e.model_dump(mode="json"), e.schema_version, meta)
+            for e in step.decision.record
+        )
     await conn.execute(
-        "UPDATE orders SET status = $2, reason = $3, version = $4, updated_at = now()"
-        " WHERE order_id = $1",
-        order.order_id,
-        order.status.value,
-        order.reason,
-        order.version,
+        "UPDATE orders AS o SET status = u.status, reason = u.reason, version = u.version,"
+        " updated_at = now()"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])"
+        " AS u(order_id, status, reason, version) WHERE o.order_id = u.order_id",
+        list(last),
+        [o.status.value for o in last.values()],
+        [o.reason for o in last.values()],
+        [o.version for o in last.values()],
     )
-    await _snapshot(conn, before.version, order, snapshots)
-    await _append(
-        conn, before.order_id, before.version, decision.record, correlation_id, causation_id
+    for order_id, order in last.items():
+        await _snapshot(conn, first[order_id].before.version, order, snapshots)
+    await events.append_many(
+        conn,
+        [
+            StreamAppend(stream_of(i), first[i].before.version, recorded[i])
+            for i in sorted(recorded)  # in id order, as the rows were locked
+        ],
     )
 
 
