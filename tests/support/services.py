@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 
 from eventshop.contracts import Envelope, EventPayload, new_envelope, registry
+from eventshop.platform.bus import BatchHandler
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.runtime import load_definition
 from eventshop.platform.service import (
@@ -92,6 +93,40 @@ async def handle_window(
             )
             await handlers[event.event_type](uow.caused_by(env), env, event)
             await asyncio.sleep(pause_s)
+
+
+#: what asyncpg's introspection of types runs (connection.py: its _introspect_types)
+_INTROSPECTION = ("current_setting('jit')", "typeinfo_tree", "FROM pg_catalog.pg_type")
+
+
+async def deliver_window(ctx: AnyContext, events: Sequence[EventPayload]) -> list[str]:
+    """Handle `events` as one window whose events all go to one batch handler (the service's
+    handler of the first event's type, which must take them all: platform/bus/window.py hands
+    a batch handler a window's consecutive events of it in one call): one transaction, each
+    event its own unit of work caused by it. The statements the call ran, in order."""
+    handler = load_definition(ctx.name).bind(ctx)[events[0].event_type]
+    assert isinstance(handler, BatchHandler), f"{events[0].event_type}: not a batch handler"
+    ran: list[str] = []
+
+    def note(logged: asyncpg.connection.LoggedQuery) -> None:
+        # asyncpg's own look-up of a type's codec, once per connection: not the handler's
+        if not any(mark in logged.query for mark in _INTROSPECTION):
+            ran.append(logged.query)
+
+    async with ctx.unit_of_work() as window:
+        deliveries = []
+        for event in events:
+            aggregate = str(getattr(event, "order_id", None) or "aggregate")
+            env = new_envelope(
+                event.event_type, event.schema_version, aggregate, event.model_dump(mode="json")
+            )
+            deliveries.append((window.caused_by(env), env, event))
+        window.conn.add_query_logger(note)
+        try:
+            await handler.many(deliveries)
+        finally:
+            window.conn.remove_query_logger(note)
+    return ran
 
 
 async def outbox_events(pool: asyncpg.Pool) -> list[tuple[str, EventPayload]]:

@@ -17,10 +17,10 @@ import asyncpg
 import httpx
 import pytest
 
-from eventshop.contracts import EventPayload, new_envelope
+from eventshop.contracts import EventPayload
 from eventshop.contracts.inventory import InventoryRejected
 from eventshop.contracts.payments import PaymentFailed
-from eventshop.platform.bus import BatchHandler, UnitOfWork
+from eventshop.platform.bus import BatchHandler
 from eventshop.services.orders.domain import payment_id_for
 from eventshop.services.orders.service import definition
 from tests.integration.services import test_orders as orders_tests
@@ -33,6 +33,7 @@ from tests.integration.services.test_orders import (
     reserved,
     stream_types,
 )
+from tests.support import services
 
 pytestmark = pytest.mark.integration
 
@@ -45,31 +46,7 @@ SAGA_TYPES = ("inventory.reserved", "inventory.rejected", "payment.succeeded", "
 
 
 async def deliver_window(pool: asyncpg.Pool, events: Sequence[EventPayload]) -> list[str]:
-    """`events` as one window of orders' consumer: one transaction, one call of the handler the
-    four saga types share; the statements it ran, in order."""
-    handler = definition.bind(orders_context(pool))["inventory.reserved"]
-    assert isinstance(handler, BatchHandler)
-    ran: list[str] = []
-
-    def note(logged: asyncpg.connection.LoggedQuery) -> None:
-        ran.append(logged.query)
-
-    async with UnitOfWork.begin(pool, service="orders") as window:
-        window.conn.add_query_logger(note)
-        try:
-            deliveries = []
-            for event in events:
-                env = new_envelope(
-                    event.event_type,
-                    event.schema_version,
-                    str(getattr(event, "order_id", "x")),
-                    event.model_dump(mode="json"),
-                )
-                deliveries.append((window.caused_by(env), env, event))
-            await handler.many(deliveries)
-        finally:
-            window.conn.remove_query_logger(note)
-    return ran
+    return await services.deliver_window(orders_context(pool), events)
 
 
 def test_the_four_saga_steps_share_one_handler() -> None:

@@ -9,6 +9,8 @@ exception: exceptions are for faults a retry may fix.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,7 @@ from eventshop.contracts.inventory import (
     StockAdjusted,
 )
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
-from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.bus import Delivery, UnitOfWork
 from eventshop.platform.http import not_found
 from eventshop.platform.observability.logging import get_logger
 from eventshop.services.inventory import domain, store
@@ -51,26 +53,83 @@ async def add_stock_item(
     await store.add_stock_item(uow.conn, event.sku)
 
 
-async def reserve_stock(ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderCreated) -> None:
-    """Reserve every line of the order or none of them."""
-    lines = _stored(event.lines)
-    if not await store.claim_order(uow.conn, event.order_id, lines):
-        return  # already reserved, rejected or cancelled: a duplicate or a late order.created
-    wanted = _wanted(lines)
-    on_hand = await store.lock_stock(uow.conn, sorted(wanted))
-    decision = domain.decide_reservation(on_hand, wanted)
-    if isinstance(decision, domain.Reject):
-        # the claimed row already says `rejected`
-        uow.emit(
-            InventoryRejected(order_id=event.order_id, reason=decision.reason, skus=decision.skus),
-            aggregate_id=event.order_id,
+async def move_stock(ctx: Context, deliveries: Sequence[Delivery]) -> None:
+    """order.created and order.confirmed, a window's run of them at once (ADR 0016)."""
+    await move_stock_of(deliveries[0][0].conn, [(uow, event) for uow, _, event in deliveries])
+
+
+async def move_stock_of(
+    conn: asyncpg.Connection, steps: Sequence[tuple[UnitOfWork, OrderCreated | OrderConfirmed]]
+) -> None:
+    """Reserve every line of each created order or none of them; sell a confirmed order's
+    reserved units. In the order given, each on the stock the ones before it left, in five
+    statements whatever the number of events: claim the new orders' reservations, lock the
+    confirmed ones', lock the stock, move it, set the reservations' statuses."""
+    created: dict[str, list[dict[str, Any]]] = {}
+    for _, event in steps:
+        if isinstance(event, OrderCreated):
+            created.setdefault(event.order_id, _stored(event.lines))
+    # a created order's row, as `rejected` until its stock is proven to be there; an order
+    # already known is a duplicate or a late order.created, and reserves nothing
+    claimed = await store.claim_orders(conn, list(created.items()))
+    confirmed = [e.order_id for _, e in steps if isinstance(e, OrderConfirmed)]
+    reservations = await store.reservations_for_update(conn, confirmed) if confirmed else {}
+    skus = {sku for o in claimed for sku in _wanted(created[o])} | {
+        sku for r in reservations.values() for sku in _wanted(r.lines)
+    }
+    on_hand = await store.lock_stock(conn, sorted(skus)) if skus else {}
+    moves: dict[str, collections.Counter[str]] = {
+        k: collections.Counter() for k in ("on_hand", "reserved", "sold")
+    }
+    statuses: dict[str, ReservationStatus] = {}
+    for uow, event in steps:
+        order_id = event.order_id
+        if isinstance(event, OrderCreated):
+            if order_id not in claimed:
+                continue
+            claimed.discard(order_id)  # the same order twice in a window reserves once
+            wanted = _wanted(created[order_id])
+            decision = domain.decide_reservation(
+                {sku: on_hand[sku] for sku in wanted if sku in on_hand}, wanted
+            )
+            if isinstance(decision, domain.Reject):  # the claimed row already says so
+                reservations[order_id] = store.Reservation(
+                    order_id, ReservationStatus.REJECTED, created[order_id]
+                )
+                uow.emit(
+                    InventoryRejected(
+                        order_id=order_id, reason=decision.reason, skus=decision.skus
+                    ),
+                    aggregate_id=order_id,
+                )
+                continue
+            for sku, quantity in decision.quantities.items():
+                on_hand[sku] -= quantity
+                moves["on_hand"][sku] -= quantity
+                moves["reserved"][sku] += quantity
+            statuses[order_id] = ReservationStatus.RESERVED
+            reservations[order_id] = store.Reservation(
+                order_id, ReservationStatus.RESERVED, created[order_id]
+            )
+            uow.emit(InventoryReserved(order_id=order_id, lines=event.lines), aggregate_id=order_id)
+            continue
+        reservation = reservations.get(order_id)
+        status = reservation.status if reservation else None
+        if reservation is None or domain.on_order_confirmed(status) is not Effect.COMMIT:
+            if status is not ReservationStatus.COMMITTED:  # a duplicate is normal; this is not
+                log.warning(
+                    "inventory.confirmed_without_reservation", order_id=order_id, status=str(status)
+                )
+            continue
+        for sku, quantity in _wanted(reservation.lines).items():
+            moves["reserved"][sku] -= quantity
+            moves["sold"][sku] += quantity
+        statuses[order_id] = ReservationStatus.COMMITTED
+        reservations[order_id] = dataclasses.replace(
+            reservation, status=ReservationStatus.COMMITTED
         )
-        return
-    await store.reserve(uow.conn, decision.quantities)
-    await store.set_reservation_status(uow.conn, event.order_id, ReservationStatus.RESERVED)
-    uow.emit(
-        InventoryReserved(order_id=event.order_id, lines=event.lines), aggregate_id=event.order_id
-    )
+    await store.move_many(conn, moves["on_hand"], moves["reserved"], moves["sold"])
+    await store.set_reservation_statuses(conn, statuses)
 
 
 async def release_stock(
@@ -102,27 +161,6 @@ async def release_stock(
         ),
         aggregate_id=event.order_id,
     )
-
-
-async def sell_reserved_stock(
-    ctx: Context, uow: UnitOfWork, env: Envelope, event: OrderConfirmed
-) -> None:
-    """A confirmed order's reserved units become sold."""
-    reservation = await store.reservation_for_update(uow.conn, event.order_id)
-    status = reservation.status if reservation else None
-    if domain.on_order_confirmed(status) is not Effect.COMMIT:
-        if status is not ReservationStatus.COMMITTED:  # a duplicate is normal; this is not
-            log.warning(
-                "inventory.confirmed_without_reservation",
-                order_id=event.order_id,
-                status=str(status),
-            )
-        return
-    assert reservation is not None
-    wanted = _wanted(reservation.lines)
-    await store.lock_stock(uow.conn, sorted(wanted))
-    await store.sell(uow.conn, wanted)
-    await store.set_reservation_status(uow.conn, event.order_id, ReservationStatus.COMMITTED)
 
 
 # -- commands and queries (HTTP) ------------------------------------------------------------------

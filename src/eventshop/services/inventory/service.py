@@ -11,20 +11,23 @@ from eventshop.contracts.inventory import (
     StockAdjusted,
 )
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
-from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.service import Batch, ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.inventory import api, handlers
 
 Context = ServiceContext[None, None]
+
+MOVE_STOCK = Batch(handlers.move_stock)
 
 definition: ServiceDefinition[None, None] = ServiceDefinition(
     name="inventory",
     port=PORTS["inventory"],
     handlers={
         ProductCreated: handlers.add_stock_item,
-        OrderCreated: handlers.reserve_stock,
+        # one batch for reserving and selling: a window's run of them in one call (ADR 0016)
+        OrderCreated: MOVE_STOCK,
         OrderCancelled: handlers.release_stock,
-        OrderConfirmed: handlers.sell_reserved_stock,
+        OrderConfirmed: MOVE_STOCK,
     },
     publishes=[InventoryReserved, InventoryRejected, InventoryReleased, StockAdjusted],
     migrations=["eventshop.services.inventory.migrations"],

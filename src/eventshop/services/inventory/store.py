@@ -113,6 +113,38 @@ async def sell(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
     await _move(conn, sql, quantities)
 
 
+async def move_many(
+    conn: asyncpg.Connection,
+    on_hand: Mapping[str, int],
+    reserved: Mapping[str, int],
+    sold: Mapping[str, int],
+) -> None:
+    """Several moves at once, as net changes per sku of on_hand, reserved and sold (the rows
+    must be locked by `lock_stock`): one UPDATE for a whole window's reservations and sales."""
+    skus = sorted(set(on_hand) | set(reserved) | set(sold))
+    if not skus:
+        return
+    moved = await conn.fetchval(
+        """
+        WITH moved AS (
+            UPDATE stock AS s SET on_hand = s.on_hand + m.on_hand,
+                   reserved = s.reserved + m.reserved, sold = s.sold + m.sold,
+                   updated_at = now()
+            FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 AS m(sku, on_hand, reserved, sold)
+            WHERE s.sku = m.sku
+            RETURNING 1
+        ) SELECT count(*) FROM moved
+        """,
+        skus,
+        [on_hand.get(s, 0) for s in skus],
+        [reserved.get(s, 0) for s in skus],
+        [sold.get(s, 0) for s in skus],
+    )
+    if moved != len(skus):  # rows are never deleted: this is a bug, not a business case
+        raise RuntimeError(f"stock rows missing for {skus}: moved {moved}")
+
+
 async def restock(conn: asyncpg.Connection, sku: str, quantity: int) -> StockLevel | None:
     """Add `quantity` units on hand; None if the sku is not tracked."""
     row = await conn.fetchrow(
@@ -168,6 +200,23 @@ async def claim_order(
     return claimed is not None
 
 
+async def claim_orders(
+    conn: asyncpg.Connection, claims: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+) -> set[str]:
+    """`claim_order` for several orders in one INSERT; the ids claimed (each at most once)."""
+    if not claims:
+        return set()
+    rows = await conn.fetch(
+        "INSERT INTO reservations (order_id, status, lines)"
+        " SELECT o, $2, l::jsonb FROM unnest($1::text[], $3::text[]) AS c(o, l)"
+        " ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        [order_id for order_id, _ in claims],
+        ReservationStatus.REJECTED.value,
+        [_lines_json(lines) for _, lines in claims],
+    )
+    return {r["order_id"] for r in rows}
+
+
 async def add_tombstone(
     conn: asyncpg.Connection, order_id: str, lines: Sequence[Mapping[str, Any]]
 ) -> bool:
@@ -195,6 +244,37 @@ async def reservation_for_update(conn: asyncpg.Connection, order_id: str) -> Res
     return Reservation(
         row["order_id"], ReservationStatus(row["status"]), orjson.loads(row["lines"])
     )
+
+
+async def reservations_for_update(
+    conn: asyncpg.Connection, order_ids: Sequence[str]
+) -> dict[str, Reservation]:
+    """Several orders' reservations, locked in id order until the transaction ends."""
+    rows = await conn.fetch(
+        "SELECT order_id, status, lines::text AS lines FROM reservations"
+        " WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+        sorted(set(order_ids)),
+    )
+    return {
+        r["order_id"]: Reservation(
+            r["order_id"], ReservationStatus(r["status"]), orjson.loads(r["lines"])
+        )
+        for r in rows
+    }
+
+
+async def set_reservation_statuses(
+    conn: asyncpg.Connection, statuses: Mapping[str, ReservationStatus]
+) -> None:
+    """`set_reservation_status` for several orders in one UPDATE."""
+    if statuses:
+        await conn.execute(
+            "UPDATE reservations AS r SET status = u.status, updated_at = now()"
+            " FROM unnest($1::text[], $2::text[]) AS u(order_id, status)"
+            " WHERE r.order_id = u.order_id",
+            list(statuses),
+            [s.value for s in statuses.values()],
+        )
 
 
 async def set_reservation_status(
