@@ -5,7 +5,7 @@ It has no settings and no resources of its own: its context is the platform's po
 
 from eventshop.contracts.loyalty import PointsAwarded
 from eventshop.contracts.orders import OrderConfirmed
-from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.service import Batch, ServiceContext, ServiceDefinition
 from eventshop.services import PORTS
 from eventshop.services.loyalty import api, handlers
 
@@ -14,7 +14,7 @@ Context = ServiceContext[None, None]
 definition: ServiceDefinition[None, None] = ServiceDefinition(
     name="loyalty",
     port=PORTS["loyalty"],
-    handlers={OrderConfirmed: handlers.award_points},
+    handlers={OrderConfirmed: Batch(handlers.award_points)},
     publishes=[PointsAwarded],
     migrations=["eventshop.services.loyalty.migrations"],
     router=api.router,
