@@ -20,7 +20,7 @@ import asyncpg
 from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
 from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.bus import Delivery, UnitOfWork
 from eventshop.platform.http import Identity, not_found
 from eventshop.platform.observability.logging import get_logger
 from eventshop.services.payments import domain, store
@@ -46,44 +46,61 @@ async def lock_window(conn: asyncpg.Connection, payloads: Sequence[EventPayload]
     )
 
 
-async def screen_payment(
-    ctx: Context, uow: UnitOfWork, env: Envelope, event: PaymentRequested
-) -> None:
-    """Screen a payment request for fraud: refuse it at once, or queue it for the charge job."""
+async def screen_payments(ctx: Context, deliveries: Sequence[Delivery]) -> None:
+    """Screen payment requests for fraud, a window's at once (ADR 0016): refuse each at once,
+    or queue it for the charge job. In the order given, each request counted in the velocity of
+    the ones after it, in three statements whatever the window's size."""
     rules = ctx.settings.fraud_rules()
-    recent = await store.recent_requests(uow.conn, event.user_id, rules.velocity_window_s)
-    attempt = domain.PaymentAttempt(
-        amount_minor=event.amount_minor, email=event.email, recent_requests=recent
+    conn = deliveries[0][0].conn
+    recent, known = await store.screen_inputs(
+        conn,
+        [e.user_id for _, _, e in deliveries],
+        [e.order_id for _, _, e in deliveries],
+        rules.velocity_window_s,
     )
-    fraud = domain.fraud_check(rules, attempt)
-    payment = store.NewPayment(
-        payment_id=event.payment_id or str(uuid.uuid4()),
-        order_id=event.order_id,
-        user_id=event.user_id,
-        email=event.email,
-        amount_minor=event.amount_minor,
-        currency=event.currency,
-        payment_token=event.payment_token,
-        correlation_id=uow.correlation_id or None,
-        causation_id=uow.causation_id,
-        traceparent=uow.traceparent,
-    )
-    if not await store.record_request(uow.conn, payment, fraud=fraud):
-        # the same request again (under another event id), or the order was cancelled before
-        # it asked to be paid (a tombstone): either way there is nothing to charge
-        log.info("payments.request_ignored", order_id=event.order_id)
-        return
-    if fraud is not None:
-        log.info("payments.fraud", order_id=event.order_id, detail=fraud)
-        uow.emit(
-            PaymentFailed(
-                payment_id=payment.payment_id,
-                order_id=event.order_id,
-                reason="fraud",
-                detail=fraud,
-            ),
-            aggregate_id=payment.payment_id,
+    requests: list[tuple[UnitOfWork, store.NewPayment, str | None]] = []
+    for uow, _, event in deliveries:
+        if event.order_id in known:
+            # the same request again (under another event id), or the order was cancelled
+            # before it asked to be paid (a tombstone): either way there is nothing to charge
+            log.info("payments.request_ignored", order_id=event.order_id)
+            continue
+        known.add(event.order_id)
+        attempt = domain.PaymentAttempt(
+            amount_minor=event.amount_minor,
+            email=event.email,
+            recent_requests=recent.get(event.user_id, 0),
         )
+        recent[event.user_id] = recent.get(event.user_id, 0) + 1
+        payment = store.NewPayment(
+            payment_id=event.payment_id or str(uuid.uuid4()),
+            order_id=event.order_id,
+            user_id=event.user_id,
+            email=event.email,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+            payment_token=event.payment_token,
+            correlation_id=uow.correlation_id or None,
+            causation_id=uow.causation_id,
+            traceparent=uow.traceparent,
+        )
+        requests.append((uow, payment, domain.fraud_check(rules, attempt)))
+    recorded = await store.record_requests(conn, [(p, fraud) for _, p, fraud in requests])
+    for uow, payment, fraud in requests:
+        if payment.order_id not in recorded:  # a tombstone committed meanwhile (no window lock)
+            log.info("payments.request_ignored", order_id=payment.order_id)
+            continue
+        if fraud is not None:
+            log.info("payments.fraud", order_id=payment.order_id, detail=fraud)
+            uow.emit(
+                PaymentFailed(
+                    payment_id=payment.payment_id,
+                    order_id=payment.order_id,
+                    reason="fraud",
+                    detail=fraud,
+                ),
+                aggregate_id=payment.payment_id,
+            )
 
 
 async def cancel_payment(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
 from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
-from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.service import Batch, ServiceContext, ServiceDefinition
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 from eventshop.services.payments import api, handlers, jobs
@@ -47,7 +47,7 @@ definition: ServiceDefinition[PaymentsSettings, Resources] = ServiceDefinition(
     name="payments",
     port=PORTS["payments"],
     handlers={
-        PaymentRequested: handlers.screen_payment,
+        PaymentRequested: Batch(handlers.screen_payments),
         OrderCancelled: handlers.cancel_payment,
     },
     publishes=[PaymentSucceeded, PaymentFailed, PaymentRefunded],

@@ -8,6 +8,7 @@ only where that claim id still holds, so a process whose lease was taken over re
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,57 +54,77 @@ async def lock_window(conn: asyncpg.Connection, user_ids: list[str], order_ids: 
     )
 
 
-async def recent_requests(conn: asyncpg.Connection, user_id: str, window_s: float) -> int:
-    """How many payments `user_id` asked for within the last `window_s` seconds.
+async def screen_inputs(
+    conn: asyncpg.Connection, user_ids: Sequence[str], order_ids: Sequence[str], window_s: float
+) -> tuple[dict[str, int], set[str]]:
+    """What screening a window's requests needs: each user's requests within the last
+    `window_s` seconds, and which of the orders already have their payment row.
 
-    Counted under a lock on the user, held until the transaction ends: a request being handled
-    at the same time (by another payments process) is only visible once it commits, so without
-    the lock both would count the same past and the velocity limit would let both through. The
-    lock is its own statement: the count's must start after it is granted, to see what the
-    holder committed (READ COMMITTED takes a snapshot per statement).
-    """
+    Counted under a lock on each user (taken in user order), held until the transaction ends:
+    a request being handled at the same time (by another payments process) is only visible
+    once it commits, so without the lock both would count the same past and the velocity limit
+    would let both through. The locks are their own statement: the count's must start after
+    they are granted, to see what the holder committed (READ COMMITTED takes a snapshot per
+    statement)."""
+    users = sorted(set(user_ids))
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _velocity_lock(user_id)
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+        " (SELECT DISTINCT 'payments:velocity:' || u AS k FROM unnest($1::text[]) AS u"
+        " ORDER BY 1 OFFSET 0) AS sorted",
+        users,
     )
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM payments"
-        " WHERE user_id = $1 AND requested_at > now() - make_interval(secs => $2)",
-        user_id,
+    rows = await conn.fetch(
+        "SELECT 'user' AS kind, u AS key, (SELECT count(*) FROM payments p WHERE p.user_id = u"
+        "  AND p.requested_at > now() - make_interval(secs => $2)) AS n"
+        " FROM unnest($1::text[]) AS u"
+        " UNION ALL"
+        " SELECT 'order', order_id, 0 FROM payments WHERE order_id = ANY($3::text[])",
+        users,
         window_s,
+        list(order_ids),
     )
-    return count
+    recent = {r["key"]: int(r["n"]) for r in rows if r["kind"] == "user"}
+    return recent, {r["key"] for r in rows if r["kind"] == "order"}
 
 
-async def record_request(
-    conn: asyncpg.Connection, payment: NewPayment, *, fraud: str | None
-) -> bool:
-    """Record a payment request: pending (for the charge job) or failed as fraud. False if the
-    order already has its row: a duplicate request, or a tombstone (the order was cancelled
-    first)."""
-    inserted = await conn.fetchval(
+async def record_requests(
+    conn: asyncpg.Connection, requests: Sequence[tuple[NewPayment, str | None]]
+) -> set[str]:
+    """Record payment requests: pending (for the charge job) or failed as fraud. The order ids
+    recorded: an order that already has its row (a duplicate request, or a tombstone: the
+    order was cancelled first) is not."""
+    if not requests:
+        return set()
+    columns = [
+        [getattr(p, name) for p, _ in requests]
+        for name in (
+            "payment_id", "order_id", "user_id", "email", "amount_minor", "currency",
+            "payment_token", "correlation_id", "causation_id", "traceparent",
+        )
+    ]  # fmt: skip
+    rows = await conn.fetch(
         """
         INSERT INTO payments (payment_id, order_id, user_id, email, amount_minor, currency,
-                              payment_token, status, failure_reason, failure_detail,
-                              correlation_id, causation_id, traceparent, requested_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
+                              payment_token, correlation_id, causation_id, traceparent,
+                              status, failure_reason, failure_detail, requested_at)
+        SELECT r.payment_id, r.order_id, r.user_id, r.email, r.amount_minor, r.currency,
+               r.payment_token, r.correlation_id, r.causation_id, r.traceparent,
+               CASE WHEN f.detail IS NULL THEN $11 ELSE $12 END,
+               CASE WHEN f.detail IS NULL THEN NULL ELSE 'fraud' END, f.detail, now()
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                    $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS r
+             (payment_id, order_id, user_id, email, amount_minor, currency, payment_token,
+              correlation_id, causation_id, traceparent, n)
+        JOIN unnest($13::text[]) WITH ORDINALITY AS f(detail, n) USING (n)
         ON CONFLICT (order_id) DO NOTHING
-        RETURNING 1
+        RETURNING order_id
         """,
-        payment.payment_id,
-        payment.order_id,
-        payment.user_id,
-        payment.email,
-        payment.amount_minor,
-        payment.currency,
-        payment.payment_token,
-        Status.FAILED.value if fraud else Status.PENDING.value,
-        "fraud" if fraud else None,
-        fraud,
-        payment.correlation_id,
-        payment.causation_id,
-        payment.traceparent,
+        *columns,
+        Status.PENDING.value,
+        Status.FAILED.value,
+        [fraud for _, fraud in requests],
     )
-    return inserted is not None
+    return {r["order_id"] for r in rows}
 
 
 @dataclass(frozen=True)
