@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventshop.contracts import EventPayload
+from eventshop.contracts.orders import PaymentRequested
 from eventshop.platform.service import AnyContext
 from tests.integration.services import test_payments as payments_tests
 from tests.integration.services.test_payments import (
@@ -41,7 +41,7 @@ async def test_a_window_of_requests_is_judged_as_one_at_a_time_in_three_statemen
         tombstoned = request(user_id=f"{user}-other")
         await deliver(context, cancel(tombstoned.order_id, user_id=tombstoned.user_id))
         first = request(user_id=user)
-        window: list[EventPayload] = [
+        window: list[PaymentRequested] = [
             first,
             request(user_id=user),
             first,  # again, under another event id: ignored

@@ -84,17 +84,22 @@ def test_handling_an_event_continues_its_trace_and_emits_under_the_handler_span(
     assert emitted == format_traceparent(done.context)
 
 
-def test_an_unsampled_trace_stays_unsampled_and_is_still_propagated(spans: Any) -> None:
+def test_an_unsampled_trace_gets_no_span_and_its_traceparent_goes_on(spans: Any) -> None:
+    """Under the parent-based sampler no child of an unsampled parent is recorded: no span is
+    made for it (99% of events at a 1% ratio). What the event causes carries the cause's own
+    traceparent (UnitOfWork.caused_by), so the trace id goes on, still unsampled."""
     unsampled = TP[:-2] + "00"
     with handling_span(
         "svc", traceparent=unsampled, event_id="e", event_type="a.b", correlation_id="c",
         causation_id=None,
     ) as span:  # fmt: skip
-        assert span is not None and not span.is_recording()
-        emitted = tracing.current_traceparent()
-    assert emitted is not None and emitted.endswith("-00")
-    assert tracing.trace_id_of(emitted) == tracing.trace_id_of(TP)
+        assert span is None
+    assert tracing.start_span("publish a.b", parent_traceparent=unsampled) is None
     assert spans.get_finished_spans() == ()
+    assert tracing.recorded_parent(unsampled) is None
+    assert tracing.recorded_parent(TP) is not None  # sampled: a span is made as before
+    assert tracing.recorded_parent(TP[:-2] + "zz") is None  # malformed flags: no parent
+    assert tracing.trace_id_of(unsampled) == tracing.trace_id_of(TP)
 
 
 @pytest.mark.parametrize(

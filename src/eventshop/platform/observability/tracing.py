@@ -233,6 +233,18 @@ def context_of(traceparent: str | None) -> otel_context.Context | None:
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
+def recorded_parent(traceparent: str | None) -> otel_context.Context | None:
+    """`context_of`, but None when the parent was not sampled (its trace flags say so): the
+    sampler is parent-based (`configure`), so no child of it is ever recorded, and a span made
+    for it would only be dropped. At a 1% ratio that is 99% of the events the bus handles and
+    publishes: they then carry their cause's traceparent on, the trace id unchanged."""
+    if not traceparent:
+        return None
+    if len(traceparent) == 55 and traceparent[52] == "-" and traceparent[54] in "02468ace":
+        return None  # "00-<trace id>-<span id>-<flags>": the sampled flag is the lowest bit
+    return context_of(traceparent)
+
+
 def current_traceparent() -> str | None:
     """The traceparent of the current span (what an event emitted now should carry)."""
     ctx = trace.get_current_span().get_span_context()
@@ -284,8 +296,8 @@ def handling_span(
     causation_id: str | None,
 ) -> Iterator[trace.Span | None]:
     """The CONSUMER span of handling one event, current inside the block; None (and no cost
-    beyond a parse) when the event carries no trace context."""
-    parent = context_of(traceparent)
+    beyond a parse) when the event carries no trace context, or one that was not sampled."""
+    parent = recorded_parent(traceparent)
     if parent is None:
         yield None
         return
@@ -311,11 +323,12 @@ def start_span(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, str | float] | None = None,
 ) -> trace.Span | None:
-    """A span (not made current) child of `parent_traceparent`; None without a parent.
+    """A span (not made current) child of `parent_traceparent`; None without a parent, or
+    with one that was not sampled.
 
     For spans of many events at once (a relay batch, a batch handler), each ended by the
     caller with `span.end()`."""
-    parent = context_of(parent_traceparent)
+    parent = recorded_parent(parent_traceparent)
     if parent is None:
         return None
     return tracer().start_span(name, context=parent, kind=kind, attributes=attributes)
