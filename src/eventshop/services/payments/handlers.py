@@ -3,7 +3,7 @@ its HTTP routes make. Every event payments publishes is emitted here.
 
 The event handlers never call the provider: a provider call can take seconds (or, with
 "tok_slow", ten), and a consumer's transaction holds a whole batch of events. They only decide
-and record; the charge job (jobs.py) makes the calls and hands each outcome to `settle_charge`,
+and record; the charge job (jobs.py) makes the calls and hands each outcome to `settle_charges`,
 `retry_or_fail_charge`, `settle_refund` or `retry_refund_later`, which record it where the
 job's claim still holds, with its events, in the order's chain (its correlation id and cause).
 """
@@ -125,34 +125,49 @@ async def cancel_payment(
 
 
 # -- the charge job's outcomes --------------------------------------------------------------------
-async def settle_charge(ctx: Context, claimed: ClaimedPayment, charge: Charge) -> bool:
-    """Record the provider's answer to a charge: payment.succeeded or payment.failed (declined).
+async def settle_charges(
+    ctx: Context, outcomes: Sequence[tuple[ClaimedPayment, Charge]]
+) -> list[bool]:
+    """Record the provider's answers to charges, several at once in one transaction (ADR 0016):
+    payment.succeeded, or payment.failed (declined), each in its order's chain. The captures
+    are one UPDATE, the events one outbox insert.
 
-    True if the capture is to be refunded right away: the order was cancelled while it was
-    being charged (the row went straight to refunding, under the same claim).
+    For each: True if the capture is to be refunded right away (the order was cancelled while
+    it was being charged: the row went straight to refunding, under the same claim).
     """
-    async with _in_the_orders_chain(ctx, claimed, caused_by=claimed.causation_id) as uow:
-        if not charge.captured:
-            if await store.record_failure(uow.conn, claimed, "declined", charge.decline_code):
-                uow.emit(
-                    _failed(claimed, "declined", charge.decline_code),
-                    aggregate_id=claimed.payment_id,
-                )
-            return False
-        status = await store.record_capture(uow.conn, claimed, charge.reference)
-        if status is None:
-            return False  # our lease ran out and another process took over: it records it
-        uow.emit(
-            PaymentSucceeded(
-                payment_id=claimed.payment_id,
-                order_id=claimed.order_id,
-                amount_minor=claimed.amount_minor,
-                currency=claimed.currency,
-            ),
-            aggregate_id=claimed.payment_id,
+    async with UnitOfWork.begin(ctx.pool, service=ctx.name) as batch:
+        captured = await store.record_captures(
+            batch.conn, [(c, charge.reference) for c, charge in outcomes if charge.captured]
         )
-    log.info("payments.captured", payment_id=claimed.payment_id, order_id=claimed.order_id)
-    return status is Status.REFUNDING
+        refund_now: list[bool] = []
+        for claimed, charge in outcomes:
+            uow = _in_chain(batch, claimed, caused_by=claimed.causation_id)
+            if not charge.captured:
+                if await store.record_failure(uow.conn, claimed, "declined", charge.decline_code):
+                    uow.emit(
+                        _failed(claimed, "declined", charge.decline_code),
+                        aggregate_id=claimed.payment_id,
+                    )
+                refund_now.append(False)
+                continue
+            status = captured.get(claimed.payment_id)
+            if status is None:  # our lease ran out and another process took over: it records it
+                refund_now.append(False)
+                continue
+            uow.emit(
+                PaymentSucceeded(
+                    payment_id=claimed.payment_id,
+                    order_id=claimed.order_id,
+                    amount_minor=claimed.amount_minor,
+                    currency=claimed.currency,
+                ),
+                aggregate_id=claimed.payment_id,
+            )
+            refund_now.append(status is Status.REFUNDING)
+    for (claimed, charge), _ in zip(outcomes, refund_now, strict=True):
+        if charge.captured and claimed.payment_id in captured:
+            log.info("payments.captured", payment_id=claimed.payment_id, order_id=claimed.order_id)
+    return refund_now
 
 
 async def retry_or_fail_charge(ctx: Context, claimed: ClaimedPayment, error: str) -> None:
@@ -192,6 +207,20 @@ async def retry_refund_later(ctx: Context, claimed: ClaimedPayment, error: str) 
     log.warning("payments.refund_retry", payment_id=claimed.payment_id, error=error)
     async with ctx.pool.acquire() as conn:
         await store.retry_later(conn, claimed, ctx.settings.charge_retry_delay_s, error)
+
+
+def _in_chain(batch: UnitOfWork, claimed: ClaimedPayment, *, caused_by: str | None) -> UnitOfWork:
+    """A unit of work of `batch`'s transaction whose events join the order's chain (see
+    `_in_the_orders_chain`); they are written when the batch's block ends."""
+    return UnitOfWork(
+        conn=batch.conn,
+        service=batch.service,
+        correlation_id=claimed.correlation_id or str(uuid.uuid4()),
+        causation_id=caused_by,
+        traceparent=claimed.traceparent,
+        pending=batch.pending,
+        committed_hooks=batch.committed_hooks,
+    )
 
 
 @asynccontextmanager

@@ -6,7 +6,9 @@ A payment goes through three short steps, no row lock ever held across the provi
 1. claim: mark a batch of rows charging/refunding with a claim id and a lease; commit;
 2. call the provider (up to `charge_concurrency` calls in flight, each bounded by a timeout);
 3. record the outcome where the claim still holds, with its events, in one unit of work
-   (handlers.py: `settle_charge`, `retry_or_fail_charge`, `settle_refund`, `retry_refund_later`).
+   (handlers.py: `settle_charges`, `retry_or_fail_charge`, `settle_refund`, `retry_refund_later`).
+   Charges' answers go through a `Settler`: whatever answers have come in while the last batch
+   was being recorded are recorded together, in one transaction (ADR 0016).
 
 A process that dies in step 2 leaves its rows charging; another one takes them over when the
 lease runs out and calls again with the same idempotency key, so nothing is charged twice.
@@ -21,13 +23,59 @@ from typing import TYPE_CHECKING
 
 from eventshop.platform.observability.logging import get_logger
 from eventshop.services.payments import handlers, store
-from eventshop.services.payments.adapters import ProviderError
+from eventshop.services.payments.adapters import Charge, ProviderError
 from eventshop.services.payments.store import ClaimedPayment
 
 if TYPE_CHECKING:
     from eventshop.services.payments.service import Context
 
 log = get_logger(__name__)
+
+
+class Settler:
+    """Records the provider's answers to charges in batches: an answer waits for the batch
+    being recorded to commit, then goes with every answer that came in meanwhile. Under load
+    that is one transaction for many payments; alone, an answer is recorded at once."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._waiting: list[tuple[ClaimedPayment, Charge, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def settle(self, claimed: ClaimedPayment, charge: Charge) -> bool:
+        """`handlers.settle_charges` of this one answer, in the next batch."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="payments:settler")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((claimed, charge, done))
+        self._wake.set()
+        return await done
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for *_, done in self._waiting:
+            done.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._waiting = self._waiting, []
+            if not batch:
+                continue
+            try:
+                results = await handlers.settle_charges(self._ctx, [(c, a) for c, a, _ in batch])
+            except Exception as exc:  # the database is away: each charge's task logs it
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (*_, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
 
 
 async def charge_payments(ctx: Context) -> None:
@@ -39,6 +87,7 @@ async def charge_payments(ctx: Context) -> None:
     """
     settings = ctx.settings
     in_flight: set[asyncio.Task[None]] = set()
+    settler = Settler(ctx)
     try:
         while True:
             free = settings.charge_concurrency - len(in_flight)
@@ -51,7 +100,8 @@ async def charge_payments(ctx: Context) -> None:
                     await asyncio.sleep(1.0)
             for payment in claimed:
                 task = asyncio.create_task(
-                    _see_through(ctx, payment), name=f"payments:{payment.kind}:{payment.payment_id}"
+                    _see_through(ctx, payment, settler),
+                    name=f"payments:{payment.kind}:{payment.payment_id}",
                 )
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -59,13 +109,18 @@ async def charge_payments(ctx: Context) -> None:
                 await asyncio.sleep(settings.charge_poll_s)
     finally:
         await _let_finish(in_flight, settings.charge_stop_grace_s)
+        await settler.close()
 
 
 async def charge_due_payments(ctx: Context) -> int:
     """One pass: claim what is due (up to the concurrency bound) and see every one through;
     how many were claimed."""
     claimed = await _claim(ctx, ctx.settings.charge_concurrency)
-    await asyncio.gather(*(_see_through(ctx, payment) for payment in claimed))
+    settler = Settler(ctx)
+    try:
+        await asyncio.gather(*(_see_through(ctx, payment, settler) for payment in claimed))
+    finally:
+        await settler.close()
     return len(claimed)
 
 
@@ -83,10 +138,10 @@ async def _claim(ctx: Context, limit: int) -> list[ClaimedPayment]:
         return await store.claim_work(conn, limit, ctx.settings.charge_lease_s)
 
 
-async def _see_through(ctx: Context, payment: ClaimedPayment) -> None:
+async def _see_through(ctx: Context, payment: ClaimedPayment, settler: Settler) -> None:
     try:
         if payment.kind == "charge":
-            await _charge(ctx, payment)
+            await _charge(ctx, payment, settler)
         else:
             await _refund(ctx, payment)
     except Exception:
@@ -95,7 +150,7 @@ async def _see_through(ctx: Context, payment: ClaimedPayment) -> None:
         log.exception("payments.job_failed", payment_id=payment.payment_id, kind=payment.kind)
 
 
-async def _charge(ctx: Context, payment: ClaimedPayment) -> None:
+async def _charge(ctx: Context, payment: ClaimedPayment, settler: Settler) -> None:
     try:
         charge = await asyncio.wait_for(
             ctx.resources.provider.charge(
@@ -109,7 +164,7 @@ async def _charge(ctx: Context, payment: ClaimedPayment) -> None:
     except (ProviderError, TimeoutError) as exc:
         await handlers.retry_or_fail_charge(ctx, payment, f"{type(exc).__name__}: {exc}")
         return
-    if await handlers.settle_charge(ctx, payment, charge):
+    if await settler.settle(payment, charge):
         # the order was cancelled while it was being charged: refund it now, same claim
         await _refund(ctx, replace(payment, kind="refund", charge_ref=charge.reference))
 

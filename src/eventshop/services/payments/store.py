@@ -261,20 +261,31 @@ async def record_capture(
 
     None if the claim was lost.
     """
-    status: str | None = await conn.fetchval(
+    return (await record_captures(conn, [(claimed, charge_ref)])).get(claimed.payment_id)
+
+
+async def record_captures(
+    conn: asyncpg.Connection, captures: Sequence[tuple[ClaimedPayment, str]]
+) -> dict[str, Status]:
+    """`record_capture` for several (claimed payment, charge reference) in one UPDATE: the new
+    status of each payment whose claim still held, by payment id."""
+    if not captures:
+        return {}
+    rows = await conn.fetch(
         """
-        UPDATE payments
-           SET status = CASE WHEN cancel_requested THEN 'refunding' ELSE 'captured' END,
-               charge_ref = $3, captured_at = now(), claimed_at = now(), updated_at = now(),
+        UPDATE payments AS p
+           SET status = CASE WHEN p.cancel_requested THEN 'refunding' ELSE 'captured' END,
+               charge_ref = c.ref, captured_at = now(), claimed_at = now(), updated_at = now(),
                next_attempt_at = NULL
-         WHERE payment_id = $1 AND claim_id = $2 AND status = 'charging'
-        RETURNING status
+          FROM unnest($1::text[], $2::uuid[], $3::text[]) AS c(payment_id, claim_id, ref)
+         WHERE p.payment_id = c.payment_id AND p.claim_id = c.claim_id AND p.status = 'charging'
+        RETURNING p.payment_id, p.status
         """,
-        claimed.payment_id,
-        claimed.claim_id,
-        charge_ref,
+        [c.payment_id for c, _ in captures],
+        [c.claim_id for c, _ in captures],
+        [ref for _, ref in captures],
     )
-    return None if status is None else Status(status)
+    return {r["payment_id"]: Status(r["status"]) for r in rows}
 
 
 async def record_failure(
