@@ -164,7 +164,7 @@ async def settle_charges(
                 aggregate_id=claimed.payment_id,
             )
             refund_now.append(status is Status.REFUNDING)
-    for (claimed, charge), _ in zip(outcomes, refund_now, strict=True):
+    for claimed, charge in outcomes:  # once committed
         if charge.captured and claimed.payment_id in captured:
             log.info("payments.captured", payment_id=claimed.payment_id, order_id=claimed.order_id)
     return refund_now
