@@ -91,25 +91,11 @@ WITH moved AS (
 """
 
 
-async def reserve(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
-    """on_hand -> reserved (the rows must be locked by `lock_stock` and hold enough)."""
-    sql = _MOVE.format(
-        assignments="on_hand = s.on_hand - m.quantity, reserved = s.reserved + m.quantity"
-    )
-    await _move(conn, sql, quantities)
-
-
 async def release(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
     """reserved -> on_hand: a cancelled order gives its units back."""
     sql = _MOVE.format(
         assignments="reserved = s.reserved - m.quantity, on_hand = s.on_hand + m.quantity"
     )
-    await _move(conn, sql, quantities)
-
-
-async def sell(conn: asyncpg.Connection, quantities: Mapping[str, int]) -> None:
-    """reserved -> sold: a confirmed order keeps its units for good."""
-    sql = _MOVE.format(assignments="reserved = s.reserved - m.quantity, sold = s.sold + m.quantity")
     await _move(conn, sql, quantities)
 
 
@@ -181,29 +167,13 @@ def _lines_json(lines: Sequence[Mapping[str, Any]]) -> str:
     return orjson.dumps(list(lines)).decode()
 
 
-async def claim_order(
-    conn: asyncpg.Connection, order_id: str, lines: Sequence[Mapping[str, Any]]
-) -> bool:
-    """Make the order's reservation row, as `rejected` until the stock is proven to be there;
-    False if the order is already known.
-
-    The insert is the check: a concurrent event about the same order that inserted first
-    makes this one wait for its commit and then find the row, so only one of them acts.
-    """
-    claimed = await conn.fetchval(
-        "INSERT INTO reservations (order_id, status, lines) VALUES ($1, $2, $3::jsonb)"
-        " ON CONFLICT (order_id) DO NOTHING RETURNING 1",
-        order_id,
-        ReservationStatus.REJECTED.value,
-        _lines_json(lines),
-    )
-    return claimed is not None
-
-
 async def claim_orders(
     conn: asyncpg.Connection, claims: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
 ) -> set[str]:
-    """`claim_order` for several orders in one INSERT; the ids claimed (each at most once)."""
+    """Make the orders' reservation rows, as `rejected` until their stock is proven to be there,
+    in one INSERT; the ids claimed (each at most once). An order already known is not: the
+    insert is the check, and a concurrent event about the same order that inserted first makes
+    this one wait for its commit and then find the row, so only one of them acts."""
     if not claims:
         return set()
     rows = await conn.fetch(
