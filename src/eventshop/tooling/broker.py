@@ -51,16 +51,21 @@ def operator_amqp_url() -> str | None:
     return cluster.amqp_urls(OPERATOR_USER, password, VHOST)
 
 
-def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    """rabbitmqctl on the machine's broker, or on a running node of the cluster."""
+def _ctl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """rabbitmqctl on the machine's broker, or on a running node of the cluster; `stdin` is
+    what the command reads from its standard input (a password: never on a command line,
+    where every user of the machine could read it, and where one beginning with "-" would be
+    taken for an option)."""
     if cluster.selected():
         root = Path(os.environ.get("EVENTSHOP_HOME") or Path.cwd())
-        return cluster.ctl(root, cluster.live_node(root), *args)
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+        return cluster.ctl(root, cluster.live_node(root), *args, stdin=stdin)
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
-def _rabbitmqctl(*args: str, check: bool = True) -> str:
-    out = _ctl(*args)
+def _rabbitmqctl(*args: str, check: bool = True, stdin: str | None = None) -> str:
+    out = _ctl(*args, stdin=stdin)
     if check and out.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr.strip()}")
     return out.stdout
@@ -97,11 +102,11 @@ def topic_rights(service: str) -> str:
 
 def _ensure_user(name: str, password: str, users: set[str], done: list[str]) -> None:
     if name not in users:
-        _rabbitmqctl("add_user", name, password)
+        _rabbitmqctl("add_user", name, stdin=password)
         done.append(f"user {name}")
         return
-    if _ctl("authenticate_user", name, password).returncode:
-        _rabbitmqctl("change_password", name, password)
+    if _ctl("authenticate_user", name, stdin=password).returncode:
+        _rabbitmqctl("change_password", name, stdin=password)
         done.append(f"password {name}")
 
 

@@ -166,11 +166,12 @@ def _configure(node: Node, all_nodes: Sequence[Node]) -> None:
 
 
 def ctl(
-    root: Path, node: Node, *args: str, timeout: float = 60
+    root: Path, node: Node, *args: str, timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """rabbitmqctl against one node of the cluster, with its cookie and epmd."""
+    """rabbitmqctl against one node of the cluster, with its cookie and epmd (`stdin`: what
+    the command reads, a password for instance)."""
     return subprocess.run(
-        [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", node.name, *args],
+        [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", node.name, *args], input=stdin,
         capture_output=True, text=True, timeout=timeout, env=ctl_env(root), check=False,
     )  # fmt: skip
 
