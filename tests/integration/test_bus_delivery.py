@@ -7,6 +7,7 @@ and waits for observable outcomes with a deadline, never for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
 from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.bus.outbox import write_outbox
+from eventshop.platform.bus.relay import OutboxRelay
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
@@ -294,6 +296,47 @@ async def test_notify_wakes_the_relay_long_before_its_poll(bus: Bus) -> None:
         [env] = await commit_pings(ppool, producer.service, [Pinged(seq=seq)])
         await eventually(partial(effects_of, cpool, env.event_id), 1, timeout=5.0)
         assert time.monotonic() - started < 5.0
+
+
+async def test_the_standby_waiting_longest_takes_the_relay_lock_when_its_leader_goes(
+    bus: Bus,
+) -> None:
+    """A standby queues for the relay lock: when the leader's session ends, the lock is the
+    waiting standby's at once, not a process's that came after it (supervisord's restart of a
+    killed leader, here a relay started at that moment)."""
+    producer, pool = await bus.node()
+    leader = producer.relay
+    assert leader is not None and producer.publisher is not None
+    await eventually(lambda: leader.is_leader, True)
+    dsn = bus.settings.database_url
+
+    def relay(app_id: str) -> OutboxRelay:
+        assert producer.publisher is not None
+        return OutboxRelay(
+            pool, producer.publisher, dsn=dsn, schema=producer.schema, app_id=app_id, poll_s=1.0
+        )
+
+    standby, latecomer = relay("standby"), relay("latecomer")
+    tasks = [asyncio.create_task(standby.run())]
+    try:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1"
+        waiting += " AND wait_event_type = 'Lock'"
+        await eventually(partial(fetchval, pool, waiting, "standby.relay.%"), 1)
+        await fetchval(
+            pool,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1",
+            f"{producer.service}.relay.{os.getpid()}",
+        )
+        tasks.append(asyncio.create_task(latecomer.run()))  # arrives as the lock is freed
+        await eventually(lambda: standby.is_leader, True, timeout=5, what="the standby leads")
+        await asyncio.sleep(1.5)  # the latecomer and the old leader have tried meanwhile
+        assert standby.is_leader
+        assert not latecomer.is_leader and not leader.is_leader
+    finally:
+        standby.stop()
+        latecomer.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_relay_marks_sent_exactly_the_confirmed_rows(bus: Bus) -> None:

@@ -42,7 +42,8 @@ class PlatformSettings(BaseSettings):
     handler_timeout_s: float = 30.0
     #: how long a publish may wait for its confirm before it counts as failed
     confirm_timeout_s: float = 10.0
-    #: the relay's polling fallback when no NOTIFY arrives
+    #: the relay's polling fallback when no NOTIFY arrives, and how long a standby waits for
+    #: the relay lock at a time before it checks whether it is stopping
     relay_poll_s: float = 1.0
     #: outbox rows the relay publishes per round (one write, one wait for their confirms)
     relay_batch: int = Field(default=1_000, ge=1)
@@ -56,7 +57,7 @@ class PlatformSettings(BaseSettings):
     reuse_port: bool = False
     #: how often a process that does not lead a background job tries to take it over, and
     #: how often the leader checks that its lock is still held: a takeover after the leader
-    #: dies takes at most this long (the relay's standby polls every `relay_poll_s`)
+    #: dies takes at most this long (the relay's standbys wait in the lock's queue instead)
     job_leader_poll_s: float = Field(default=1.0, gt=0, le=60)
     #: connections a service process's pool may open. PostgreSQL allows 100 in all by default:
     #: `eventshop up --replicas` divides a service's share among its processes (ADR 0012)

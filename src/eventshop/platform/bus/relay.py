@@ -1,10 +1,10 @@
 """The outbox relay: publishes committed outbox rows in order, with confirms, and marks them sent.
 
 One relay per service schema is active at a time (a PostgreSQL advisory lock held by its
-listening connection); more processes of a service wait as hot standbys. It is woken by
-NOTIFY from the outbox trigger and polls as a fallback. A row is marked sent only once its
-publish is confirmed, so a crash or a lost connection anywhere leaves it unsent and it is
-published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
+listening connection); more processes of a service wait as hot standbys, queued for the lock.
+It is woken by NOTIFY from the outbox trigger and polls as a fallback. A row is marked sent only
+once its publish is confirmed, so a crash or a lost connection anywhere leaves it unsent and it
+is published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
 Sent rows are deleted after their window by the service's retention job (platform/retention.py),
 in bounded batches, not here.
 """
@@ -132,12 +132,23 @@ class OutboxRelay:
 
     # -- internals -----------------------------------------------------------------------------
     async def _lead(self, listener: asyncpg.Connection) -> None:
+        """Take the schema's relay lock, waiting in PostgreSQL's queue for it.
+
+        A standby waits in the lock's queue (`pg_advisory_lock`, a poll at most at a time, so
+        that `stop()` is heard), rather than trying again every poll: when the leader's session
+        ends, the lock goes at once to the standby that has waited longest. Trying every poll,
+        a leader killed and restarted at once by supervisord often took the lock back before
+        any standby tried again."""
         key = _lock_key(self._schema)
+        await listener.execute(f"SET lock_timeout = {max(1, round(min(self._poll_s, 5.0) * 1000))}")
         while not self._stopping:
-            if await listener.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                self.is_leader = True
-                return
-            await asyncio.sleep(self._poll_s)
+            try:
+                await listener.fetchval("SELECT pg_advisory_lock($1)", key)
+            except asyncpg.LockNotAvailableError:
+                continue  # a poll went by: back in the queue, unless stopping
+            await listener.execute("RESET lock_timeout")
+            self.is_leader = True
+            return
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
