@@ -40,6 +40,7 @@ from eventshop.platform.bus.outbox import UnitOfWork
 from eventshop.platform.bus.types import BatchHandler, Delivery, Handler, LockFirst
 from eventshop.platform.http import correlation_id_of, install_conventions, known_query_only
 from eventshop.platform.leadership import JobLeader
+from eventshop.platform.observability.http import new_app
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.retention import keep_tables_bounded
 from eventshop.platform.settings import PlatformSettings
@@ -212,7 +213,7 @@ async def open_service(
 
 def build_app(definition: ServiceDefinition[Any, Any], ctx: AnyContext) -> FastAPI:
     """The service's HTTP app: its router under the shared conventions, `ctx` for its routes."""
-    app = FastAPI(title=definition.name)
+    app = new_app(title=definition.name)
     app.state.ctx = ctx
     # what the gateway proves forwarded identities with (platform/http.py, `caller`)
     app.state.identity_key = ctx.platform.identity_key()

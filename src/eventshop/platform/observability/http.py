@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 import structlog
+from fastapi import FastAPI
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,6 +86,20 @@ class ObservabilityMiddleware:
                 route = route_of(scope)
                 HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
                 HTTP_SECONDS.labels(self.service, method, route).observe(elapsed)
+
+
+#: FastAPI's native telemetry, as the services use it: its SERVER span only. Its metrics and
+#: log records go to OpenTelemetry providers the platform never installs (its metrics are
+#: Prometheus', above), and its operation spans (dependencies, endpoint, serialisation) are
+#: three more spans a request; left on, they cost 58 us of CPU per request at the platform's
+#: sampling ratio (a route answering at once: 167 us with them, 108 us without), on the
+#: gateway and on the service it calls.
+TELEMETRY: dict[str, Any] = {"metrics": False, "logs": False, "operation_spans": False}
+
+
+def new_app(**kwargs: Any) -> FastAPI:
+    """A FastAPI app with the platform's telemetry settings (`TELEMETRY`)."""
+    return FastAPI(telemetry=TELEMETRY, **kwargs)  # type: ignore[arg-type]
 
 
 def install_observability(app: Any, service: str) -> None:
