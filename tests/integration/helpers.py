@@ -127,6 +127,7 @@ class Bus:
         settings: PlatformSettings | None = None,
         start: bool = True,
         linger_s: float = 0.0,
+        inbox: bool = True,
     ) -> tuple[BusNode, asyncpg.Pool]:
         """A BusNode in a fresh migrated schema (with `effects`); consuming if `handlers`."""
         s = settings or self.settings
@@ -136,7 +137,7 @@ class Bus:
         subscription = None
         if handlers is not None:
             subscription = Subscription(
-                service, dict(handlers), tuple(s.retry_delays_ms), linger_s=linger_s
+                service, dict(handlers), tuple(s.retry_delays_ms), linger_s=linger_s, inbox=inbox
             )
             self._queues.append(subscription.queues)
         node = BusNode(

@@ -157,6 +157,7 @@ async def serve(
                     tuple(platform.retry_delays_ms),
                     linger_s=definition.linger_s,
                     lock_first=definition.lock_first,
+                    inbox=definition.inbox,
                 )
             await node.start()
             try:

@@ -138,6 +138,9 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
     #: the row locks a window's handlers will take, taken first in one order
     #: (`Subscription.lock_first`): for a service whose replicas compete for the same rows
     lock_first: LockFirst | None = None
+    #: False: its consumer keeps no inbox (`Subscription.inbox`): for handlers idempotent by
+    #: the event id themselves, in a service that publishes nothing
+    inbox: bool = True
     #: where /metrics is served when not on `port` (the public gateway's: an internal port)
     metrics_port: int | None = None
     #: refuse query parameters a route does not declare (the gateway's routes pass the query

@@ -29,7 +29,7 @@ from eventshop.contracts import Envelope, EventPayload, new_envelope, registry
 from eventshop.contracts.catalog import ProductCreated
 from eventshop.contracts.common import Line
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed, OrderCreated
-from eventshop.contracts.selfcheck import PingedV1
+from eventshop.contracts.selfcheck import Pinged, PingedV1
 from eventshop.platform.bus import BatchHandler, Delivery, Subscription, UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import REPLAY_EXCHANGE, declare_direct_exchange
@@ -348,7 +348,7 @@ async def archive_node(bus: Bus) -> tuple[BusNode, asyncpg.Pool, SpyArchive]:
     assert isinstance(batch, Batch) and batch.handle is handlers.archive_events
     assert isinstance(ARCHIVE, BatchHandler)
     spy = SpyArchive()
-    node, pool = await bus.node({"#": BatchHandler(spy.many)}, start=False)
+    node, pool = await bus.node({"#": BatchHandler(spy.many)}, start=False, inbox=definition.inbox)
     await migrate(pool, [MIGRATIONS])
     await node.start()
     return node, pool, spy
@@ -371,16 +371,35 @@ async def hold_a_window(
 async def test_a_burst_of_events_is_archived_by_one_call_each_once(bus: Bus) -> None:
     node, pool, spy = await archive_node(bus)
     burst = [*history(uuid.uuid4().hex[:6]), ping(1), ping(2)]
-    # the same event twice in the window: the inbox hands it over once
+    # the same event twice in the window: the window hands it over once
     gate = await hold_a_window(bus, node, spy, [*burst, burst[1]])
     wanted = [gate.event_id, *(e.event_id for e in burst)]
     await eventually(lambda: archived_ids(pool), wanted)  # in delivery order
     assert spy.calls == [[gate.event_id], wanted[1:]]
 
-    # delivered again in a later window (a redelivery, a replay): no second row
+    # delivered again in a later window (a redelivery, a replay): handled again, and the
+    # archive's key on the event id keeps it to one row
     await (await bus.publisher()).publish(burst[0].event_type, message_from_envelope(burst[0]))
-    await eventually(lambda: consumer_of(node).stats.duplicates, 2)
+    await eventually(lambda: spy.calls[-1], [burst[0].event_id])
+    await eventually(lambda: consumer_of(node).stats.handled, len(wanted) + 1)
     assert await archived_ids(pool) == wanted
+    # and no inbox row was written for any of them: the archive keeps none (definition.inbox)
+    assert await pool.fetchval("SELECT count(*) FROM inbox") == 0
+
+
+async def test_a_consumer_without_an_inbox_parks_what_a_handler_emits(bus: Bus) -> None:
+    """Without an inbox a redelivered event runs again: an emit would go out twice, so a
+    handler that emits fails, its transaction rolled back, and the event is parked."""
+
+    async def emits(uow: UnitOfWork, env: Envelope, payload: Any) -> None:
+        uow.emit(Pinged(seq=1), aggregate_id=env.aggregate_id)
+
+    node, pool = await bus.node({"#": emits}, inbox=False)
+    event = ping(7)
+    await (await bus.publisher()).publish(event.event_type, message_from_envelope(event))
+    [p] = await eventually(lambda: parked(node), lambda ps: len(ps) == 1)
+    assert p.event_id == str(event.event_id) and "keeps no inbox" in p.error
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 async def test_a_poison_event_in_a_window_leaves_the_others_archived(bus: Bus) -> None:

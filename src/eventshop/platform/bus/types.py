@@ -72,6 +72,11 @@ class Subscription:
     #: one order: what keeps replicas of a service from deadlocking across the events of their
     #: windows (ADR 0011). None: the handlers lock nothing two windows can both want
     lock_first: LockFirst | None = None
+    #: False: no inbox row per event. Only for handlers that are idempotent by the event id
+    #: themselves and emit nothing (the archive: its rows are unique by event id, written
+    #: ON CONFLICT DO NOTHING), so that a redelivered event, run again, changes nothing. Its
+    #: duplicates are then not counted.
+    inbox: bool = True
 
     def handler_for(self, event_type: str) -> Handler | None:
         """The handler of `event_type`; a handler under "#" takes every type (the archive)."""

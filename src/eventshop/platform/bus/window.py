@@ -1,7 +1,8 @@
 """A window of deliveries handled in ONE database transaction (ADR 0003).
 
 1. record every event_id in the inbox (one multi-row INSERT .. ON CONFLICT DO NOTHING);
-   ids already there are duplicates: acknowledged, no effect;
+   ids already there are duplicates: acknowledged, no effect (unless the subscription keeps
+   no inbox: handlers idempotent by the event id themselves, that emit nothing);
 2. take, in one order, the row locks the window's handlers will take (the subscription's
    `lock_first`, where it has one: replicas of a service then never deadlock across a window's
    events, ADR 0011);
@@ -72,6 +73,7 @@ class WindowRunner:
         self._timeout = handler_timeout_s
         self.stats = stats
         self.metrics = metrics
+        self._inbox = subscription.inbox
 
     async def run(self, items: list[Item]) -> list[tuple[Item, BaseException]]:
         """Handle `items`; returns the events whose handler failed, with the error. A database
@@ -86,7 +88,8 @@ class WindowRunner:
         """The fast path: the whole window in one transaction, no savepoints."""
         consumer = self.name
         async with self._pool.acquire() as conn, conn.transaction():
-            new = await inbox.record_new(conn, consumer, [i.envelope.event_id for i in items])
+            ids = [i.envelope.event_id for i in items]
+            new = await inbox.record_new(conn, consumer, ids) if self._inbox else set(ids)
             uow = UnitOfWork(conn=conn, service=consumer, correlation_id="")
             fresh: list[Item] = []
             for item in items:
@@ -126,6 +129,7 @@ class WindowRunner:
                     if is_infrastructure(exc):
                         raise
                     raise HandlerFailedError(None, exc) from exc
+            self._check_emits(uow)
             # A handler that swallowed a database error left the transaction aborted, and
             # COMMIT would then roll back without a word. The outbox INSERT finds it out; with
             # nothing to write, a SELECT 1 does.
@@ -165,12 +169,15 @@ class WindowRunner:
             for item in rest:
                 try:
                     async with conn.transaction():
-                        if not await inbox.record_one(conn, self.name, item.envelope.event_id):
+                        if self._inbox and not await inbox.record_one(
+                            conn, self.name, item.envelope.event_id
+                        ):
                             duplicates += 1
                             continue
                         uow = UnitOfWork(conn=conn, service=self.name, correlation_id="")
                         uow = uow.caused_by(item.envelope)
                         await self._run_handler(uow, item)
+                        self._check_emits(uow)
                         await uow.flush()
                         await conn.execute("SELECT 1")  # raises if the handler left it aborted
                         handled += 1
@@ -189,6 +196,13 @@ class WindowRunner:
             self.stats.by_type[item.envelope.event_type] += 1
             self.metrics.handled(item.envelope.event_type)
         return failures
+
+    def _check_emits(self, uow: UnitOfWork) -> None:
+        """Without an inbox, a redelivered event runs again: what it emitted would go out twice."""
+        if uow.pending and not self._inbox:
+            raise HandlerFailedError(
+                None, RuntimeError(f"{self.name} keeps no inbox: its handlers may not emit")
+            )
 
     async def _run_handler(self, uow: UnitOfWork, item: Item) -> None:
         env = item.envelope

@@ -20,4 +20,7 @@ definition: ServiceDefinition[None, None] = ServiceDefinition(
     router=api.router,
     # nothing waits on the archive: it lets each window fill for 100 ms, one INSERT for many
     linger_s=0.1,
+    # its rows are unique by event id (ON CONFLICT DO NOTHING): an inbox row per event would
+    # be a second row and a second INSERT for what that key already makes idempotent
+    inbox=False,
 )
