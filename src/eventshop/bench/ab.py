@@ -43,6 +43,7 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("orders_per_s_final", "orders/s reaching final", "higher"),
     ("cpu_ms_per_order_platform", "platform CPU ms per order", "lower"),
     ("p99_final_ms_at_half_rate", "p99 to final at half rate, ms", "lower"),
+    ("p99_final_ms_at_rate", "p99 to final at the same offered rate, ms", "lower"),
 )
 
 Say = Callable[[str], object]
@@ -157,20 +158,48 @@ def order_of_rounds(rounds: int) -> list[tuple[int, int]]:
     return [(0, 1) if r % 2 == 0 else (1, 0) for r in range(rounds)]
 
 
+def with_rate_run(figures: dict[str, Any], at_rate: dict[str, Any], rate: float) -> dict[str, Any]:
+    """A run's figures with those of its open-loop run at `rate` (`--rate`): the p99 to final
+    at that offered rate; the run is sound only if both were."""
+    return {
+        **figures,
+        "p99_final_ms_at_rate": at_rate.get("p99_final_ms"),
+        "offered_rate": rate,
+        "invariants_ok": bool(figures.get("invariants_ok") and at_rate.get("invariants_ok")),
+        "exit_code": figures.get("exit_code") or at_rate.get("exit_code"),
+    }
+
+
+def _value(run: dict[str, Any], key: str) -> float | None:
+    value = run.get(key)
+    return value if isinstance(value, int | float) else None
+
+
 def summary(a: Version, b: Version) -> dict[str, Any]:
-    """Per figure: each version's runs, median and range, and the ratio of the medians B/A."""
+    """Per figure measured: each version's runs, median and range, the ratio of the medians
+    B/A, and the ratio B/A of each round's pair with their median. A machine that drifts over
+    the window moves both runs of a round alike: the pairs' ratios are the steadier figure."""
     figures: dict[str, Any] = {}
     for key, label, better in FIGURES:
         row: dict[str, Any] = {"label": label, "better": better}
         for side, version in (("a", a), ("b", b)):
-            values = [r[key] for r in version.runs if isinstance(r.get(key), int | float)]
+            values = [v for r in version.runs if (v := _value(r, key)) is not None]
             row[side] = {
                 "runs": values,
                 "median": statistics.median(values) if values else None,
                 "range": [min(values), max(values)] if values else None,
             }
+        if not row["a"]["runs"] and not row["b"]["runs"]:
+            continue  # not measured in this window (no --rate, say)
         ma, mb = row["a"]["median"], row["b"]["median"]
         row["ratio_b_to_a"] = round(mb / ma, 3) if ma and mb is not None else None
+        pairs = [
+            round(vb / va, 3)
+            for ra, rb in zip(a.runs, b.runs, strict=False)
+            if (va := _value(ra, key)) and (vb := _value(rb, key)) is not None
+        ]
+        row["round_ratios"] = pairs
+        row["round_ratio_median"] = statistics.median(pairs) if pairs else None
         figures[key] = row
     ok = all(r.get("exit_code") == 0 and r.get("invariants_ok") for v in (a, b) for r in v.runs)
     return {

@@ -20,9 +20,16 @@ def bench_ab(
     concurrency: int = typer.Option(32, min=1, help="closed loop: orders placed at once"),
     half_rate: bool = typer.Option(True, "--half-rate/--no-half-rate", help="then half rate"),
     seed: int = typer.Option(1, help="the same orders in every run"),
+    rate: float | None = typer.Option(
+        None,
+        min=1,
+        help="then an open-loop run at this many orders/s for both versions, instead of half"
+        " of each one's own rate: their p99 to final under the same load",
+    ),
 ) -> None:
     """Two versions' `bench orders` in one window, alternately (A B, B A, ...): the medians,
-    ranges and ratios B/A of orders/s, CPU per order and p99 at half rate."""
+    ranges and ratios B/A of orders/s, CPU per order and p99 at half rate (or at `--rate`),
+    and the ratio of each round's pair."""
     import asyncio
 
     from eventshop.bench import ab
@@ -35,24 +42,31 @@ def bench_ab(
     asyncio.run(ab.prepare_databases(versions))
     ab.stop_platforms(root)
     bench_args = ["--orders", str(orders), "--concurrency", str(concurrency), "--seed", str(seed)]
-    if half_rate:
+    if half_rate and rate is None:
         bench_args.append("--half-rate")
+    # a version's own `bench orders --rate` (every version measured has it): the open loop
+    rate_args = ["--orders", str(orders), "--rate", str(rate), "--seed", str(seed)]
     envs = [ab.environment(v, supervise.SERVICES) for v in versions]
     for i, (first, second) in enumerate(ab.order_of_rounds(rounds), start=1):
         say(f"round {i} of {rounds}")
         for side in (first, second):
-            versions[side].runs.append(ab.run_once(versions[side], bench_args, envs[side], say))
+            run = ab.run_once(versions[side], bench_args, envs[side], say)
+            if rate is not None:
+                at_rate = ab.run_once(versions[side], rate_args, envs[side], say)
+                run = ab.with_rate_run(run, at_rate, rate)
+            versions[side].runs.append(run)
     emit(ab.summary(*versions), _print, console)
 
 
 def _print(report: Mapping[str, Any], console: Console) -> None:
     figures = report["figures"]
     t = Table(title=f"A/B: {report['rounds']} rounds")
-    for col in ("figure", "A median [range]", "B median [range]", "B/A"):
+    for col in ("figure", "A median [range]", "B median [range]", "B/A", "B/A by round"):
         t.add_column(col, justify="left" if col == "figure" else "right")
     for row in figures.values():
         cells = [f"{row[s]['median']} [{', '.join(map(str, row[s]['range'] or []))}]" for s in "ab"]
-        t.add_row(row["label"], *cells, str(row["ratio_b_to_a"]))
+        by_round = f"{row['round_ratio_median']} {row['round_ratios']}"
+        t.add_row(row["label"], *cells, str(row["ratio_b_to_a"]), by_round)
     console.print(t)
     if not report["every_run_ok"]:
         console.print("[red]a run failed or its invariants did not hold: see var/ab/*/var/log[/]")
