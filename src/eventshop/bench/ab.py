@@ -93,9 +93,8 @@ def _database_of(version: Version) -> str:
 
 async def _create_database(url: str) -> None:
     """The version's database, made anew: what an earlier window left in it (its orders, its
-    events, its outbox) would weigh on this version's runs and not on the other's. Seen: ecb634f
-    went from 112 to 68 orders/s over eight runs as its database grew, while the other version's
-    was new."""
+    events, its outbox) would weigh on this version's runs and not on the other's, whose
+    database may be new (a version measured for the first time)."""
     name = urlsplit(url).path.lstrip("/")
     admin = await asyncpg.connect(PlatformSettings().database_url)
     try:
