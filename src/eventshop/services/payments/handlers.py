@@ -154,15 +154,7 @@ async def settle_charges(
             if status is None:  # our lease ran out and another process took over: it records it
                 refund_now.append(False)
                 continue
-            uow.emit(
-                PaymentSucceeded(
-                    payment_id=claimed.payment_id,
-                    order_id=claimed.order_id,
-                    amount_minor=claimed.amount_minor,
-                    currency=claimed.currency,
-                ),
-                aggregate_id=claimed.payment_id,
-            )
+            uow.emit(_settled(PaymentSucceeded, claimed), aggregate_id=claimed.payment_id)
             refund_now.append(status is Status.REFUNDING)
     for claimed, charge in outcomes:  # once committed
         if charge.captured and claimed.payment_id in captured:
@@ -189,15 +181,7 @@ async def settle_refund(ctx: Context, claimed: ClaimedPayment, refund_ref: str) 
     """Record a refund the provider made: payment.refunded, caused by the order's cancellation."""
     async with _in_the_orders_chain(ctx, claimed, caused_by=claimed.cancel_event_id) as uow:
         if await store.record_refund(uow.conn, claimed, refund_ref):
-            uow.emit(
-                PaymentRefunded(
-                    payment_id=claimed.payment_id,
-                    order_id=claimed.order_id,
-                    amount_minor=claimed.amount_minor,
-                    currency=claimed.currency,
-                ),
-                aggregate_id=claimed.payment_id,
-            )
+            uow.emit(_settled(PaymentRefunded, claimed), aggregate_id=claimed.payment_id)
     log.info("payments.refunded", payment_id=claimed.payment_id, order_id=claimed.order_id)
 
 
@@ -229,14 +213,20 @@ async def _in_the_orders_chain(
 ) -> AsyncIterator[UnitOfWork]:
     """A unit of work whose events join the order's chain: the job emits long after the event
     that asked for it was handled, so its correlation id, cause and trace were kept on the row."""
-    async with UnitOfWork.begin(
-        ctx.pool,
-        service=ctx.name,
-        correlation_id=claimed.correlation_id,
-        causation_id=caused_by,
-        traceparent=claimed.traceparent,
-    ) as uow:
-        yield uow
+    async with UnitOfWork.begin(ctx.pool, service=ctx.name) as batch:
+        yield _in_chain(batch, claimed, caused_by=caused_by)
+
+
+def _settled(
+    kind: type[PaymentSucceeded] | type[PaymentRefunded], claimed: ClaimedPayment
+) -> PaymentSucceeded | PaymentRefunded:
+    """The fact that a claimed payment's money moved (captured, or given back)."""
+    return kind(
+        payment_id=claimed.payment_id,
+        order_id=claimed.order_id,
+        amount_minor=claimed.amount_minor,
+        currency=claimed.currency,
+    )
 
 
 def _failed(
