@@ -147,6 +147,11 @@ class ServiceDefinition(Generic[SettingsT, ResourcesT]):
     #: on to the service, which refuses what it does not take)
     strict_query: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.inbox and self.publishes:
+            # without an inbox a redelivered event runs again: what it emitted would go out twice
+            raise ValueError(f"{self.name}: a service that keeps no inbox may publish nothing")
+
     @property
     def consumes(self) -> dict[str, EventHandler | Batch]:
         """event type -> handler, as the bus routes them."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from eventshop.contracts import registry
+from eventshop.contracts.loyalty import PointsAwarded
 from eventshop.platform.bus import BatchHandler, Subscription
 from eventshop.platform.service import EVERY_EVENT, Batch
 from eventshop.services.archive import handlers
@@ -26,3 +29,9 @@ def test_every_event_type_goes_to_the_one_batch_handler(event_type: str) -> None
     assert isinstance(batch, Batch) and batch.handle is handlers.archive_events
     # one and the same handler for every type: the consumer groups a window's events by it
     assert handler is SUBSCRIPTION.handler_for("order.created")
+
+
+def test_the_archive_keeps_no_inbox_and_a_service_without_one_may_publish_nothing() -> None:
+    assert not definition.inbox and not definition.publishes
+    with pytest.raises(ValueError, match="keeps no inbox"):
+        dataclasses.replace(definition, publishes=[PointsAwarded])
