@@ -95,6 +95,9 @@ class OutboxRelay:
                         "search_path": self._schema,
                         # which process leads, for an operator reading pg_stat_activity
                         "application_name": f"{self._app_id}.relay.{os.getpid()}"[:63],
+                        # a standby's wait for the relay lock at a time (`_lead`); this
+                        # connection waits for no other lock
+                        "lock_timeout": str(max(1, round(min(self._poll_s, 5.0) * 1000))),
                     },
                     timeout=10,
                     command_timeout=10,
@@ -140,13 +143,11 @@ class OutboxRelay:
         a leader killed and restarted at once by supervisord often took the lock back before
         any standby tried again."""
         key = _lock_key(self._schema)
-        await listener.execute(f"SET lock_timeout = {max(1, round(min(self._poll_s, 5.0) * 1000))}")
         while not self._stopping:
             try:
                 await listener.fetchval("SELECT pg_advisory_lock($1)", key)
             except asyncpg.LockNotAvailableError:
-                continue  # a poll went by: back in the queue, unless stopping
-            await listener.execute("RESET lock_timeout")
+                continue  # the connection's lock_timeout (a poll) went by: queue again
             self.is_leader = True
             return
 
