@@ -44,14 +44,13 @@ def bench_ab(
     bench_args = ["--orders", str(orders), "--concurrency", str(concurrency), "--seed", str(seed)]
     if half_rate and rate is None:
         bench_args.append("--half-rate")
-    # a version's own `bench orders --rate` (every version measured has it): the open loop
-    rate_args = ["--orders", str(orders), "--rate", str(rate), "--seed", str(seed)]
     envs = [ab.environment(v, supervise.SERVICES) for v in versions]
     for i, (first, second) in enumerate(ab.order_of_rounds(rounds), start=1):
         say(f"round {i} of {rounds}")
         for side in (first, second):
             run = ab.run_once(versions[side], bench_args, envs[side], say)
-            if rate is not None:
+            if rate is not None:  # the version's own `bench orders --rate`: the open loop
+                rate_args = ["--orders", str(orders), "--rate", str(rate), "--seed", str(seed)]
                 at_rate = ab.run_once(versions[side], rate_args, envs[side], say)
                 run = ab.with_rate_run(run, at_rate, rate)
             versions[side].runs.append(run)
