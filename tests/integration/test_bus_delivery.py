@@ -13,15 +13,20 @@ import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 
+from eventshop.chaos.faults import _via
+from eventshop.chaos.proxy import FaultProxy
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
 from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.outbox import write_outbox
 from eventshop.platform.bus.relay import OutboxRelay
+from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
@@ -239,6 +244,67 @@ async def test_a_lingering_consumer_handles_a_trickle_in_one_window(bus: Bus) ->
     assert consumer_of(lingering).stats.batches == 1
     assert consumer_of(eager).stats.batches > 1  # 5 unless the machine stalls
     assert consumer_of(lingering).stats.handled == 5
+
+
+# -- 4. the consumer keeps consuming (ADR 0017) ---------------------------------------------------
+
+
+async def _consumers_on(bus: Bus, queue: str) -> int:
+    channel = await (await bus.connection()).channel()
+    try:
+        return (await queue_depth(channel, queue))[1]
+    finally:
+        await channel.close()
+
+
+async def test_a_consumer_the_broker_cancels_declares_its_queue_again_and_consumes_again(
+    bus: Bus,
+) -> None:
+    """The queue deleted under a running consumer: the broker cancels it. The consumer declares
+    its queue and the queue's bindings again and consumes again: an event published afterwards
+    is handled. (aio-pika's robust queue re-declared the queue but not its bindings, made on
+    another channel, so the event was unroutable.)"""
+    node, pool = await bus.node({PINGED: record_effect})
+    consumer = consumer_of(node)
+    channel = await (await bus.connection()).channel()
+    await channel.queue_delete(consumer.queues.main)
+    await channel.close()
+    await eventually(lambda: _consumers_on(bus, consumer.queues.main), 1, retry_on=(Exception,))
+    assert consumer.attached
+    env = ping(1)
+    publisher = await bus.publisher()
+    await publisher.publish(PINGED, message_from_envelope(env))  # routed: the binding is back
+    await eventually(lambda: effects_of(pool, env.event_id), 1)
+
+
+async def test_a_consumer_whose_connection_is_cut_consumes_again_once_and_at_its_prefetch(
+    bus: Bus,
+) -> None:
+    """Every connection to the broker cut (the chaos proxy's reset): aio-pika reconnects and
+    re-opens the channel, the consumer consumes again on it, once, and takes whole windows."""
+    parts = urlsplit(bus.settings.amqp_url)
+    proxy = await FaultProxy((parts.hostname or "127.0.0.1", parts.port or 5672)).start()
+    try:
+        cut = bus.settings.model_copy(update={"amqp_url": _via(bus.settings.amqp_url, proxy.port)})
+        node, pool = await bus.node({PINGED: record_effect}, settings=cut)
+        consumer = consumer_of(node)
+        before = consumer._underlay
+        assert proxy.reset() >= 1
+        await eventually(lambda: _attached_on_another_channel(consumer, before), True, timeout=60)
+        assert await _consumers_on(bus, consumer.queues.main) == 1
+        producer, ppool = await bus.node()
+        sent = await commit_pings(ppool, producer.service, [Pinged(seq=i) for i in range(300)])
+        for env in sent:
+            await eventually(partial(effects_of, pool, env.event_id), 1)
+        # the prefetch set on the new channel: 300 events in a few windows, not one at a time
+        assert not consumer.careful
+        assert consumer.stats.batches < 150
+    finally:
+        await proxy.close()
+
+
+async def _attached_on_another_channel(consumer: Consumer, before: object) -> bool:
+    return consumer.attached and consumer._underlay is not before
 
 
 # -- 7. the outbox relay --------------------------------------------------------------------------

@@ -12,7 +12,9 @@ transactional outbox and the inbox.
     publisher.py  confirmed publishing, one socket write per batch (ADR 0001)
     topology.py   the exchange, each service's queue, retry ladder and parking lot
     wire.py       the AMQP message of an event, and the failure headers
-    consumer.py   the consumer loop and settling: ack, or re-publish up the ladder, then ack
+    consumer.py   the consumer loop and settling: ack, or re-publish up the ladder, then ack;
+                  it consumes on aiormq's channel and keeps itself attached (ADR 0017)
+    received.py   a delivery as the consumer reads it, and what the bus reads of any message
     window.py     a window of deliveries handled in one transaction (ADR 0003)
     inbox.py      the inbox: event ids recorded with the handler's effect
     failures.py   whose fault a failure is; the retry ladder and when to park

@@ -22,8 +22,8 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractIncomingMessage
 
+from eventshop.platform.bus.received import AmqpMessage
 from eventshop.platform.bus.topology import ServiceQueues
 from eventshop.platform.bus.types import ContractViolationError
 from eventshop.platform.bus.wire import (
@@ -67,7 +67,7 @@ class Redirect:
 
 
 def after_handler_failure(
-    msg: AbstractIncomingMessage,
+    msg: AmqpMessage,
     exc: BaseException,
     queues: ServiceQueues,
     *,
@@ -86,7 +86,7 @@ def after_handler_failure(
 
 
 def rejected(
-    msg: AbstractIncomingMessage, error: str, queues: ServiceQueues, *, consumer: str, now: str
+    msg: AmqpMessage, error: str, queues: ServiceQueues, *, consumer: str, now: str
 ) -> Redirect:
     """A message no retry would change (undecodable, breaks its contract, no handler here):
     parked at once."""
@@ -96,7 +96,7 @@ def rejected(
 
 
 def redirected(
-    msg: AbstractIncomingMessage, attempt: int, error: str, now: str, *, park_by: str | None = None
+    msg: AmqpMessage, attempt: int, error: str, now: str, *, park_by: str | None = None
 ) -> aio_pika.Message:
     headers: dict[str, Any] = dict(msg.headers or {})
     headers[H_ATTEMPT] = attempt

@@ -6,7 +6,7 @@ The broker may be a cluster: EVENTSHOP_AMQP_URL then lists every node's URL, com
 a transport factory it lets us give: `FirstAnsweringTransport` tries the nodes in turn, starting
 after the one it last reached, so the first connection goes to the first node that answers and a
 lost one is re-made, by aio-pika's own reconnection, on any live node; aio-pika then re-opens
-the channels and re-declares the consumer's queue and its consumer on it (ADR 0013).
+the channels (ADR 0013), and the consumer consumes again on its own (ADR 0017).
 """
 
 from __future__ import annotations

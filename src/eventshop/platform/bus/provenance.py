@@ -23,9 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from eventshop.contracts import PRODUCERS
+from eventshop.platform.bus.received import AmqpMessage
 from eventshop.platform.bus.wire import H_PRODUCER
 
 #: app_id of the archive's replays (services/archive/adapters.py sets it)
@@ -53,7 +52,7 @@ class Provenance:
             return self.own_user
         return self.producers.get(event_type)
 
-    def refusal(self, message: AbstractIncomingMessage, event_type: str) -> str | None:
+    def refusal(self, message: AmqpMessage, event_type: str) -> str | None:
         """Why this message must not be handled, or None when its publisher is the right one."""
         expected = self.producer_user(event_type)
         user = message.user_id

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
@@ -34,6 +33,7 @@ from eventshop.contracts import Envelope, EventPayload
 from eventshop.platform.bus import inbox
 from eventshop.platform.bus.failures import is_infrastructure
 from eventshop.platform.bus.outbox import UnitOfWork
+from eventshop.platform.bus.received import Received
 from eventshop.platform.bus.types import BatchHandler, ConsumerStats, Delivery, Subscription
 from eventshop.platform.observability import tracing
 from eventshop.platform.observability.metrics import EventMetrics
@@ -41,7 +41,7 @@ from eventshop.platform.observability.metrics import EventMetrics
 
 @dataclass
 class Item:
-    message: AbstractIncomingMessage
+    message: Received
     envelope: Envelope
     payload: EventPayload
 
