@@ -140,8 +140,10 @@ class Consumer:
             self._keeper.cancel()
             with contextlib.suppress(BaseException):
                 await self._keeper
-        async with self._attaching:
-            await self._cancel_consumer()
+        # the worker may hold the lock, waiting for a broker that is away (whole windows)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0), self._attaching:
+                await self._cancel_consumer()
         self._arrived.set()
         if self._worker is not None:
             try:
