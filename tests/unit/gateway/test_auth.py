@@ -92,6 +92,43 @@ def test_a_token_expires_after_its_ttl(
             tokens.verify(token)
 
 
+def test_a_token_verified_once_is_not_decoded_again_but_still_expires(
+    tokens: Tokens, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway verifies the caller's token on every request: the second time it is looked
+    up, not decoded (54 µs of PyJWT); its expiry is checked at every use all the same."""
+    token = tokens.issue(user_id="u1", email="a@x.io", role="customer").access_token
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(jwt_text: str, *args: object, **kwargs: object) -> object:
+        decoded.append(jwt_text)
+        return real_decode(jwt_text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    first = tokens.verify(token)
+    assert [tokens.verify(token) for _ in range(3)] == [first] * 3
+    assert decoded == [token]
+    clock.now = NOW + 3_600
+    with pytest.raises(InvalidTokenError, match="expired"):
+        tokens.verify(token)
+
+
+def test_only_tokens_that_verified_are_remembered_and_only_so_many(
+    tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("eventshop.services.gateway.adapters.auth.VERIFIED_KEPT", 3)
+    forged = _forged({"sub": "u1", "email": "a@x.io", "role": "admin", "jti": "j", "exp": 2**40},
+                     key="not-the-secret-of-at-least-32-characters")  # fmt: skip
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError):
+            tokens.verify(forged)
+    issued = [tokens.issue(user_id=f"u{i}", email="a@x.io", role="customer") for i in range(5)]
+    for t in issued:
+        assert tokens.verify(t.access_token) == t.principal
+    assert list(tokens._verified) == [t.access_token for t in issued[-3:]]
+
+
 def _forged(claims: dict[str, object], key: str = SECRET, algorithm: str = "HS256") -> str:
     return jwt.encode(claims, key, algorithm=algorithm)
 
