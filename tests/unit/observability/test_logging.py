@@ -7,9 +7,17 @@ import logging
 from typing import Any
 
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry import trace
 
-from eventshop.platform.observability.logging import REDACTED, get_logger, redact_secrets
+from eventshop.platform.observability.logging import (
+    _SECRET_TEXT,
+    REDACTED,
+    _scrub,
+    get_logger,
+    redact_secrets,
+)
 from tests.support.logs import lines_of
 
 ARGON2 = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$4ydvbm5zZWNyZXRoYXNodmFsdWVoZXJl"
@@ -110,3 +118,26 @@ def test_python_warnings_are_json_lines_too(log_lines: io.StringIO) -> None:
         logging.captureWarnings(False)
     [line] = lines_of(log_lines)
     assert "the HMAC key is short" in line["event"] and line["logger"] == "py.warnings"
+
+
+# -- what keeps a line cheap changes nothing it says -------------------------------------------
+
+
+#: fragments of what the pattern masks, mixed with any text
+FRAGMENTS = [
+    *("Bearer abc.def", "BEARER xyz", "bEaReR  tok=", "$2b$12$" + "a" * 53),
+    *("$argon2id$v=19$m=1,t=2,p=1$c2FsdA$aGFzaA", "eyJhbGciOi.eyJzdWIiOi.sig-_x"),
+    *("$", "eyJ", "bearer"),
+]
+
+
+@given(st.lists(st.one_of(st.text(max_size=40), st.sampled_from(FRAGMENTS)), max_size=4))
+def test_the_quick_look_never_lets_through_what_the_pattern_would_mask(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert _scrub(text) == _SECRET_TEXT.sub(REDACTED, text)
+
+
+def test_a_value_json_cannot_hold_in_64_bits_is_still_written(log_lines: io.StringIO) -> None:
+    get_logger("t").info("big", n=2**70, keyed={1: "x"})
+    [line] = lines_of(log_lines)
+    assert line["n"] == 2**70 and line["keyed"] == {"1": "x"}
