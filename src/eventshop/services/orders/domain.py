@@ -212,24 +212,25 @@ def evolve(order: Order | None, event: DomainEvent) -> Order:
             deadline=event.deadline,
             version=1,
         )
-    order = replace(order, version=order.version + 1)
-    match event:
+    version = order.version + 1  # one replace per event: each costs a few µs, and a load
+    match event:  # replays the whole stream
         case StockReserved():
-            return replace(order, stock_reserved=True)
+            return replace(order, version=version, stock_reserved=True)
         case PaymentRequested():
             return replace(
-                order, status=Status.AWAITING_PAYMENT, requested_payment_id=event.payment_id
+                order,
+                version=version,
+                status=Status.AWAITING_PAYMENT,
+                requested_payment_id=event.payment_id,
             )
-        case PaymentSucceeded():
-            return replace(order, payment_id=event.payment_id)
-        case PaymentFailed():
-            return replace(order, payment_id=event.payment_id)
+        case PaymentSucceeded() | PaymentFailed():
+            return replace(order, version=version, payment_id=event.payment_id)
         case OrderConfirmed():
-            return replace(order, status=Status.CONFIRMED)
+            return replace(order, version=version, status=Status.CONFIRMED)
         case OrderCancelled():
-            return replace(order, status=Status.CANCELLED, reason=event.reason)
+            return replace(order, version=version, status=Status.CANCELLED, reason=event.reason)
         case _:  # facts that change no field: StockRejected, TimedOut (their decision does)
-            return order
+            return replace(order, version=version)
 
 
 def replay(events: Iterable[DomainEvent]) -> Order | None:
