@@ -424,31 +424,6 @@ async def test_the_standby_waiting_longest_takes_the_relay_lock_when_its_leader_
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_the_leader_marks_rows_sent_on_its_own_connection_with_asynchronous_commit(
-    bus: Bus,
-) -> None:
-    """ADR 0018: the leading relay's passes run on its listening connection, whose commits do
-    not wait for the WAL's flush (a lost mark republishes, the inbox absorbs it); the pool's
-    connections, which the handlers commit on before their acks, keep synchronous commits."""
-    _, cpool = await bus.node({PINGED: record_effect})
-    producer, ppool = await bus.node()
-    relay = producer.relay
-    assert relay is not None
-    await eventually(lambda: relay.is_leader)
-    [env] = await commit_pings(ppool, producer.service, [Pinged(seq=1)])
-    await eventually(partial(effects_of, cpool, env.event_id), 1)
-    [seen] = await fetch(
-        ppool,
-        "SELECT query FROM pg_stat_activity WHERE application_name LIKE $1",
-        f"{producer.service}.relay.%",
-    )
-    assert seen["query"].startswith("UPDATE outbox SET sent_at")  # its last statement
-    async with relay._pass:  # no pass meanwhile: one statement at a time on a connection
-        assert relay._own is not None
-        assert await relay._own.fetchval("SHOW synchronous_commit") == "off"
-    assert await fetchval(ppool, "SHOW synchronous_commit") == "on"
-
-
 async def test_relay_marks_sent_exactly_the_confirmed_rows(bus: Bus) -> None:
     _, cpool = await bus.node({PINGED: record_effect})
     producer, ppool = await bus.node(start=False)

@@ -7,11 +7,6 @@ once its publish is confirmed, so a crash or a lost connection anywhere leaves i
 is published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
 Sent rows are deleted after their window by the service's retention job (platform/retention.py),
 in bounded batches, not here.
-
-The leader reads and marks its rows on its own listening connection, whose commits are
-asynchronous (`synchronous_commit = off`, ADR 0018): a mark that a crash of PostgreSQL loses is a
-row published once more, which the consumers' inboxes absorb, as they absorb a relay killed
-between a confirm and its mark. A handler's commit stays synchronous: it is followed by an ack.
 """
 
 from __future__ import annotations
@@ -72,8 +67,6 @@ class OutboxRelay:
         self._poll_s = poll_s
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time: the loop's and a shutdown flush
-        #: the leader's listening connection, which its passes use (None: the pool's)
-        self._own: asyncpg.Connection | None = None
         self._stopping = False
         self.published = 0
         self.is_leader = False
@@ -105,8 +98,6 @@ class OutboxRelay:
                         # a standby's wait for the relay lock at a time (`_lead`); this
                         # connection waits for no other lock
                         "lock_timeout": str(max(1, round(min(self._poll_s, 5.0) * 1000))),
-                        # its commits only mark rows sent: losing one republishes (ADR 0018)
-                        "synchronous_commit": "off",
                     },
                     timeout=10,
                     command_timeout=10,
@@ -114,7 +105,6 @@ class OutboxRelay:
                 await self._lead(listener)
                 await listener.add_listener(f"outbox_{self._schema}", self._on_notify)
                 backoff = 0.1
-                self._own = listener
                 await self._relay_until_stopped(listener)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("relay.database_unavailable", error=repr(exc), retry_in_s=backoff)
@@ -122,7 +112,6 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self.is_leader = False
-                self._own = None
                 if listener is not None:
                     with contextlib.suppress(Exception):
                         await listener.close()
@@ -183,14 +172,8 @@ class OutboxRelay:
         async with self._pass:
             return await self._pass_once()
 
-    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        """The leader's own connection (its commits asynchronous), else one of the pool's."""
-        if self._own is not None and not self._own.is_closed():
-            return contextlib.nullcontext(self._own)
-        return self._pool.acquire(timeout=10)  # type: ignore[no-any-return]
-
     async def _pass_once(self) -> int:
-        async with self._connection() as conn:
+        async with self._pool.acquire(timeout=10) as conn:
             rows = await conn.fetch(SELECT_UNSENT, self._batch)
         if not rows:
             return 0
@@ -224,7 +207,7 @@ class OutboxRelay:
         faults.point("relay.after_publish")
         sent = [r["id"] for r, err in zip(rows, results, strict=True) if err is None]
         failed = [(r["id"], repr(err)[:500]) for r, err in zip(rows, results, strict=True) if err]
-        async with self._connection() as conn:
+        async with self._pool.acquire(timeout=10) as conn:
             # one statement is atomic by itself: a transaction only when there are two
             both: contextlib.AbstractAsyncContextManager[Any] = (
                 conn.transaction() if sent and failed else contextlib.nullcontext()
