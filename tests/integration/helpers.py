@@ -24,7 +24,7 @@ from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.parking import ParkedMessage, list_parked
 from eventshop.platform.bus.publisher import Publisher
-from eventshop.platform.bus.topology import ServiceQueues, declare_exchange
+from eventshop.platform.bus.topology import ServiceQueues, declare_exchange, queue_depth
 from eventshop.platform.db import migrate
 from eventshop.platform.settings import PlatformSettings
 
@@ -163,6 +163,14 @@ class Bus:
         tap = Tap(queue)
         await queue.consume(tap._on_message)
         return tap
+
+    async def queue_depth(self, name: str) -> tuple[int, int]:
+        """(messages ready, consumers) of an existing queue, on a channel of the test's own."""
+        channel = await (await self.connection()).channel()
+        try:
+            return await queue_depth(channel, name)
+        finally:
+            await channel.close()
 
     def delete_at_end(self, queues: ServiceQueues) -> None:
         """Queues a test declared by itself, to delete like the nodes' ones."""

@@ -27,7 +27,6 @@ from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.outbox import write_outbox
 from eventshop.platform.bus.relay import OutboxRelay
-from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
@@ -251,11 +250,7 @@ async def test_a_lingering_consumer_handles_a_trickle_in_one_window(bus: Bus) ->
 
 
 async def _consumers_on(bus: Bus, queue: str) -> int:
-    channel = await (await bus.connection()).channel()
-    try:
-        return (await queue_depth(channel, queue))[1]
-    finally:
-        await channel.close()
+    return (await bus.queue_depth(queue))[1]
 
 
 async def test_a_consumer_the_broker_cancels_declares_its_queue_again_and_consumes_again(

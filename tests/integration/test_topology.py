@@ -16,7 +16,6 @@ from eventshop.platform.bus.topology import (
     TopologyMismatchError,
     declare_exchange,
     declare_service_queues,
-    queue_depth,
 )
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
@@ -43,11 +42,7 @@ def service_queues(bus: Bus, *keys: str) -> ServiceQueues:
 
 
 async def depth(bus: Bus, name: str) -> int:
-    channel = await (await bus.connection()).channel()
-    try:
-        return (await queue_depth(channel, name))[0]
-    finally:
-        await channel.close()
+    return (await bus.queue_depth(name))[0]
 
 
 # -- 6. mismatches --------------------------------------------------------------------------------
