@@ -25,6 +25,7 @@ from pamqp.common import FieldTable
 from yarl import URL
 
 from eventshop.contracts import Registry
+from eventshop.platform.bus import codec
 from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.provenance import Provenance
 from eventshop.platform.bus.publisher import Publisher, user_of
@@ -164,6 +165,7 @@ class ClusterRobustConnection(aio_pika.RobustConnection):
 
 async def connect_robust(amqp_url: str, *, name: str) -> AbstractRobustConnection:
     """A robust connection to the broker, or to the first node of a cluster that answers."""
+    codec.install()
     urls = [URL(u) for u in broker_urls(amqp_url)]
     properties: FieldTable = {"connection_name": name}
     if len(urls) == 1:
@@ -180,6 +182,7 @@ async def connect_robust(amqp_url: str, *, name: str) -> AbstractRobustConnectio
 async def connect(amqp_url: str) -> AbstractConnection:
     """A plain connection (an operator's tool): to the broker, or to the first node of a
     cluster that answers."""
+    codec.install()
     urls = broker_urls(amqp_url)
     for url in urls[:-1]:
         with contextlib.suppress(aiormq.exceptions.AMQPConnectionError, OSError):
