@@ -15,6 +15,8 @@ transactional outbox and the inbox.
     consumer.py   the consumer loop and settling: ack, or re-publish up the ladder, then ack;
                   it consumes on aiormq's channel and keeps itself attached (ADR 0017)
     received.py   a delivery as the consumer reads it, and what the bus reads of any message
+    codec.py      the frames every event crosses, coded by the bus instead of pamqp's generic
+                  walk, and the connection's frame reader (ADR 0018)
     window.py     a window of deliveries handled in one transaction (ADR 0003)
     inbox.py      the inbox: event ids recorded with the handler's effect
     failures.py   whose fault a failure is; the retry ladder and when to park
