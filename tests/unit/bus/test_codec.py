@@ -244,7 +244,10 @@ async def _read_all(receiver_class: type, stream: bytes) -> list[Any]:
     reader = asyncio.StreamReader()
     reader.feed_data(stream)
     reader.feed_eof()
-    receiver = receiver_class(reader)
+    return await _drain(receiver_class(reader))
+
+
+async def _drain(receiver: Any) -> list[Any]:
     read: list[Any] = []
     try:
         async for frame in receiver:
@@ -282,3 +285,28 @@ async def test_the_connection_reads_a_stream_as_aiormq_does(
     finally:
         codec.install()
     assert ours == theirs
+
+
+@given(st.lists(st.tuples(frames, channels), min_size=1, max_size=6), st.data())
+async def test_the_connection_reads_frames_that_arrive_in_pieces(
+    sent: list[tuple[Any, int]], data: st.DataObject
+) -> None:
+    """A stream that comes a few bytes at a time, cut anywhere: the same frames as all at once."""
+    stream = b"".join(
+        raw for kind, raw in (outcome(PAMQP_MARSHAL, f, c) for f, c in sent) if kind == "ok"
+    )
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=max(1, len(stream) - 1)))))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    reader = asyncio.StreamReader()
+    receiver = codec.FrameReader(reader)
+
+    async def feed() -> None:
+        for piece in pieces:
+            reader.feed_data(piece)
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeding = asyncio.create_task(feed())
+    read = await _drain(receiver)
+    await feeding
+    assert read == await _read_all(codec.FrameReader, stream)

@@ -316,29 +316,43 @@ _WRITERS: dict[type, tuple[int, Callable[[Any], bytes]]] = {
 
 # -- the connection's reader --------------------------------------------------------------------
 class FrameReader(aiormq.connection.FrameReceiver):
-    """aiormq's frame reader, reading a frame in two reads (its head, then the rest) instead of
-    three into a BytesIO: a delivery's three frames, read and coded, 38 µs against 47 (the
-    frames alone from a stream, medians of six alternating runs). What it raises is aiormq's."""
+    """aiormq's frame reader, taking from the stream whatever it holds (up to 64 KB a read) and
+    cutting the frames out of it, instead of three reads a frame into a BytesIO. What it
+    raises is aiormq's. A delivery's three frames read and coded (the frames alone from a
+    stream, medians of six alternating runs): 39 µs through aiormq's reader, 29 at two reads a
+    frame, 23 cut from what one read brings."""
+
+    #: the most one read takes from the stream
+    chunk = 65_536
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self._buffer = b""  # read and not yet cut into frames, from `_at` on
+        self._at = 0
 
     async def get_frame(self) -> tuple[int, int, FrameTypes]:
-        reader = self.reader
-        if reader.at_eof():
+        if self._at == len(self._buffer) and self.reader.at_eof():
             del self.reader
             raise StopAsyncIteration
         try:
             async with self.lock:
-                head = await reader.readexactly(7)
-                if not self.started:
-                    if head.startswith(b"AMQP"):
-                        raise ProtocolSyntaxError("Unexpected AMQP protocol header")
-                    self.started = True
-                (size,) = _U32.unpack_from(head, 3)
-                frame = head + await reader.readexactly(size + 1)
-        except asyncio.IncompleteReadError as e:
-            raise AMQPConnectionError(
-                "Server connection unexpectedly closed. "
-                f"Read {len(e.partial)} bytes but {e.expected} bytes expected",
-            ) from e
+                frame = self._cut()
+                while frame is None:
+                    chunk = await self.reader.read(self.chunk)
+                    left = len(self._buffer) - self._at
+                    if not chunk:
+                        if not left:
+                            del self.reader
+                            raise StopAsyncIteration
+                        raise AMQPConnectionError(
+                            "Server connection unexpectedly closed. "
+                            f"Read {left} bytes but {self._wanted()} bytes expected",
+                        )
+                    self._buffer = self._buffer[self._at :] + chunk if left else chunk
+                    self._at = 0
+                    frame = self._cut()
+        except AMQPConnectionError:  # a ConnectionError itself: as it is
+            raise
         except ConnectionRefusedError as e:
             raise AMQPConnectionError(f"Server connection refused: {e!r}") from e
         except ConnectionResetError as e:
@@ -351,6 +365,28 @@ class FrameReader(aiormq.connection.FrameReceiver):
             return pamqp.frame.unmarshal(frame)
         except PAMQPException as e:
             raise InvalidFrameError(str(e)) from e
+
+    def _cut(self) -> bytes | None:
+        """The next whole frame in the buffer, taken out of it; None if it is not all there."""
+        buffer, at = self._buffer, self._at
+        if len(buffer) - at < 7:
+            return None
+        if not self.started:
+            if buffer.startswith(b"AMQP", at):
+                raise ProtocolSyntaxError("Unexpected AMQP protocol header")
+            self.started = True
+        (size,) = _U32.unpack_from(buffer, at + 3)
+        end = at + 8 + size
+        if len(buffer) < end:
+            return None
+        self._at = end
+        return buffer[at:end]
+
+    def _wanted(self) -> int:
+        """Bytes the frame begun in the buffer needs in all (its head's 7 if not known)."""
+        if len(self._buffer) - self._at < 7:
+            return 7
+        return 8 + int(_U32.unpack_from(self._buffer, self._at + 3)[0])
 
 
 _aiormq_frame_receiver = aiormq.connection.FrameReceiver
