@@ -46,6 +46,7 @@ from aiormq.abc import DeliveredMessage
 
 from eventshop.contracts import Registry
 from eventshop.platform import faults
+from eventshop.platform.bus.codec import direct_consumer
 from eventshop.platform.bus.failures import after_handler_failure, is_infrastructure, rejected
 from eventshop.platform.bus.provenance import Provenance
 from eventshop.platform.bus.publisher import Publisher
@@ -168,7 +169,7 @@ class Consumer:
         # the prefetch on this very channel before its consumer: one made before it, on a
         # channel just re-opened, would be sent the whole queue
         await underlay.basic_qos(prefetch_count=1 if self.careful else self._prefetch)
-        ok = await underlay.basic_consume(self.queues.main, self._on_delivered)
+        ok = await underlay.basic_consume(self.queues.main, direct_consumer(self._take))
         self._underlay, self._tag = underlay, ok.consumer_tag
 
     async def _cancel_consumer(self) -> None:
@@ -215,7 +216,8 @@ class Consumer:
             backoff = 0.1
             log.info("consumer.attached_again", consumer=self.name)
 
-    async def _on_delivered(self, message: DeliveredMessage) -> None:
+    def _take(self, message: DeliveredMessage) -> None:
+        """A delivery, handed over in the channel's reader (codec.direct_consumer)."""
         self._buffer.append(Received(message))
         self._arrived.set()
 
