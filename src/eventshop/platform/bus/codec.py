@@ -56,7 +56,6 @@ _FRAME_HEAD = struct.Struct(">BHI")  # type, channel, payload size
 _FRAME_END = 0xCE
 _FRAME_END_BYTE = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3
-_U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
