@@ -43,7 +43,7 @@ async def place(pool: asyncpg.Pool, *steps: domain.SagaEvent, paid: bool = False
         timeout=timedelta(seconds=30),
     )
     async with UnitOfWork.begin(pool, service="orders") as uow:
-        await store.record_new_order(uow.conn, decision, correlation_id=uow.correlation_id)
+        await store.record_new_orders(uow.conn, [(decision, uow.correlation_id)])
     if paid:
         payment = domain.PaymentSucceeded(
             payment_id=domain.payment_id_for(order_id), amount_minor=2_500, currency="EUR"

@@ -30,7 +30,7 @@ from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
 from eventshop.platform.retention import lock_key, retention_pass
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.orders.service import definition as orders
-from eventshop.services.orders.store import claim_idempotency_key
+from eventshop.services.orders.store import KeyClaim, claim_idempotency_keys
 from eventshop.tooling.dbroles import database_url, provision, role_name
 from tests.conftest import DATABASE_URL, SchemaFactory
 from tests.integration.helpers import PINGED, Bus, consumer_of, effects_of, ping, record_effect
@@ -385,20 +385,17 @@ async def test_the_services_own_role_is_enough(
 
 class _KeyDeletedAfterTheConflict:
     """A connection on which the retention job deletes the key right after the claim's INSERT
-    found it taken: the one moment `claim_idempotency_key` could see it neither way."""
+    found it taken: the one moment `claim_idempotency_keys` could see it neither way."""
 
     def __init__(self, conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
         self._conn, self._pool, self.deleted = conn, pool, False
 
-    async def fetchval(self, sql: str, *args: object) -> object:
-        value = await self._conn.fetchval(sql, *args)
-        if not self.deleted and value is None:
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
+        if not self.deleted and sql.startswith("INSERT") and not rows:
             await self._pool.execute("DELETE FROM idempotency_keys")
             self.deleted = True
-        return value
-
-    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
-        return await self._conn.fetchrow(sql, *args)
+        return rows
 
 
 async def test_a_key_deleted_while_it_is_claimed_again_is_claimed_afresh(
@@ -410,8 +407,8 @@ async def test_a_key_deleted_while_it_is_claimed_again_is_claimed_afresh(
     )
     async with pool.acquire() as conn:
         racing = _KeyDeletedAfterTheConflict(conn, pool)
-        earlier = await claim_idempotency_key(
-            cast(asyncpg.Connection, racing), "u", "k", "second", "h"
+        earlier = await claim_idempotency_keys(
+            cast(asyncpg.Connection, racing), [KeyClaim("u", "k", "second", "h")]
         )
-    assert racing.deleted and earlier is None
+    assert racing.deleted and earlier == {}
     assert await pool.fetchval("SELECT order_id FROM idempotency_keys") == "second"

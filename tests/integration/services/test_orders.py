@@ -28,11 +28,12 @@ from eventshop.platform import eventstore
 from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.db import create_pool
+from eventshop.platform.grouping import GroupCommit
 from eventshop.platform.service import ServiceContext, build_app
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.orders import handlers, jobs
 from eventshop.services.orders.domain import payment_id_for
-from eventshop.services.orders.service import Context, definition
+from eventshop.services.orders.service import Context, Resources, definition
 from eventshop.services.orders.settings import OrdersSettings
 from tests.support.identity import ProvenIdentity
 
@@ -49,11 +50,12 @@ def orders_context(pool: asyncpg.Pool, settings: OrdersSettings | None = None) -
     bus = BusNode(
         service="orders", schema="orders", pool=pool, registry=registry, settings=platform
     )
+    settings = settings or OrdersSettings()
     return ServiceContext(
         name="orders",
         platform=platform,
-        settings=settings or OrdersSettings(),
-        resources=None,
+        settings=settings,
+        resources=Resources(placing=GroupCommit(max_group=settings.place_group_max)),
         pool=pool,
         bus=bus,
     )
@@ -84,15 +86,17 @@ ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 async def make_client(
     schema_pool: tuple[str, asyncpg.Pool], settings: PlatformSettings
 ) -> AsyncIterator[ClientFactory]:
-    """An HTTP client on orders' app; `timeout_s` sets the orders' timeout, `pool` another pool."""
+    """An HTTP client on orders' app; `timeout_s` sets the orders' timeout, `place_group_max`
+    the largest group of orders placed together, `pool` another pool."""
     _, default_pool = schema_pool
     clients: list[httpx.AsyncClient] = []
 
     async def make(
-        *, timeout_s: float = 30.0, pool: asyncpg.Pool | None = None
+        *, timeout_s: float = 30.0, pool: asyncpg.Pool | None = None, place_group_max: int = 32
     ) -> httpx.AsyncClient:
         pool = pool or default_pool
-        ctx = orders_context(pool, OrdersSettings(timeout_s=timeout_s))
+        settings = OrdersSettings(timeout_s=timeout_s, place_group_max=place_group_max)
+        ctx = orders_context(pool, settings)
         app = build_app(definition, ctx)
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
@@ -358,6 +362,105 @@ async def test_twenty_concurrent_identical_requests_make_one_order(
     assert await pool.fetchval("SELECT count(*) FROM orders") == 1
     assert await pool.fetchval("SELECT count(*) FROM events") == 1
     assert types(await outbox(pool)) == ["order.created"]
+
+
+async def _place_together(
+    client: httpx.AsyncClient, requests: list[tuple[dict[str, str], dict[str, Any]]]
+) -> list[httpx.Response]:
+    """POSTs sent at once, so that those arriving while a group is written make the next."""
+    return list(
+        await asyncio.gather(
+            *(client.post("/orders", json=body, headers=headers) for headers, body in requests)
+        )
+    )
+
+
+async def test_orders_placed_at_once_share_transactions_each_answered_as_if_alone(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    mug = {"lines": [{"sku": "MUG", "quantity": 1}]}
+    known = {**customer(), "Idempotency-Key": "known"}
+    earlier = await client.post("/orders", json=mug, headers=known)
+    assert earlier.status_code == 202
+    twice = {**customer(), "Idempotency-Key": "twice"}
+    plain = [({**customer(), "X-Correlation-ID": f"corr-{i}"}, mug) for i in range(24)]
+    odd: list[tuple[dict[str, str], dict[str, Any]]] = [
+        (customer(), {"lines": [{"sku": "NOPE", "quantity": 1}]}),  # unknown sku: 422 alone
+        (known, mug),  # a retry: the earlier order
+        (known, {"lines": [{"sku": "TEE", "quantity": 1}]}),  # the key, another body: 422
+        (twice, mug),  # one key twice in one group: one order, answered to both
+        (twice, mug),
+    ]
+    answers = await _place_together(client, plain[:12] + odd + plain[12:])
+    plain_answers = answers[:12] + answers[17:]
+    unknown, retry, reused, twice_1, twice_2 = answers[12:17]
+
+    assert {a.status_code for a in plain_answers} == {202}
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_sku"
+    assert retry.status_code == 202 and retry.json() == earlier.json()
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert twice_1.status_code == twice_2.status_code == 202
+    assert twice_1.json() == twice_2.json()
+
+    placed = [a.json()["order_id"] for a in plain_answers] + [twice_1.json()["order_id"]]
+    assert len(set(placed)) == 25
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 26  # and `earlier`
+    # each order's event carries its own request's correlation id, whatever its group
+    created = {e.payload["order_id"]: e for e in await outbox(pool)}
+    for (headers, _), answer in zip(plain, plain_answers, strict=True):
+        assert created[answer.json()["order_id"]].correlation_id == headers["X-Correlation-ID"]
+    # ... and they were written in fewer transactions than orders
+    transactions = await pool.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM orders WHERE order_id = ANY($1::text[])", placed
+    )
+    assert transactions < len(placed)
+    # every stream, read model and outbox row of an order from one transaction
+    mixed = await pool.fetchval(
+        "SELECT count(*) FROM orders o JOIN events e ON e.stream_id = 'order-' || o.order_id"
+        " WHERE o.xmin::text <> e.xmin::text"
+    )
+    assert mixed == 0
+
+
+async def test_a_group_whose_transaction_fails_is_placed_again_one_by_one(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventshop.services.orders import store
+
+    written = store.record_new_orders
+    bad_user = "user-whose-row-fails"
+
+    async def failing_for_one(conn: asyncpg.Connection, placed: Any, **kw: Any) -> None:
+        if any(d.state.user_id == bad_user for d, _ in placed):
+            raise asyncpg.PostgresError("this order's row cannot be written")
+        await written(conn, placed, **kw)
+
+    monkeypatch.setattr(store, "record_new_orders", failing_for_one)
+    mug = {"lines": [{"sku": "MUG", "quantity": 1}]}
+    requests = [(customer(), mug) for _ in range(10)]
+    requests.insert(5, (customer(bad_user), mug))
+    # the ASGI transport hands the client the error the server answered 500 for
+    answers = await asyncio.gather(
+        *(client.post("/orders", json=body, headers=headers) for headers, body in requests),
+        return_exceptions=True,
+    )
+    failed = answers.pop(5)
+    assert isinstance(failed, asyncpg.PostgresError), failed
+    assert {getattr(a, "status_code", a) for a in answers} == {202}
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 10
+    assert await pool.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", bad_user) == 0
+
+
+async def test_a_group_of_one_places_each_order_in_its_own_transaction(
+    make_client: ClientFactory, pool: asyncpg.Pool
+) -> None:
+    await seed_prices(pool)
+    client = await make_client(place_group_max=1)
+    mug = {"lines": [{"sku": "MUG", "quantity": 1}]}
+    answers = await _place_together(client, [(customer(), mug) for _ in range(8)])
+    assert {a.status_code for a in answers} == {202}
+    assert await pool.fetchval("SELECT count(DISTINCT xmin::text) FROM orders") == 8
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,18 @@ class UnitOfWork:
             committed_hooks=self.committed_hooks,
         )
 
+    def acting_for(self, correlation_id: str, traceparent: str | None) -> UnitOfWork:
+        """The same transaction, now emitting events for another request (a group of commands
+        written together, platform/grouping.py: each event carries its own request's ids)."""
+        return UnitOfWork(
+            conn=self.conn,
+            service=self.service,
+            correlation_id=correlation_id,
+            traceparent=traceparent,
+            pending=self.pending,
+            committed_hooks=self.committed_hooks,
+        )
+
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run `hook` once this transaction has committed (not if it rolls back)."""
         self.committed_hooks.append(hook)

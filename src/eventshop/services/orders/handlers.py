@@ -4,6 +4,7 @@ placing an order, timing out the orders past their deadline, and the queries HTT
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from eventshop.platform.eventstore import RecordedEvent
 from eventshop.platform.eventstore.snapshots import SnapshotPolicy
 from eventshop.platform.http import ApiError, Identity, not_found
 from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.observability.tracing import current_traceparent
 from eventshop.services.orders import domain, metrics, store
 
 if TYPE_CHECKING:
@@ -167,6 +169,22 @@ async def advance_all(
 
 
 # -- commands ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Placement:
+    """One POST /orders, as it waits for its group (its request's ids travel with it)."""
+
+    who: Identity
+    wanted: tuple[Line, ...]
+    payment_token: str
+    idempotency_key: str | None
+    fingerprint: str
+    correlation_id: str
+    traceparent: str | None
+
+
+Placed = tuple[str, str]
+
+
 async def place_order(
     ctx: Context,
     who: Identity,
@@ -176,51 +194,130 @@ async def place_order(
     idempotency_key: str | None,
     fingerprint: str,
     correlation_id: str,
-) -> tuple[str, str]:
+) -> Placed:
     """Price the lines from the local price list and, in one transaction, start the order's
     stream, write its read model, put order.created in the outbox and record the
     Idempotency-Key (the same key and request again: the same order, as it is now). The
-    order's id and status."""
-    order_id = str(uuid.uuid4())
-    async with ctx.unit_of_work(correlation_id) as uow:
-        if idempotency_key is not None:
-            earlier = await store.claim_idempotency_key(
-                uow.conn, who.user_id, idempotency_key, order_id, fingerprint
+    order's id and status.
+
+    The transaction is shared with the other orders placed at the same moment
+    (`place_orders`): under load, one transaction for a group of them (ADR 0019)."""
+    placement = Placement(
+        who,
+        tuple(wanted),
+        payment_token,
+        idempotency_key,
+        fingerprint,
+        correlation_id,
+        current_traceparent(),
+    )
+    return await ctx.resources.placing.submit(placement, functools.partial(place_orders, ctx))
+
+
+async def place_orders(ctx: Context, placements: Sequence[Placement]) -> list[Placed | Exception]:
+    """Place a group of orders, each answered as if it had been placed alone.
+
+    A key already in the group is a retry of its first request: it is placed after the group,
+    and finds that request's order. If the group's transaction fails, each of its orders is
+    placed again alone, so that only the one at fault fails."""
+    results: list[Placed | Exception | None] = [None] * len(placements)
+    first: list[int] = []
+    again: list[int] = []
+    keys: set[tuple[str, str]] = set()
+    for i, p in enumerate(placements):
+        if p.idempotency_key is not None and (p.who.user_id, p.idempotency_key) in keys:
+            again.append(i)
+            continue
+        if p.idempotency_key is not None:
+            keys.add((p.who.user_id, p.idempotency_key))
+        first.append(i)
+    try:
+        placed = await _place_group(ctx, [placements[i] for i in first])
+        for i, result in zip(first, placed, strict=True):
+            results[i] = result
+    except Exception:
+        if len(first) == 1:
+            raise
+        log.warning("orders.group_failed", orders=len(first), exc_info=True)
+        again = sorted(first + again)
+    for i in again:
+        try:
+            results[i] = (await _place_group(ctx, [placements[i]]))[0]
+        except Exception as exc:  # this order's own failure
+            results[i] = exc
+    return [r if r is not None else RuntimeError("not placed") for r in results]
+
+
+async def _place_group(ctx: Context, group: Sequence[Placement]) -> list[Placed | Exception]:
+    """Every order of `group` (no key twice) in one transaction: priced, decided, its key
+    claimed, then all the new streams, read-model rows and outbox rows written at once."""
+    answers: list[Placed | Exception | None] = [None] * len(group)
+    async with ctx.unit_of_work() as uow:
+        skus = sorted({line.sku for p in group for line in p.wanted})
+        prices, now = await store.prices_and_clock(uow.conn, skus)
+        decided: dict[int, domain.Decision] = {}
+        order_ids = [str(uuid.uuid4()) for _ in group]
+        for i, p in enumerate(group):
+            try:
+                decided[i] = domain.place(
+                    order_id=order_ids[i],
+                    user_id=p.who.user_id,
+                    email=p.who.email,
+                    wanted=list(p.wanted),
+                    prices=prices,
+                    payment_token=p.payment_token,
+                    now=now,
+                    timeout=ctx.settings.timeout,
+                )
+            except domain.UnknownSkuError as exc:
+                answers[i] = ApiError(
+                    422, "unknown_sku", str(exc), [{"field": "lines", "skus": list(exc.skus)}]
+                )
+            except domain.OrderRejectedError as exc:
+                answers[i] = ApiError(422, "order_rejected", str(exc))
+        # the keys: claimed for the orders decided; an order refused keeps its key free, but a
+        # key used before answers that earlier order all the same (a retry is never refused)
+        keyed = [i for i, p in enumerate(group) if p.idempotency_key is not None]
+        if keyed:
+            earlier = await store.claim_idempotency_keys(
+                uow.conn,
+                [
+                    store.KeyClaim(
+                        group[i].who.user_id,
+                        str(group[i].idempotency_key),
+                        order_ids[i],
+                        group[i].fingerprint,
+                        claim=i in decided,
+                    )
+                    for i in keyed
+                ],
             )
-            if earlier is not None:
-                if earlier.request_hash != fingerprint:
-                    raise ApiError(
+            statuses = await store.statuses(uow.conn, [k.order_id for k in earlier.values()])
+            for i in keyed:
+                before = earlier.get((group[i].who.user_id, str(group[i].idempotency_key)))
+                if before is None:
+                    continue
+                decided.pop(i, None)
+                if before.request_hash != group[i].fingerprint:
+                    answers[i] = ApiError(
                         422,
                         "idempotency_key_reused",
                         "this Idempotency-Key was already used with a different request",
                     )
-                row = await store.get_order(uow.conn, earlier.order_id)
-                status = row["status"] if row is not None else domain.Status.PENDING.value
-                return earlier.order_id, str(status)
-        prices, now = await store.prices_and_clock(uow.conn, [w.sku for w in wanted])
-        try:
-            decision = domain.place(
-                order_id=order_id,
-                user_id=who.user_id,
-                email=who.email,
-                wanted=list(wanted),
-                prices=prices,
-                payment_token=payment_token,
-                now=now,
-                timeout=ctx.settings.timeout,
-            )
-        except domain.UnknownSkuError as exc:
-            raise ApiError(
-                422, "unknown_sku", str(exc), [{"field": "lines", "skus": list(exc.skus)}]
-            ) from None
-        except domain.OrderRejectedError as exc:
-            raise ApiError(422, "order_rejected", str(exc)) from None
-        await store.record_new_order(
-            uow.conn, decision, correlation_id=uow.correlation_id, snapshots=snapshots_of(ctx)
+                else:
+                    status = statuses.get(before.order_id, domain.Status.PENDING.value)
+                    answers[i] = (before.order_id, status)
+        await store.record_new_orders(
+            uow.conn,
+            [(decided[i], group[i].correlation_id) for i in sorted(decided)],
+            snapshots=snapshots_of(ctx),
         )
-        for outgoing in decision.emit:
-            uow.emit(outgoing, aggregate_id=order_id)
-    return order_id, decision.state.status.value
+        for i in sorted(decided):
+            acting = uow.acting_for(group[i].correlation_id, group[i].traceparent)
+            for outgoing in decided[i].emit:
+                acting.emit(outgoing, aggregate_id=order_ids[i])
+            answers[i] = (order_ids[i], decided[i].state.status.value)
+    return [a if a is not None else RuntimeError("not decided") for a in answers]
 
 
 async def time_out_due_orders(ctx: Context) -> int:

@@ -1,10 +1,15 @@
 """orders' composition root: what it consumes, what it publishes, how it is built.
 
-Its settings (OrdersSettings, EVENTSHOP_ORDERS_*) are read once at start; it has no resources of
-its own beyond the platform's pool and bus (its event store is SQL over that pool: store.events).
+Its settings (OrdersSettings, EVENTSHOP_ORDERS_*) are read once at start. Its one resource is the
+group its POSTs are placed in (a transaction for the orders that arrive together); beyond that it
+has the platform's pool and bus (its event store is SQL over that pool: store.events).
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from eventshop.contracts.catalog import ProductCreated, ProductUpdated
 from eventshop.contracts.inventory import InventoryRejected, InventoryReserved
@@ -16,16 +21,32 @@ from eventshop.contracts.orders import (
 )
 from eventshop.contracts.payments import PaymentFailed, PaymentSucceeded
 from eventshop.platform import eventstore
+from eventshop.platform.grouping import GroupCommit
 from eventshop.platform.service import Batch, ServiceContext, ServiceDefinition
+from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 from eventshop.services.orders import api, handlers, jobs
 from eventshop.services.orders.settings import OrdersSettings
 
-Context = ServiceContext[OrdersSettings, None]
+
+@dataclass
+class Resources:
+    #: the orders being placed: those that arrive together are written in one transaction
+    placing: GroupCommit[handlers.Placement, tuple[str, str]]
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: OrdersSettings, platform: PlatformSettings
+) -> AsyncIterator[Resources]:
+    yield Resources(placing=GroupCommit(max_group=settings.place_group_max))
+
+
+Context = ServiceContext[OrdersSettings, Resources]
 
 SAGA_STEPS = Batch(handlers.advance_orders)
 
-definition: ServiceDefinition[OrdersSettings, None] = ServiceDefinition(
+definition: ServiceDefinition[OrdersSettings, Resources] = ServiceDefinition(
     name="orders",
     port=PORTS["orders"],
     handlers={
@@ -41,6 +62,7 @@ definition: ServiceDefinition[OrdersSettings, None] = ServiceDefinition(
     migrations=[eventstore.MIGRATIONS, "eventshop.services.orders.migrations"],
     router=api.router,
     settings=OrdersSettings,
+    resources=open_resources,
     jobs=[jobs.time_out_orders, jobs.run_projections],
     # replicas lock the same orders (and then the event log's counter): a window's first
     lock_first=handlers.lock_window,

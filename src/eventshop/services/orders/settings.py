@@ -13,6 +13,9 @@ class OrdersSettings(BaseSettings):
 
     #: an order not final this long after it was placed is cancelled (reason "timeout")
     timeout_s: float = Field(default=30.0, ge=0)
+    #: orders placed in one transaction at most: the POSTs that arrive while one group is being
+    #: written go together in the next (platform/grouping.py; 1: each order alone)
+    place_group_max: int = Field(default=32, ge=1, le=1_000)
     #: how often the timeout scanner looks for orders past their deadline
     timeout_scan_interval_s: float = Field(default=0.5, gt=0)
     #: orders timed out per scanner transaction

@@ -97,35 +97,71 @@ class KeyedOrder:
     request_hash: str
 
 
-async def claim_idempotency_key(
-    conn: asyncpg.Connection, user_id: str, key: str, order_id: str, request_hash: str
-) -> KeyedOrder | None:
-    """Tie `key` to `order_id`; None if it is now ours, else the order it already names.
+@dataclass(frozen=True)
+class KeyClaim:
+    """An Idempotency-Key to tie to an order (or, `claim=False`, only to look up)."""
+
+    user_id: str
+    key: str
+    order_id: str
+    request_hash: str
+    #: False: the order was refused, its key stays free; only an earlier use of it is wanted
+    claim: bool = True
+
+
+async def claim_idempotency_keys(
+    conn: asyncpg.Connection, claims: Sequence[KeyClaim]
+) -> dict[tuple[str, str], KeyedOrder]:
+    """Tie each claimed key to its order; the keys found taken, by (user id, key), each with
+    the order it names. The others are now ours (or, not claimed, still free).
 
     A concurrent request with the same key waits here on the primary key until the first one
-    commits (then it sees that order) or rolls back (then the key is its own). A key is kept
-    for `retention_idempotency_keys_s` at least, then the retention job deletes it and it is
-    free again (ADR 0009).
+    commits (then it sees that order) or rolls back (then the key is its own). Keys are
+    claimed in (user id, key) order, so two transactions claiming the same keys wait for each
+    other in that one order, never in a cycle. A key is kept for
+    `retention_idempotency_keys_s` at least, then the retention job deletes it and it is free
+    again (ADR 0009).
     """
-    while True:
-        claimed = await conn.fetchval(
-            "INSERT INTO idempotency_keys (user_id, key, order_id, request_hash)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1",
-            user_id,
-            key,
-            order_id,
-            request_hash,
+    earlier: dict[tuple[str, str], KeyedOrder] = {}
+    todo = sorted(claims, key=lambda c: (c.user_id, c.key))
+    while todo:
+        claiming = [c for c in todo if c.claim]
+        claimed: set[tuple[str, str]] = set()
+        if claiming:
+            rows = await conn.fetch(
+                "INSERT INTO idempotency_keys (user_id, key, order_id, request_hash)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+                " ON CONFLICT (user_id, key) DO NOTHING RETURNING user_id, key",
+                [c.user_id for c in claiming],
+                [c.key for c in claiming],
+                [c.order_id for c in claiming],
+                [c.request_hash for c in claiming],
+            )
+            claimed = {(r["user_id"], r["key"]) for r in rows}
+        taken = [c for c in todo if (c.user_id, c.key) not in claimed]
+        if not taken:
+            break
+        rows = await conn.fetch(
+            "SELECT k.user_id, k.key, k.order_id, k.request_hash FROM idempotency_keys AS k"
+            " JOIN unnest($1::text[], $2::text[]) AS w (user_id, key) USING (user_id, key)",
+            [c.user_id for c in taken],
+            [c.key for c in taken],
         )
-        if claimed:
-            return None
-        row = await conn.fetchrow(
-            "SELECT order_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-            user_id,
-            key,
-        )
-        if row is not None:
-            return KeyedOrder(row["order_id"], row["request_hash"])
-        # the conflicting key, past its window, was deleted in between: claim it again
+        for r in rows:
+            earlier[(r["user_id"], r["key"])] = KeyedOrder(r["order_id"], r["request_hash"])
+        # taken when claimed, gone when read: the retention job deleted it in between; again
+        todo = [c for c in taken if c.claim and (c.user_id, c.key) not in earlier]
+    return earlier
+
+
+async def statuses(conn: asyncpg.Connection, order_ids: Sequence[str]) -> dict[str, str]:
+    """The orders' current statuses (those that exist), by id."""
+    if not order_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT order_id, status FROM orders WHERE order_id = ANY($1::text[])", list(order_ids)
+    )
+    return {r["order_id"]: r["status"] for r in rows}
 
 
 # -- streams and the read model -------------------------------------------------------------------
@@ -206,36 +242,60 @@ async def history_of(conn: asyncpg.Connection, order_id: str) -> list[RecordedEv
     return await events.load(conn, stream_of(order_id))
 
 
-async def record_new_order(
+async def record_new_orders(
     conn: asyncpg.Connection,
-    decision: Decision,
+    placed: Sequence[tuple[Decision, str | None]],
     *,
-    correlation_id: str,
     snapshots: SnapshotPolicy = NO_SNAPSHOTS,
 ) -> None:
-    """Start an order's stream and its read-model row."""
-    order = decision.state
+    """Start new orders' streams and their read-model rows: one INSERT and one append for all
+    of them. Each comes with the correlation id of the request that placed it."""
+    if not placed:
+        return
+    orders = [decision.state for decision, _ in placed]
     await conn.execute(
         """
         INSERT INTO orders (order_id, user_id, email, status, reason, lines, total_minor,
                             currency, created_at, updated_at, deadline, version, correlation_id)
-        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $9, $10, $11, $12)
+        SELECT o.order_id, o.user_id, o.email, o.status, o.reason, o.lines::jsonb,
+               o.total_minor, o.currency, o.created_at, o.created_at, o.deadline, o.version,
+               o.correlation_id
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::bigint[], $8::text[], $9::timestamptz[], $10::timestamptz[],
+                    $11::int[], $12::text[])
+             AS o (order_id, user_id, email, status, reason, lines, total_minor, currency,
+                   created_at, deadline, version, correlation_id)
         """,
-        order.order_id,
-        order.user_id,
-        order.email,
-        order.status.value,
-        order.reason,
-        _lines_json(order),
-        order.total_minor,
-        order.currency,
-        order.placed_at,
-        order.deadline,
-        order.version,
-        correlation_id,
+        [o.order_id for o in orders],
+        [o.user_id for o in orders],
+        [o.email for o in orders],
+        [o.status.value for o in orders],
+        [o.reason for o in orders],
+        [_lines_json(o) for o in orders],
+        [o.total_minor for o in orders],
+        [o.currency for o in orders],
+        [o.placed_at for o in orders],
+        [o.deadline for o in orders],
+        [o.version for o in orders],
+        [correlation_id for _, correlation_id in placed],
     )
-    await _snapshot(conn, 0, order, snapshots)
-    await _append(conn, order.order_id, 0, decision.record, correlation_id, None)
+    for order in orders:
+        await _snapshot(conn, 0, order, snapshots)
+    await events.append_many(
+        conn,
+        [
+            StreamAppend(
+                stream_of(decision.state.order_id),
+                0,
+                [
+                    NewEvent(e.type_name(), e.model_dump(mode="json"), e.schema_version)
+                    for e in decision.record
+                ],
+                metadata={"correlation_id": correlation_id, "causation_id": None},
+            )
+            for decision, correlation_id in sorted(placed, key=lambda d: d[0].state.order_id)
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -302,23 +362,6 @@ async def _snapshot(
         after=order.version,
         policy=snapshots,
         codec=CODEC,
-    )
-
-
-async def _append(
-    conn: asyncpg.Connection,
-    order_id: str,
-    expected_version: int,
-    record: Sequence[DomainEvent],
-    correlation_id: str | None,
-    causation_id: str | None,
-) -> None:
-    await events.append(
-        conn,
-        stream_of(order_id),
-        expected_version,
-        [NewEvent(e.type_name(), e.model_dump(mode="json"), e.schema_version) for e in record],
-        metadata={"correlation_id": correlation_id, "causation_id": causation_id},
     )
 
 
