@@ -141,3 +141,19 @@ async def test_the_group_is_written_outside_the_first_callers_context() -> None:
 def test_max_group_is_at_least_one() -> None:
     with pytest.raises(ValueError):
         GroupCommit(max_group=0)
+
+
+async def test_close_cancels_the_group_in_hand_and_those_waiting_then_a_new_one_begins() -> None:
+    group: GroupCommit[str, str] = GroupCommit()
+    writer = HeldWriter()
+    writing = asyncio.create_task(group.submit("a", writer))
+    await _until_written(writer, 1)
+    waiting = asyncio.create_task(group.submit("b", writer))
+    await asyncio.sleep(0)
+    await group.close()
+    for task in (writing, waiting):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    writer.go.set()
+    assert await group.submit("c", writer) == "C"
+    assert writer.groups == [["a"], ["c"]]

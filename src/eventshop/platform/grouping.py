@@ -55,12 +55,20 @@ class GroupCommit(Generic[T, R]):
             )
         return await future
 
+    async def close(self) -> None:
+        """Stop writing: the group being written is cancelled (its transaction rolls back) and
+        its items and those waiting are cancelled too."""
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
     async def _write_until_none_wait(self, write: Writer[T, R]) -> None:
+        group: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._waiting:
-                group = self._waiting[: self.max_group]
+                group = [(i, f) for i, f in self._waiting[: self.max_group] if not f.cancelled()]
                 del self._waiting[: self.max_group]
-                group = [(item, f) for item, f in group if not f.cancelled()]
                 if not group:
                     continue
                 self.groups += 1
@@ -80,8 +88,8 @@ class GroupCommit(Generic[T, R]):
                         future.set_result(result)
         finally:
             self._writer = None
-            if self._waiting:  # cancelled with items waiting (the service is stopping)
-                waiting, self._waiting = self._waiting, []
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_exception(RuntimeError("stopped before it was written"))
+            # stopped (`close`, or the loop's end): nothing in hand is left waiting forever
+            left, self._waiting = [*group, *self._waiting], []
+            for _, future in left:
+                if not future.done():
+                    future.cancel()

@@ -7,8 +7,8 @@ A payment goes through three short steps, no row lock ever held across the provi
 2. call the provider (up to `charge_concurrency` calls in flight, each bounded by a timeout);
 3. record the outcome where the claim still holds, with its events, in one unit of work
    (handlers.py: `settle_charges`, `retry_or_fail_charge`, `settle_refund`, `retry_refund_later`).
-   Charges' answers go through a `Settler`: whatever answers have come in while the last batch
-   was being recorded are recorded together, in one transaction (ADR 0016).
+   Charges' answers go through a `Settler` (platform/grouping.py): whatever answers have come in
+   while the last group was being recorded are recorded together, in one transaction (ADR 0016).
 
 A process that dies in step 2 leaves its rows charging; another one takes them over when the
 lease runs out and calls again with the same idempotency key, so nothing is charged twice.
@@ -18,9 +18,11 @@ Several payments processes share the work (the claim is FOR UPDATE SKIP LOCKED).
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from eventshop.platform.grouping import GroupCommit
 from eventshop.platform.observability.logging import get_logger
 from eventshop.services.payments import handlers, store
 from eventshop.services.payments.adapters import Charge, ProviderError
@@ -32,50 +34,23 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-class Settler:
-    """Records the provider's answers to charges in batches: an answer waits for the batch
-    being recorded to commit, then goes with every answer that came in meanwhile. Under load
-    that is one transaction for many payments; alone, an answer is recorded at once."""
+#: the provider's answers to charges, recorded in groups: an answer waits for the group being
+#: recorded to commit, then goes with every answer that came in meanwhile. Under load that is one
+#: transaction for many payments; alone, an answer is recorded at once (ADR 0016, ADR 0019).
+Settler = GroupCommit[tuple[ClaimedPayment, Charge], bool]
 
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self._waiting: list[tuple[ClaimedPayment, Charge, asyncio.Future[bool]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+#: no bound on a group: the answers in hand are at most `charge_concurrency`
+_UNBOUNDED = 1_000_000
 
-    async def settle(self, claimed: ClaimedPayment, charge: Charge) -> bool:
-        """`handlers.settle_charges` of this one answer, in the next batch."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="payments:settler")
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((claimed, charge, done))
-        self._wake.set()
-        return await done
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for *_, done in self._waiting:
-            done.cancel()
+def _settler() -> Settler:
+    return GroupCommit(max_group=_UNBOUNDED)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._waiting = self._waiting, []
-            if not batch:
-                continue
-            try:
-                results = await handlers.settle_charges(self._ctx, [(c, a) for c, a, _ in batch])
-            except Exception as exc:  # the database is away: each charge's task logs it
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (*_, done), result in zip(batch, results, strict=True):
-                if not done.done():
-                    done.set_result(result)
+
+async def _settle(ctx: Context, settler: Settler, claimed: ClaimedPayment, charge: Charge) -> bool:
+    """`handlers.settle_charges` of this one answer, in the next group."""
+    write = functools.partial(handlers.settle_charges, ctx)
+    return await settler.submit((claimed, charge), write)
 
 
 async def charge_payments(ctx: Context) -> None:
@@ -87,7 +62,7 @@ async def charge_payments(ctx: Context) -> None:
     """
     settings = ctx.settings
     in_flight: set[asyncio.Task[None]] = set()
-    settler = Settler(ctx)
+    settler = _settler()
     try:
         while True:
             free = settings.charge_concurrency - len(in_flight)
@@ -116,7 +91,7 @@ async def charge_due_payments(ctx: Context) -> int:
     """One pass: claim what is due (up to the concurrency bound) and see every one through;
     how many were claimed."""
     claimed = await _claim(ctx, ctx.settings.charge_concurrency)
-    settler = Settler(ctx)
+    settler = _settler()
     try:
         await asyncio.gather(*(_see_through(ctx, payment, settler) for payment in claimed))
     finally:
@@ -164,7 +139,7 @@ async def _charge(ctx: Context, payment: ClaimedPayment, settler: Settler) -> No
     except (ProviderError, TimeoutError) as exc:
         await handlers.retry_or_fail_charge(ctx, payment, f"{type(exc).__name__}: {exc}")
         return
-    if await settler.settle(payment, charge):
+    if await _settle(ctx, settler, payment, charge):
         # the order was cancelled while it was being charged: refund it now, same claim
         await _refund(ctx, replace(payment, kind="refund", charge_ref=charge.reference))
 
