@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventshop.tooling.smtp_sink import SmtpSink, stored_messages
+from eventshop.tooling.smtp_sink import MailDirectory, SmtpSink, stored_messages
 
 
 @pytest.fixture
@@ -175,3 +175,16 @@ def test_runs_as_a_process_with_its_mailbox_view_and_stops_on_sigterm(tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_a_mail_is_synced_to_disk_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    directory = MailDirectory(tmp_path, fsync=fsync)
+    assert directory.put("<synced@test>", b"Subject: s\r\n\r\nbody\r\n")
+    assert directory.file_for("<synced@test>").read_bytes().endswith(b"body\r\n")
+    assert len(synced) == (1 if fsync else 0)
