@@ -183,7 +183,12 @@ def test_a_mail_is_synced_to_disk_only_when_asked(
 ) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def counted_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted_fsync)
     directory = MailDirectory(tmp_path, fsync=fsync)
     assert directory.put("<synced@test>", b"Subject: s\r\n\r\nbody\r\n")
     assert directory.file_for("<synced@test>").read_bytes().endswith(b"body\r\n")
