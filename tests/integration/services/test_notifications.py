@@ -38,7 +38,7 @@ from eventshop.services.notifications.adapters import SmtpMailer
 from eventshop.services.notifications.service import Resources
 from eventshop.services.notifications.settings import NotificationsSettings
 from eventshop.tooling.smtp_sink import SmtpSink, StoredMail, stored_messages
-from tests.support.services import deliver, service_context
+from tests.support.services import deliver, deliver_window, service_context
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,7 @@ async def test_a_crash_between_the_send_and_the_commit_does_not_deliver_twice(
     env = envelope_of(event, aggregate_id="u-1")
     with pytest.raises(Crash):
         async with context.unit_of_work() as uow:
-            await handlers.welcome_user(context, uow.caused_by(env), env, event)
+            await handlers.send_notifications(context, [(uow.caused_by(env), env, event)])
             raise Crash  # the mail is out, the transaction never commits
     assert len(mails(sink)) == 1
     assert await notification_rows(pool) == []
@@ -267,6 +267,29 @@ async def test_concurrent_deliveries_of_one_fact_send_once(
     assert len(mails(sink)) == 1
     assert sink.handler.duplicates == 0
     assert len(await notification_rows(schema_pool[1])) == 1
+
+
+async def test_a_windows_mails_are_claimed_in_one_statement_and_each_sent_once(
+    pool: asyncpg.Pool, sink: SmtpSink, context: AnyContext
+) -> None:
+    await deliver(context, registered("u-0", "zed@example.com"))  # sent before this window
+    window: list[EventPayload] = [
+        registered("u-1"),
+        confirmed("o-1"),
+        cancelled("o-2"),
+        registered("u-1"),  # the same fact again, under another event id: one mail
+        registered("u-0", "zed@example.com"),  # sent already: no mail
+    ]
+    ran = await deliver_window(context, window)
+    assert sum("INSERT INTO notifications" in q for q in ran) == 1
+    assert sorted(m.to for m in mails(sink)) == [
+        "ann@example.com", "ann@example.com", "ann@example.com", "zed@example.com",
+    ]  # fmt: skip
+    assert sink.handler.duplicates == 0
+    assert len(await notification_rows(pool)) == 4
+    assert sorted(p.kind for _, p in await outbox(pool)) == [
+        "order_cancelled", "order_confirmed", "welcome", "welcome",
+    ]  # fmt: skip
 
 
 # -- the SMTP session ----------------------------------------------------------------------------

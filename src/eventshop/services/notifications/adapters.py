@@ -19,6 +19,7 @@ import binascii
 import functools
 import smtplib
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
@@ -90,6 +91,10 @@ class Mailer(Protocol):
 
     async def send(self, mail: Email) -> None: ...
 
+    async def send_all(self, mails: Sequence[Email]) -> None:
+        """Send each in order; the first failure raises (the ones before it went out)."""
+        ...
+
     async def close(self) -> None:
         """Let go of any connection kept between sends (the service is stopping)."""
 
@@ -138,10 +143,13 @@ class SmtpMailer:
         return self._sessions
 
     async def send(self, mail: Email) -> None:
-        raw = render(mail, sender=self.sender)
-        await asyncio.get_running_loop().run_in_executor(
-            self._worker, self._deliver, mail.recipient, raw
-        )
+        await self.send_all([mail])
+
+    async def send_all(self, mails: Sequence[Email]) -> None:
+        """The mails one after the other on the session, in one hand-over to the worker thread
+        (a window's mails: one hop there and back, not one each)."""
+        rendered = [(mail.recipient, render(mail, sender=self.sender)) for mail in mails]
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._deliver_all, rendered)
 
     async def close(self) -> None:
         """End the session (QUIT) once the sends queued before are done; a later send opens
@@ -149,6 +157,10 @@ class SmtpMailer:
         await asyncio.get_running_loop().run_in_executor(self._worker, self._quit)
 
     # -- on the worker thread --------------------------------------------------------------------
+    def _deliver_all(self, rendered: Sequence[tuple[str, bytes]]) -> None:
+        for recipient, raw in rendered:
+            self._deliver(recipient, raw)
+
     def _deliver(self, recipient: str, raw: bytes) -> None:
         try:
             smtp = self._smtp

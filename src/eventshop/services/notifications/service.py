@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from eventshop.contracts.notifications import NotificationSent
 from eventshop.contracts.orders import OrderCancelled, OrderConfirmed
 from eventshop.contracts.users import UserRegistered
-from eventshop.platform.service import ServiceContext, ServiceDefinition
+from eventshop.platform.service import Batch, ServiceContext, ServiceDefinition
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services import PORTS
 from eventshop.services.notifications import api, handlers
@@ -46,14 +46,13 @@ async def open_resources(
 
 Context = ServiceContext[NotificationsSettings, Resources]
 
+MAIL = Batch(handlers.send_notifications)
+
 definition: ServiceDefinition[NotificationsSettings, Resources] = ServiceDefinition(
     name="notifications",
     port=PORTS["notifications"],
-    handlers={
-        UserRegistered: handlers.welcome_user,
-        OrderConfirmed: handlers.mail_order_confirmation,
-        OrderCancelled: handlers.mail_order_cancellation,
-    },
+    # one batch for the three: a window's mails claimed in one statement, sent in one hand-over
+    handlers={UserRegistered: MAIL, OrderConfirmed: MAIL, OrderCancelled: MAIL},
     publishes=[NotificationSent],
     migrations=["eventshop.services.notifications.migrations"],
     router=api.router,

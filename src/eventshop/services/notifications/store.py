@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from eventshop.services.notifications.domain import Email
 
 
-async def claim_notification(
-    conn: asyncpg.Connection, notification_id: uuid.UUID, mail: Email, *, user_id: str
-) -> bool:
-    """Record that `mail` is being sent; False if that notification was sent already.
+@dataclass(frozen=True)
+class Claim:
+    """A notification about to be sent: its id, its mail, the user it is about."""
 
-    Called inside the transaction that sends it: if the send fails the row goes with the
+    notification_id: uuid.UUID
+    mail: Email
+    user_id: str
+
+
+async def claim_notifications(conn: asyncpg.Connection, claims: Sequence[Claim]) -> set[uuid.UUID]:
+    """Record that these mails are being sent, in one statement; the ids of those claimed (the
+    others were sent already, or are the same notification as one before them).
+
+    Called inside the transaction that sends them: if the send fails the rows go with the
     rollback, and a concurrent claim of the same (kind, ref) waits for this transaction and
     then finds the row (and does nothing) or not (and sends it itself).
     """
-    inserted = await conn.fetchval(
+    if not claims:
+        return set()
+    rows = await conn.fetch(
         "INSERT INTO notifications (notification_id, kind, ref, user_id, recipient, subject)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
-        " ON CONFLICT (kind, ref) DO NOTHING RETURNING true",
-        notification_id,
-        mail.kind,
-        mail.ref,
-        user_id,
-        mail.recipient,
-        mail.subject,
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[]) ON CONFLICT (kind, ref) DO NOTHING RETURNING notification_id",
+        [c.notification_id for c in claims],
+        [c.mail.kind for c in claims],
+        [c.mail.ref for c in claims],
+        [c.user_id for c in claims],
+        [c.mail.recipient for c in claims],
+        [c.mail.subject for c in claims],
     )
-    return bool(inserted)
+    return {r["notification_id"] for r in rows}
 
 
 async def notifications_of(
