@@ -361,24 +361,6 @@ async def test_a_slow_charge_holds_one_slot_not_the_job(
     assert types(await outbox(pool)) == ["payment.succeeded"]
 
 
-async def test_work_committed_here_wakes_the_charge_job_before_its_next_poll(
-    context: AnyContext, pool: asyncpg.Pool
-) -> None:
-    req = request()
-    patient = replace(context, settings=quick(charge_poll_s=60, charge_stop_grace_s=0))
-    async with running_jobs(definition, patient):
-        await asyncio.sleep(0.05)  # the job found nothing and waits for its next poll
-        started = time.monotonic()
-        await deliver(patient, req)
-        while (await payment_of(pool, req.order_id))["status"] != "captured":
-            assert time.monotonic() - started < 5, "the charge waited for the poll"
-            await asyncio.sleep(0.02)
-        await deliver(patient, cancel(req.order_id))
-        while (await payment_of(pool, req.order_id))["status"] != "refunded":
-            assert time.monotonic() - started < 5, "the refund waited for the poll"
-            await asyncio.sleep(0.02)
-
-
 # -- compensation: cancelled orders ---------------------------------------------------------------
 async def test_cancel_after_capture_refunds(
     context: AnyContext, pool: asyncpg.Pool, provider: SimulatedProvider

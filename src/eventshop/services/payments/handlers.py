@@ -86,9 +86,6 @@ async def screen_payments(ctx: Context, deliveries: Sequence[Delivery]) -> None:
         )
         requests.append((uow, payment, domain.fraud_check(rules, attempt)))
     recorded = await store.record_requests(conn, [(p, fraud) for _, p, fraud in requests])
-    if any(fraud is None for _, _, fraud in requests) and deliveries:
-        # the charge job (if it runs in this process) takes them once they are committed
-        deliveries[0][0].after_commit(ctx.resources.work_due.set)
     for uow, payment, fraud in requests:
         if payment.order_id not in recorded:  # a tombstone committed meanwhile (no window lock)
             log.info("payments.request_ignored", order_id=payment.order_id)
@@ -124,8 +121,6 @@ async def cancel_payment(
     if action is domain.OnCancel.VOID:
         await store.void(uow.conn, event.order_id)
     # REFUND and REFUND_AFTER_CAPTURE: the row is marked; the charge job refunds it
-    if action is not domain.OnCancel.VOID:
-        uow.after_commit(ctx.resources.work_due.set)
     log.info("payments.cancel_noted", order_id=event.order_id, action=action.value)
 
 

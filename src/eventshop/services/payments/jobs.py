@@ -18,7 +18,6 @@ Several payments processes share the work (the claim is FOR UPDATE SKIP LOCKED).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -67,7 +66,6 @@ async def charge_payments(ctx: Context) -> None:
     try:
         while True:
             free = settings.charge_concurrency - len(in_flight)
-            ctx.resources.work_due.clear()  # what is committed from now on wakes the wait below
             claimed: list[ClaimedPayment] = []
             if free > 0:
                 try:
@@ -82,9 +80,8 @@ async def charge_payments(ctx: Context) -> None:
                 )
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
-            if not claimed:  # until this process commits work for it, or the next poll
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ctx.resources.work_due.wait(), settings.charge_poll_s)
+            if not claimed:
+                await asyncio.sleep(settings.charge_poll_s)
     finally:
         await _let_finish(in_flight, settings.charge_stop_grace_s)
         await settler.close()

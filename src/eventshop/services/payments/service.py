@@ -8,10 +8,9 @@ refunds (jobs.py).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
 from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
@@ -26,9 +25,6 @@ from eventshop.services.payments.settings import PaymentsSettings
 @dataclass
 class Resources:
     provider: PaymentProvider
-    #: set when this process commits work for the charge job (a payment to charge, a refund to
-    #: make): the job, if it runs here, looks at once instead of at its next poll
-    work_due: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @asynccontextmanager
