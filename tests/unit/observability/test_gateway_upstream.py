@@ -84,12 +84,43 @@ async def test_a_forwarded_request_names_the_gateways_client_span(spans: Any) ->
     assert after == before + 1
 
 
+async def test_an_unsampled_request_makes_no_client_span_and_passes_its_trace_on(
+    spans: Any,
+) -> None:
+    sent: list[web.Request] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        sent.append(request)
+        return web.json_response({}, status=200)
+
+    unsampled = trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id=0x5CE0E9A56015FEC5AADFA328AE398115,
+            span_id=0xAB54A98CEB1F0AD2,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(0),
+        )
+    )
+    async with upstreams({"orders": answer}) as services:
+        with trace.use_span(unsampled):
+            r = await services.call("orders", "GET", "/orders", who=None, correlation_id="c3")
+    assert r.status == 200
+    assert [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT] == []
+    remote = parse_traceparent(sent[0].headers["traceparent"])
+    assert remote is not None
+    assert (remote.trace_id, remote.span_id) == (
+        0x5CE0E9A56015FEC5AADFA328AE398115,
+        0xAB54A98CEB1F0AD2,
+    )
+
+
 async def test_an_unreachable_service_is_an_error_span(spans: Any) -> None:
     services = Upstreams.at(
         {"orders": f"http://127.0.0.1:{closed_port()}"}, timeout_s=2.0, connect_timeout_s=1.0
     )
     try:
-        await services.call("orders", "GET", "/orders", who=None, correlation_id="c2")
+        with trace.get_tracer("t").start_as_current_span("GET /api/v1/orders"):
+            await services.call("orders", "GET", "/orders", who=None, correlation_id="c2")
     except UpstreamUnavailableError:
         pass
     else:

@@ -238,11 +238,12 @@ async def place_orders(ctx: Context, placements: Sequence[Placement]) -> list[Pl
         placed = await _place_group(ctx, [placements[i] for i in first])
         for i, result in zip(first, placed, strict=True):
             results[i] = result
-    except Exception:
-        if len(first) == 1:
-            raise
-        log.warning("orders.group_failed", orders=len(first), exc_info=True)
-        again = sorted(first + again)
+    except Exception as exc:
+        if len(first) == 1:  # alone: its own failure
+            results[first[0]] = exc
+        else:
+            log.warning("orders.group_failed", orders=len(first), exc_info=True)
+            again = sorted(first + again)
     for i in again:
         try:
             results[i] = (await _place_group(ctx, [placements[i]]))[0]
