@@ -250,8 +250,8 @@ def _publish_spans(
     spans: list[tuple[int, Span]] = []
     now: datetime | None = None
     for i, r in enumerate(rows):
-        if r["traceparent"] is None:
-            continue
+        if tracing.recorded_parent(r["traceparent"]) is None:
+            continue  # untraced, or not sampled: no span, and no attributes made for one
         now = now or datetime.now(UTC)
         attributes: dict[str, str | float] = {
             **tracing.event_attributes(
