@@ -251,8 +251,8 @@ class Upstreams:
         sent_headers.update(headers or {})
         started = time.perf_counter()
         # a CLIENT span only under a recording one (a sampled request): an unsampled request's
-        # would be thrown away, and making it cost 3.5% of the gateway's CPU (docs/PERFORMANCE.md
-        # §5.6). The service then joins the request's own span, under the same trace id.
+        # would be thrown away, and making it cost 3.5% of the gateway's CPU (py-spy, see
+        # docs/PERFORMANCE.md §5.6). The service joins the request's span, the same trace id.
         parent = trace.get_current_span()
         traced = (
             tracing.tracer().start_as_current_span(
