@@ -23,7 +23,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -70,26 +70,18 @@ class UnitOfWork:
 
     def caused_by(self, cause: Envelope) -> UnitOfWork:
         """The same transaction, now emitting events caused by `cause`."""
-        return UnitOfWork(
-            conn=self.conn,
-            service=self.service,
+        return replace(
+            self,
             correlation_id=cause.correlation_id,
             causation_id=str(cause.event_id),
             traceparent=cause.traceparent,
-            pending=self.pending,
-            committed_hooks=self.committed_hooks,
         )
 
     def acting_for(self, correlation_id: str, traceparent: str | None) -> UnitOfWork:
         """The same transaction, now emitting events for another request (a group of commands
         written together, platform/grouping.py: each event carries its own request's ids)."""
-        return UnitOfWork(
-            conn=self.conn,
-            service=self.service,
-            correlation_id=correlation_id,
-            traceparent=traceparent,
-            pending=self.pending,
-            committed_hooks=self.committed_hooks,
+        return replace(
+            self, correlation_id=correlation_id, causation_id=None, traceparent=traceparent
         )
 
     def after_commit(self, hook: Callable[[], None]) -> None:
