@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -184,6 +184,11 @@ class Placement:
     correlation_id: str
     traceparent: str | None
 
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """(user id, Idempotency-Key), when the request sent one: keys are per user."""
+        return None if self.idempotency_key is None else (self.who.user_id, self.idempotency_key)
+
 
 Placed = tuple[str, str]
 
@@ -228,11 +233,11 @@ async def place_orders(ctx: Context, placements: Sequence[Placement]) -> list[Pl
     again: list[int] = []
     keys: set[tuple[str, str]] = set()
     for i, p in enumerate(placements):
-        if p.idempotency_key is not None and (p.who.user_id, p.idempotency_key) in keys:
+        if p.key is not None and p.key in keys:
             again.append(i)
             continue
-        if p.idempotency_key is not None:
-            keys.add((p.who.user_id, p.idempotency_key))
+        if p.key is not None:
+            keys.add(p.key)
         first.append(i)
     try:
         placed = await _place_group(ctx, [placements[i] for i in first])
@@ -256,11 +261,11 @@ async def _place_group(ctx: Context, group: Sequence[Placement]) -> list[Placed 
     """Every order of `group` (no key twice) in one transaction: priced, decided, its key
     claimed, then all the new streams, read-model rows and outbox rows written at once."""
     answers: list[Placed | Exception | None] = [None] * len(group)
+    order_ids = [str(uuid.uuid4()) for _ in group]
     async with ctx.unit_of_work() as uow:
         skus = sorted({line.sku for p in group for line in p.wanted})
         prices, now = await store.prices_and_clock(uow.conn, skus)
         decided: dict[int, domain.Decision] = {}
-        order_ids = [str(uuid.uuid4()) for _ in group]
         for i, p in enumerate(group):
             try:
                 decided[i] = domain.place(
@@ -279,38 +284,9 @@ async def _place_group(ctx: Context, group: Sequence[Placement]) -> list[Placed 
                 )
             except domain.OrderRejectedError as exc:
                 answers[i] = ApiError(422, "order_rejected", str(exc))
-        # the keys: claimed for the orders decided; an order refused keeps its key free, but a
-        # key used before answers that earlier order all the same (a retry is never refused)
-        keyed = [i for i, p in enumerate(group) if p.idempotency_key is not None]
-        if keyed:
-            earlier = await store.claim_idempotency_keys(
-                uow.conn,
-                [
-                    store.KeyClaim(
-                        group[i].who.user_id,
-                        str(group[i].idempotency_key),
-                        order_ids[i],
-                        group[i].fingerprint,
-                        claim=i in decided,
-                    )
-                    for i in keyed
-                ],
-            )
-            statuses = await store.statuses(uow.conn, [k.order_id for k in earlier.values()])
-            for i in keyed:
-                before = earlier.get((group[i].who.user_id, str(group[i].idempotency_key)))
-                if before is None:
-                    continue
-                decided.pop(i, None)
-                if before.request_hash != group[i].fingerprint:
-                    answers[i] = ApiError(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was already used with a different request",
-                    )
-                else:
-                    status = statuses.get(before.order_id, domain.Status.PENDING.value)
-                    answers[i] = (before.order_id, status)
+        for i, earlier in (await _claim_keys(uow.conn, group, order_ids, decided)).items():
+            decided.pop(i, None)
+            answers[i] = earlier
         await store.record_new_orders(
             uow.conn,
             [(decided[i], group[i].correlation_id) for i in sorted(decided)],
@@ -322,6 +298,39 @@ async def _place_group(ctx: Context, group: Sequence[Placement]) -> list[Placed 
                 acting.emit(outgoing, aggregate_id=order_ids[i])
             answers[i] = (order_ids[i], decided[i].state.status.value)
     return [a if a is not None else RuntimeError("not decided") for a in answers]
+
+
+async def _claim_keys(
+    conn: asyncpg.Connection,
+    group: Sequence[Placement],
+    order_ids: Sequence[str],
+    decided: Mapping[int, domain.Decision],
+) -> dict[int, Placed | Exception]:
+    """The group's keys, claimed for the orders decided (an order refused keeps its key free);
+    by position, the answers of those whose key was used before: that earlier order, as it is
+    now, or 422 if it was used with another request (a retry is never refused)."""
+    claims = {
+        p.key: store.KeyClaim(*p.key, order_ids[i], p.fingerprint, claim=i in decided)
+        for i, p in enumerate(group)
+        if p.key is not None
+    }
+    if not claims:
+        return {}
+    earlier = await store.claim_idempotency_keys(conn, list(claims.values()))
+    answers: dict[int, Placed | Exception] = {}
+    for i, p in enumerate(group):
+        before = earlier.get(p.key) if p.key is not None else None
+        if before is None:
+            continue
+        if before.request_hash != p.fingerprint:
+            answers[i] = ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request",
+            )
+        else:
+            answers[i] = (before.order_id, before.status or domain.Status.PENDING.value)
+    return answers
 
 
 async def time_out_due_orders(ctx: Context) -> int:

@@ -95,6 +95,8 @@ async def prices_and_clock(
 class KeyedOrder:
     order_id: str
     request_hash: str
+    #: the order's status now (None: its row is not there)
+    status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ async def claim_idempotency_keys(
     conn: asyncpg.Connection, claims: Sequence[KeyClaim]
 ) -> dict[tuple[str, str], KeyedOrder]:
     """Tie each claimed key to its order; the keys found taken, by (user id, key), each with
-    the order it names. The others are now ours (or, not claimed, still free).
+    the order it names and that order's status now. The others are now ours (or, not claimed,
+    still free).
 
     A concurrent request with the same key waits here on the primary key until the first one
     commits (then it sees that order) or rolls back (then the key is its own). Keys are
@@ -142,26 +145,20 @@ async def claim_idempotency_keys(
         if not taken:
             break
         rows = await conn.fetch(
-            "SELECT k.user_id, k.key, k.order_id, k.request_hash FROM idempotency_keys AS k"
-            " JOIN unnest($1::text[], $2::text[]) AS w (user_id, key) USING (user_id, key)",
+            "SELECT k.user_id, k.key, k.order_id, k.request_hash, o.status"
+            " FROM idempotency_keys AS k"
+            " JOIN unnest($1::text[], $2::text[]) AS w (user_id, key) USING (user_id, key)"
+            " LEFT JOIN orders AS o ON o.order_id = k.order_id",
             [c.user_id for c in taken],
             [c.key for c in taken],
         )
         for r in rows:
-            earlier[(r["user_id"], r["key"])] = KeyedOrder(r["order_id"], r["request_hash"])
+            earlier[(r["user_id"], r["key"])] = KeyedOrder(
+                r["order_id"], r["request_hash"], r["status"]
+            )
         # taken when claimed, gone when read: the retention job deleted it in between; again
         todo = [c for c in taken if c.claim and (c.user_id, c.key) not in earlier]
     return earlier
-
-
-async def statuses(conn: asyncpg.Connection, order_ids: Sequence[str]) -> dict[str, str]:
-    """The orders' current statuses (those that exist), by id."""
-    if not order_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT order_id, status FROM orders WHERE order_id = ANY($1::text[])", list(order_ids)
-    )
-    return {r["order_id"]: r["status"] for r in rows}
 
 
 # -- streams and the read model -------------------------------------------------------------------
