@@ -420,20 +420,3 @@ async def test_replaying_a_parked_message_after_the_fix_has_one_effect_and_purge
 
     unknown = eventshop(settings, "dlq", "list", "--service", f"nosuch_{uuid.uuid4().hex[:6]}")
     assert unknown.returncode != 0 and "no parking lot" in unknown.stderr
-
-
-async def test_a_started_service_has_its_heap_frozen_and_says_so(
-    services: ServiceFactory,
-) -> None:
-    """`eventshop run` settles the heap once started (platform/heap.py), unless told not to."""
-
-    def started_line(svc: ServiceProcess) -> dict[str, Any]:
-        lines = (json.loads(line) for line in svc.log_tail(200_000).splitlines() if "{" in line)
-        return next(line for line in lines if line.get("event") == "service.started")
-
-    frozen = await services("heap").started()
-    thawed = await services("heap_off", eventshop_gc_freeze="false").started()
-
-    # a service's start-up heap: its modules, app, routes and validators, well over 50,000
-    assert started_line(frozen)["heap_frozen"] > 50_000
-    assert started_line(thawed)["heap_frozen"] == 0

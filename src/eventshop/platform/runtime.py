@@ -30,7 +30,6 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from eventshop.contracts import registry
-from eventshop.platform import heap
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.bus.types import Subscription
@@ -281,15 +280,7 @@ async def _serve_http(
         listening_socket(server.config.host, server.config.port, reuse_port=reuse)
         for server in servers
     ]
-    # everything is built, started and listening: what is alive now lives as long as the process
-    frozen = heap.settle() if ctx.platform.gc_freeze else 0
-    log.info(
-        "service.started",
-        port=port,
-        metrics_port=metrics_port or port,
-        reuse_port=reuse,
-        heap_frozen=frozen,
-    )
+    log.info("service.started", port=port, metrics_port=metrics_port or port, reuse_port=reuse)
     try:
         await asyncio.gather(
             *(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True))

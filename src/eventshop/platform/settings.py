@@ -62,9 +62,6 @@ class PlatformSettings(BaseSettings):
     #: connections a service process's pool may open. PostgreSQL allows 100 in all by default:
     #: `eventshop up --replicas` divides a service's share among its processes (ADR 0012)
     db_pool_max: int = Field(default=10, ge=1, le=100)
-    #: once a service has started, freeze its heap out of the garbage collector's walks
-    #: (platform/heap.py): its oldest-generation collections then walk only what was made since
-    gc_freeze: bool = True
     #: the addresses of reverse proxies whose X-Forwarded-For is believed (JSON list in
     #: EVENTSHOP_TRUSTED_PROXIES); none by default: the client's own address is what counts
     trusted_proxies: list[str] = Field(default_factory=list)

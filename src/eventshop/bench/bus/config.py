@@ -53,7 +53,6 @@ class BenchConfig:
             "exchange": self.exchange,
             "prefetch": self.prefetch,
             "relay_batch": self.relay_batch,
-            "gc_freeze": s.gc_freeze,
             **extra,
         }
 

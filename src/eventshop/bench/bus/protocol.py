@@ -1,9 +1,8 @@
 """How the orchestrator and its child processes talk: one word or one JSON object a line.
 
 A child (`python -m eventshop.bench.bus <role> <json>`) says `{"ready": true}` when it is
-set up (`ready`: its heap settled first, as a service process's is), waits for `go` on stdin,
-prints its result as one JSON line, and exits after `stop`. The child's side is `ready`, `say`
-and `wait_for`; the parent's side is `Child`.
+set up, waits for `go` on stdin, prints its result as one JSON line, and exits after `stop`.
+The child's side is `say` and `wait_for`; the parent's side is `Child`.
 """
 
 from __future__ import annotations
@@ -21,16 +20,6 @@ from typing import Any
 def say(obj: Mapping[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
-
-
-def ready(cfg: Mapping[str, Any]) -> None:
-    """Set up: settle the heap as `eventshop run` does once a service has started (every role,
-    the raw client's too, so both sides of the comparison are alike), then say so."""
-    if cfg.get("gc_freeze", True):
-        from eventshop.platform import heap
-
-        heap.settle()
-    say({"ready": True})
 
 
 async def _read_line() -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from eventshop.bench.bus.protocol import ready, say, wait_for
+from eventshop.bench.bus.protocol import say, wait_for
 
 
 async def raw_publish(cfg: Mapping[str, Any]) -> None:
@@ -34,7 +34,7 @@ async def raw_publish(cfg: Mapping[str, Any]) -> None:
         message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         return exchange.publish(message, routing_key=queue)
 
-    ready(cfg)
+    say({"ready": True})
     await wait_for("go")
     start = time.monotonic()
     if cfg.get("publish_mode", "gather") == "gather":
@@ -89,7 +89,7 @@ async def raw_consume(cfg: Mapping[str, Any]) -> None:
             end = time.monotonic()
             finished.set()
 
-    ready(cfg)
+    say({"ready": True})
     await wait_for("go")
     start = time.monotonic()
     await queue.consume(on_message)

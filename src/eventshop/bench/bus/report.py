@@ -107,7 +107,6 @@ def summarise(cfg: BenchConfig, phases: list[Phase]) -> dict[str, Any]:
         "message_bytes": MESSAGE_SIZE,
         "write_batch": cfg.write_batch,
         "prefetch": cfg.prefetch,
-        "gc_freeze": cfg.settings.gc_freeze,
     }
     report["targets_met"] = bool(
         report["events_per_s"] >= 5_000

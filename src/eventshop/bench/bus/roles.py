@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from eventshop.bench.bus.config import EVENT_TYPE
-from eventshop.bench.bus.protocol import ready, say, wait_for
+from eventshop.bench.bus.protocol import say, wait_for
 from eventshop.contracts import Envelope, EventPayload, registry
 from eventshop.platform.settings import PlatformSettings
 
@@ -38,7 +38,7 @@ async def writer(cfg: Mapping[str, Any]) -> None:
 
     pool = await create_pool(cfg["database_url"], cfg["schema"], min_size=1, max_size=1)
     count, batch, note = cfg["count"], cfg["batch"], cfg["note"]
-    ready(cfg)
+    say({"ready": True})
     await wait_for("go")
     start = time.monotonic()
     for first in range(0, count, batch):
@@ -92,7 +92,7 @@ async def relay(cfg: Mapping[str, Any]) -> None:
     assert relay is not None
     while not relay.is_leader:  # noqa: ASYNC110 - a flag of the relay, no event to wait on
         await asyncio.sleep(0.01)
-    ready(cfg)
+    say({"ready": True})
     await wait_for("go")
     deadline = time.monotonic() + cfg["timeout_s"]
     # a counter of the relay, no event to wait on; a 2 ms poll costs nothing measurable
@@ -133,7 +133,7 @@ async def consumer(cfg: Mapping[str, Any]) -> None:
     pool, node = await _start_node(cfg, subscription)
     consumer = node.consumer
     assert consumer is not None
-    ready(cfg)
+    say({"ready": True})
     await wait_for("go")
     target = cfg["count"]
     start = time.monotonic()
