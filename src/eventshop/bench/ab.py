@@ -214,8 +214,44 @@ def summary(a: Version, b: Version) -> dict[str, Any]:
         "b": {"ref": b.ref, "commit": b.commit},
         "rounds": len(a.runs),
         "figures": figures,
+        "processes": processes(a, b),
         "every_run_ok": ok,
     }
+
+
+def _per_process(runs: Sequence[dict[str, Any]], half: bool) -> dict[str, list[float]]:
+    """Each process's CPU ms per order in each run (closed loop, or the half-rate run)."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        source = run.get("half_rate") if half else run
+        by_process = (source or {}).get("cpu_ms_per_order")
+        if not isinstance(by_process, dict):
+            continue
+        for name, ms in by_process.items():
+            if isinstance(ms, int | float):
+                values.setdefault(name, []).append(ms)
+    return values
+
+
+def processes(a: Version, b: Version) -> dict[str, dict[str, float | None]]:
+    """Where an order's CPU went in each version: per process (postgres by the client it
+    serves), the median over the runs of its ms per order, closed loop and at half rate; the
+    dearest in A first. What `bench orders` reports of each run, gathered for the window."""
+
+    def median(values: dict[str, list[float]], name: str) -> float | None:
+        return round(statistics.median(values[name]), 3) if values.get(name) else None
+
+    columns = {
+        "a": _per_process(a.runs, half=False),
+        "b": _per_process(b.runs, half=False),
+        "a_half_rate": _per_process(a.runs, half=True),
+        "b_half_rate": _per_process(b.runs, half=True),
+    }
+    names = {name for values in columns.values() for name in values}
+    table = {
+        name: {column: median(values, name) for column, values in columns.items()} for name in names
+    }
+    return dict(sorted(table.items(), key=lambda kv: (-(kv[1]["a"] or 0), kv[0])))
 
 
 async def prepare_databases(versions: Sequence[Version]) -> None:

@@ -29,7 +29,7 @@ def bench_ab(
 ) -> None:
     """Two versions' `bench orders` in one window, alternately (A B, B A, ...): the medians,
     ranges and ratios B/A of orders/s, CPU per order and p99 at half rate (or at `--rate`),
-    and the ratio of each round's pair."""
+    the ratio of each round's pair, and each process's CPU per order in both."""
     import asyncio
 
     from eventshop.bench import ab
@@ -67,5 +67,19 @@ def _print(report: Mapping[str, Any], console: Console) -> None:
         by_round = f"{row['round_ratio_median']} {row['round_ratios']}"
         t.add_row(row["label"], *cells, str(row["ratio_b_to_a"]), by_round)
     console.print(t)
+    by_process = report.get("processes") or {}
+    if by_process:
+        half = any(row["a_half_rate"] is not None for row in by_process.values())
+        p = Table(title="CPU ms per order by process, medians of the runs")
+        columns = ["process", "A", "B", "B/A"] + (["A at half rate", "B at half rate"] * half)
+        for col in columns:
+            p.add_column(col, justify="left" if col == "process" else "right")
+        for name, row in by_process.items():
+            ratio = round(row["b"] / row["a"], 2) if row["a"] and row["b"] is not None else None
+            values: list[Any] = [row["a"], row["b"], ratio]
+            if half:
+                values += [row["a_half_rate"], row["b_half_rate"]]
+            p.add_row(name, *("-" if v is None else str(v) for v in values))
+        console.print(p)
     if not report["every_run_ok"]:
         console.print("[red]a run failed or its invariants did not hold: see var/ab/*/var/log[/]")

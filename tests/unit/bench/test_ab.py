@@ -72,3 +72,43 @@ def test_a_figure_no_run_measured_is_left_out() -> None:
     a = Version("a", "a" * 40, Path("/a"), [run(80, 21, 360)])
     b = Version("b", "b" * 40, Path("/b"), [run(160, 11, 300)])
     assert "p99_final_ms_at_rate" not in summary(a, b)["figures"]
+
+
+def with_processes(
+    figures: dict[str, object], closed: dict[str, float], half: dict[str, float] | None = None
+) -> dict[str, object]:
+    """A run's figures with `bench orders`' CPU per process (and its half-rate run's)."""
+    extra: dict[str, object] = {"cpu_ms_per_order": closed}
+    if half is not None:
+        extra["half_rate"] = {"cpu_ms_per_order": half}
+    return {**figures, **extra}
+
+
+def test_each_process_gets_its_median_in_both_versions_the_dearest_in_a_first() -> None:
+    a = Version(
+        "ecb634f",
+        "e" * 40,
+        Path("/a"),
+        [
+            with_processes(run(80, 21, 360), {"orders": 3.0, "gateway": 1.0}, {"orders": 5.0}),
+            with_processes(run(78, 22, 380), {"orders": 2.0, "gateway": 1.4}, {"orders": 4.0}),
+            with_processes(run(82, 20, 350), {"orders": 2.6, "gateway": 1.2}, {"orders": 4.4}),
+        ],
+    )
+    b = Version(
+        "HEAD",
+        "f" * 40,
+        Path("/b"),
+        [
+            with_processes(run(170, 10, 300), {"orders": 1.3, "gateway": 1.0, "sink": 0.4}),
+            with_processes(run(160, 11, 320), {"orders": 1.5, "gateway": 0.9, "sink": 0.5}),
+            run(150, 12, 900),  # a run that reported no processes counts for none
+        ],
+    )
+
+    table = summary(a, b)["processes"]
+
+    assert list(table) == ["orders", "gateway", "sink"]  # by A's median, then by name
+    assert table["orders"] == {"a": 2.6, "b": 1.4, "a_half_rate": 4.4, "b_half_rate": None}
+    assert table["gateway"]["a"] == 1.2 and table["gateway"]["b"] == 0.95
+    assert table["sink"] == {"a": None, "b": 0.45, "a_half_rate": None, "b_half_rate": None}
