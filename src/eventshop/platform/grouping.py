@@ -5,7 +5,9 @@ A command that arrives when nothing is being written goes at once, alone, so an 
 adds no wait. One that arrives meanwhile waits for that write to end and is written with every
 other that arrived meanwhile (up to `max_group`). Under load the groups grow by themselves, and
 one transaction, its round trips and its commit are shared by all in a group: what a consumer's
-window does for events (platform/bus/window.py), done for HTTP commands (ADR 0019).
+window does for events (platform/bus/window.py), done for HTTP commands (ADR 0019). The writer
+need not be a database's: the gateway's rate limit sends a group's counters in one Redis
+pipeline.
 
 `write(items)` answers each item in order: its result, or the exception that item alone failed
 with. If `write` itself raises, every item of the group fails with that error; a writer that can

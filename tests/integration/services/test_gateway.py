@@ -605,6 +605,67 @@ async def test_the_rate_limit_loads_its_script_and_reads_a_key_along(
         await redis.aclose()
 
 
+async def test_requests_arriving_together_are_counted_in_one_pipeline_each_as_alone() -> None:
+    """The hits that arrive while a pipeline is in flight share the next (one round trip for
+    all), and each request is judged by its own counters as if it had gone alone."""
+    redis = connect_redis(REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    limiter = RateLimiter(
+        redis, per_ip=15, per_user=4, window_s=60, prefix=prefix, clock=lambda: 1_800_000_000.0
+    )
+    session = f"{prefix}session:j1"
+    try:
+        await redis.set(session, "u1", ex=60)
+        counted = await asyncio.gather(
+            *(limiter.hit(CLIENT_IP, None) for _ in range(10)),
+            *(limiter.hit("10.9.9.9", "u1", read_along=session) for _ in range(10)),
+        )
+        by_ip, by_user = counted[:10], counted[10:]
+        assert all(c.verdict.allowed and not c.was_read for c in by_ip)  # 10 of 15
+        assert sum(c.verdict.allowed for c in by_user) == 4  # the user's 4, then refused
+        refused = [c.verdict.refused_by for c in by_user if not c.verdict.allowed]
+        assert {r.scope for r in refused if r is not None} == {"user"}
+        assert all((c.was_read, c.value) == (True, "u1") for c in by_user)
+        assert not any(c.uncounted for c in counted)
+        # 20 requests in far fewer round trips: the first alone, the others behind it
+        assert limiter.counting.items == 20 and limiter.counting.groups <= 3
+    finally:
+        await limiter.close()
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        await redis.delete(*keys)
+        await redis.aclose()
+
+
+async def test_a_command_that_fails_fails_its_own_request_not_its_group() -> None:
+    """A counter Redis cannot increment (a key of another type) leaves that request uncounted
+    (let through, as when Redis is away); the others of its pipeline are counted."""
+    redis = connect_redis(REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    now = 1_800_000_000.0
+    limiter = RateLimiter(
+        redis, per_ip=5, per_user=5, window_s=60, prefix=prefix, clock=lambda: now
+    )
+    broken = ratelimit.counter_key(prefix, "ip", "10.6.6.6", ratelimit.window_at(now, 60))
+    try:
+        await redis.rpush(broken, "not a counter")
+        counted = await asyncio.gather(
+            limiter.hit(CLIENT_IP, None),
+            limiter.hit(CLIENT_IP, None),
+            limiter.hit("10.6.6.6", None),
+            limiter.hit(CLIENT_IP, None),
+        )
+        assert [c.uncounted for c in counted] == [False, False, True, False]
+        assert all(c.verdict.allowed for c in counted)
+        ip_key = ratelimit.counter_key(prefix, "ip", CLIENT_IP, ratelimit.window_at(now, 60))
+        assert await redis.get(ip_key) == b"3"
+        assert limiter.counting.groups < 4  # they did share pipelines
+    finally:
+        await limiter.close()
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        await redis.delete(*keys)
+        await redis.aclose()
+
+
 async def test_without_redis_public_routes_go_on_and_sessions_are_503(make_shop: MakeShop) -> None:
     """Redis down: the rate limit lets requests through; nobody can be authenticated."""
     shop = await make_shop(redis_url=f"redis://127.0.0.1:{closed_port()}/0")

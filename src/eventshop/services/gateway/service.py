@@ -106,9 +106,11 @@ async def open_resources(
         pool_wait_s=settings.redis_pool_wait_s,
     )
     upstreams = Upstreams.over_http(settings, platform.identity_key())
+    gateway = assemble(settings, redis, upstreams)
     try:
-        yield Resources(redis=redis, gateway=assemble(settings, redis, upstreams))
+        yield Resources(redis=redis, gateway=gateway)
     finally:
+        await gateway.limiter.close()
         await upstreams.aclose()
         await redis.aclose()
 

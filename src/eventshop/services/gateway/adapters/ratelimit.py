@@ -10,11 +10,17 @@ Each counter is bumped by a Lua script (INCR, and EXPIRE when it is new) so the 
 outlives its window even if the gateway dies between the two; one script per key so each
 touches one key (Redis Cluster safe), all of a request's scripts sent in one pipeline.
 
-A request costs one round trip to Redis: the scripts are called by their SHA (EVALSHA; the
-script is loaded the first time Redis answers that it does not know it, after a restart too),
-not through redis-py's pipeline scripts, which ask SCRIPT EXISTS before every pipeline; and the
-caller may have one key read in the same pipeline (`read_along`: the gateway's session of the
-request's token), which then needs no round trip of its own.
+A request costs at most one round trip to Redis: the scripts are called by their SHA
+(EVALSHA; the script is loaded the first time Redis answers that it does not know it, after a
+restart too), not through redis-py's pipeline scripts, which ask SCRIPT EXISTS before every
+pipeline; and the caller may have one key read in the same pipeline (`read_along`: the gateway's
+session of the request's token), which then needs no round trip of its own.
+
+And the requests that arrive while one pipeline is in flight share the next
+(platform/grouping.py, as orders are placed): redis-py's pipeline costs about 100 µs of the
+gateway's CPU however few commands it carries, and one of 32 requests' commands costs little
+more than one of a single request's (docs/PERFORMANCE.md §5.8). A lone request goes at once.
+Each request keeps its own answers: a command that failed fails only its request.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from eventshop.platform.grouping import GroupCommit
 from eventshop.platform.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -105,6 +112,18 @@ class Counted:
     uncounted: bool = False
 
 
+@dataclass(frozen=True)
+class _Hit:
+    """One request's commands: its counters' keys, and the key read along (if any)."""
+
+    keys: list[str]
+    read_along: str | None
+
+    @property
+    def commands(self) -> int:
+        return len(self.keys) + (self.read_along is not None)
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -115,6 +134,7 @@ class RateLimiter:
         window_s: int,
         prefix: str = "",
         clock: Callable[[], float] = time.time,
+        max_group: int = 64,
     ) -> None:
         self._redis = redis
         self.per_ip = per_ip
@@ -122,6 +142,8 @@ class RateLimiter:
         self.window_s = window_s
         self._prefix = prefix
         self._clock = clock
+        #: the requests waiting for the pipeline in flight go in the next, together
+        self.counting: GroupCommit[_Hit, list[Any]] = GroupCommit(max_group=max_group)
 
     def limits_for(self, ip: str, user_id: str | None) -> list[Limit]:
         limits = [Limit("ip", ip, self.per_ip)]
@@ -142,11 +164,7 @@ class RateLimiter:
         limits = self.limits_for(ip, user_id)
         keys = [counter_key(self._prefix, limit.scope, limit.who, window) for limit in limits]
         try:
-            try:
-                answers = await self._run(keys, read_along)
-            except NoScriptError:  # first use, or Redis restarted: the script ran nowhere
-                await self._redis.script_load(_HIT)
-                answers = await self._run(keys, read_along)
+            answers = await self.counting.submit(_Hit(keys, read_along), self._count)
         except (RedisError, OSError) as exc:
             log.warning("ratelimit.unavailable", error=str(exc))
             return Counted(ALLOWED, uncounted=True)
@@ -156,13 +174,35 @@ class RateLimiter:
         value = answers[-1]
         return Counted(verdict, was_read=True, value=_text(value))
 
-    async def _run(self, keys: list[str], read_along: str | None) -> list[Any]:
+    async def close(self) -> None:
+        """Stop counting: a pipeline in flight is abandoned, its requests fail (uncounted)."""
+        await self.counting.close()
+
+    async def _count(self, hits: Sequence[_Hit]) -> list[list[Any] | Exception]:
+        """Every request's commands in one pipeline; each request's answers, or the error one
+        of its commands failed with (that request alone)."""
+        answers = await self._run(hits)
+        if any(isinstance(a, NoScriptError) for a in answers):
+            # first use, or Redis restarted: the script ran nowhere, nothing was counted
+            await self._redis.script_load(_HIT)
+            answers = await self._run(hits)
+        results: list[list[Any] | Exception] = []
+        start = 0
+        for hit in hits:
+            own = answers[start : start + hit.commands]
+            start += hit.commands
+            failed = next((a for a in own if isinstance(a, Exception)), None)
+            results.append(failed if failed is not None else own)
+        return results
+
+    async def _run(self, hits: Sequence[_Hit]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.evalsha(_HIT_SHA, 1, key, self.window_s)
-            if read_along is not None:
-                pipe.get(read_along)
-            answers: list[Any] = await pipe.execute()
+            for hit in hits:
+                for key in hit.keys:
+                    pipe.evalsha(_HIT_SHA, 1, key, self.window_s)
+                if hit.read_along is not None:
+                    pipe.get(hit.read_along)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers
 
 
