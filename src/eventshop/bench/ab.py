@@ -193,7 +193,7 @@ def summary(a: Version, b: Version) -> dict[str, Any]:
             values = [v for r in version.runs if (v := _value(r, key)) is not None]
             row[side] = {
                 "runs": values,
-                "median": statistics.median(values) if values else None,
+                "median": round(statistics.median(values), 3) if values else None,
                 "range": [min(values), max(values)] if values else None,
             }
         if not row["a"]["runs"] and not row["b"]["runs"]:
@@ -206,7 +206,7 @@ def summary(a: Version, b: Version) -> dict[str, Any]:
             if (va := _value(ra, key)) and (vb := _value(rb, key)) is not None
         ]
         row["round_ratios"] = pairs
-        row["round_ratio_median"] = statistics.median(pairs) if pairs else None
+        row["round_ratio_median"] = round(statistics.median(pairs), 3) if pairs else None
         figures[key] = row
     ok = all(r.get("exit_code") == 0 and r.get("invariants_ok") for v in (a, b) for r in v.runs)
     return {

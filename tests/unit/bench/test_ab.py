@@ -112,3 +112,11 @@ def test_each_process_gets_its_median_in_both_versions_the_dearest_in_a_first() 
     assert table["orders"] == {"a": 2.6, "b": 1.4, "a_half_rate": 4.4, "b_half_rate": None}
     assert table["gateway"]["a"] == 1.2 and table["gateway"]["b"] == 0.95
     assert table["sink"] == {"a": None, "b": 0.45, "a_half_rate": None, "b_half_rate": None}
+
+
+def test_medians_of_an_even_number_of_runs_are_printed_to_three_places() -> None:
+    a = Version("a", "a" * 40, Path("/a"), [run(80, 10.87, 300), run(82, 11.39, 310)])
+    b = Version("b", "b" * 40, Path("/b"), [run(160, 5.1, 290), run(166, 5.3, 300)])
+    cpu = summary(a, b)["figures"]["cpu_ms_per_order_platform"]
+    assert cpu["a"]["median"] == 11.13  # not 11.129999999999999
+    assert cpu["round_ratio_median"] == round((5.1 / 10.87 + 5.3 / 11.39) / 2, 3)
