@@ -572,16 +572,36 @@ async def test_the_gateways_own_refusals_carry_the_correlation_id_in_the_one_sha
     assert made.headers.get_list("X-Correlation-ID") == [body["correlation_id"]]
 
 
+@dataclass
+class Counters:
+    """A real Redis for a limiter, under a key prefix of the test's own, emptied afterwards."""
+
+    redis: Redis
+    prefix: str
+
+
+@pytest.fixture
+async def counters() -> AsyncIterator[Counters]:
+    redis = connect_redis(REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    try:
+        yield Counters(redis, prefix)
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
 async def test_the_rate_limit_loads_its_script_and_reads_a_key_along(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, counters: Counters
 ) -> None:
     """One round trip a request: the counters by EVALSHA, the session read in the same pipeline.
     A script Redis does not know (first use, a restart) is loaded, and the request counted."""
     unknown = f"{ratelimit._HIT}-- {uuid.uuid4()}\n"  # a text, and so a SHA, never loaded before
     monkeypatch.setattr(ratelimit, "_HIT", unknown)
     monkeypatch.setattr(ratelimit, "_HIT_SHA", hashlib.sha1(unknown.encode()).hexdigest())
-    redis = connect_redis(REDIS_URL)
-    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    redis, prefix = counters.redis, counters.prefix
     limiter = RateLimiter(  # one window throughout
         redis, per_ip=10, per_user=1, window_s=60, prefix=prefix, clock=lambda: 1_800_000_000.0
     )
@@ -596,20 +616,19 @@ async def test_the_rate_limit_loads_its_script_and_reads_a_key_along(
         assert second.verdict.refused_by is not None and second.verdict.refused_by.scope == "user"
         unread = await limiter.hit(CLIENT_IP, None)
         assert unread.verdict.allowed and not unread.was_read
-        counters = [k async for k in redis.scan_iter(match=f"{prefix}ratelimit:*")]
-        assert len(counters) == 2
-        assert all(0 < ttl <= 60 for ttl in [await redis.ttl(k) for k in counters])
+        found = [k async for k in redis.scan_iter(match=f"{prefix}ratelimit:*")]
+        assert len(found) == 2
+        assert all(0 < ttl <= 60 for ttl in [await redis.ttl(k) for k in found])
     finally:
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
-        await redis.delete(*keys)
-        await redis.aclose()
+        await limiter.close()
 
 
-async def test_requests_arriving_together_are_counted_in_one_pipeline_each_as_alone() -> None:
+async def test_requests_arriving_together_are_counted_in_one_pipeline_each_as_alone(
+    counters: Counters,
+) -> None:
     """The hits that arrive while a pipeline is in flight share the next (one round trip for
     all), and each request is judged by its own counters as if it had gone alone."""
-    redis = connect_redis(REDIS_URL)
-    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    redis, prefix = counters.redis, counters.prefix
     limiter = RateLimiter(
         redis, per_ip=15, per_user=4, window_s=60, prefix=prefix, clock=lambda: 1_800_000_000.0
     )
@@ -631,16 +650,14 @@ async def test_requests_arriving_together_are_counted_in_one_pipeline_each_as_al
         assert limiter.counting.items == 20 and limiter.counting.groups <= 3
     finally:
         await limiter.close()
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
-        await redis.delete(*keys)
-        await redis.aclose()
 
 
-async def test_a_command_that_fails_fails_its_own_request_not_its_group() -> None:
+async def test_a_command_that_fails_fails_its_own_request_not_its_group(
+    counters: Counters,
+) -> None:
     """A counter Redis cannot increment (a key of another type) leaves that request uncounted
     (let through, as when Redis is away); the others of its pipeline are counted."""
-    redis = connect_redis(REDIS_URL)
-    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    redis, prefix = counters.redis, counters.prefix
     now = 1_800_000_000.0
     limiter = RateLimiter(
         redis, per_ip=5, per_user=5, window_s=60, prefix=prefix, clock=lambda: now
@@ -661,9 +678,6 @@ async def test_a_command_that_fails_fails_its_own_request_not_its_group() -> Non
         assert limiter.counting.groups < 4  # they did share pipelines
     finally:
         await limiter.close()
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
-        await redis.delete(*keys)
-        await redis.aclose()
 
 
 async def test_without_redis_public_routes_go_on_and_sessions_are_503(make_shop: MakeShop) -> None:
