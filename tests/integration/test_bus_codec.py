@@ -70,8 +70,47 @@ async def test_a_direct_consumer_takes_every_delivery_in_the_channel_s_reader_an
     await eventually(lambda: len(taken) == 5 and len(others) == 5, timeout=10)
     assert [body for body, _, _ in taken] == bodies
     assert all(h == headers for _, _, h in taken)
-    # taken where the channel reads: one task for them all, and none made for a delivery
-    assert len({id(task) for _, task, _ in taken}) == 1
+    # taken where the connection or the channel reads (the channel's queue held a frame of
+    # the other consumer's, or did not): a reader's task, still running, none made for one
+    assert len({id(task) for _, task, _ in taken}) <= 2
+    assert all(task is not None and not task.done() for _, task, _ in taken)
     # another consumer, as aiormq gives it: each delivery in a task of its own
     assert [body for body, _ in others] == bodies
     assert len({id(task) for _, task in others}) == 5
+    assert all(task is not None and task.done() for _, task in others)
+
+
+async def test_deliveries_to_a_direct_consumer_are_taken_as_the_connection_reads_them(
+    channel: aiormq.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing else on the channel: every delivery skips its queue and its reader, in order,
+    the body of several frames too; the channel still answers its own calls afterwards."""
+    assert isinstance(channel, codec.DeliveringChannel)
+    through_reader: list[Basic.Deliver] = []
+    read_delivery = channel._read_delivery
+
+    async def counted(frame: Basic.Deliver) -> None:
+        through_reader.append(frame)
+        await read_delivery(frame)
+
+    monkeypatch.setattr(channel, "_read_delivery", counted)
+    queue = str((await channel.queue_declare(exclusive=True)).queue)
+    taken: list[tuple[bytes, asyncio.Task[Any] | None]] = []
+
+    def take(message: DeliveredMessage) -> None:
+        taken.append((message.body, asyncio.current_task()))
+
+    await channel.basic_consume(queue, codec.direct_consumer(take), no_ack=True)
+    # published on a channel of their own: their confirms are not frames of the consumer's
+    publishing = await channel.connection.channel(publisher_confirms=False)
+    bodies = [f"event {i}".encode() * 40 for i in range(200)]
+    bodies[77] = b"z" * 300_000  # three frames of body
+    bodies[78] = b""  # a header and no body frame
+    for body in bodies:
+        await publishing.basic_publish(body, routing_key=queue)
+
+    await eventually(lambda: len(taken) == len(bodies), timeout=10)
+    assert [body for body, _ in taken] == bodies
+    assert through_reader == []
+    assert len({id(task) for _, task in taken}) == 1  # the connection's reader
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 0

@@ -378,12 +378,117 @@ def direct_consumer(take: Callable[[DeliveredMessage], None]) -> ConsumerCallbac
     return consume
 
 
+class _Frames(asyncio.Queue[tuple[int, Any]]):
+    """The channel's frame queue, which the connection's reader fills (`put`, one frame at a
+    time in the order the broker sent them). A delivery to a `direct_consumer` is taken here
+    instead, its three frames (or more, for a body of several) assembled as they come and the
+    message handed to the consumer at once: no trip through the queue and the channel's reader
+    for each frame, so no wake-up of the channel's task for each.
+
+    Only when nothing could come before it: the queue is empty and the channel's reader is not
+    in the middle of a message of its own (a delivery it started, a return, a basic.get). Any
+    other frame, and every frame while something waits in the queue, goes through the queue to
+    aiormq's reader as before, so the channel sees every frame in the broker's order. A frame
+    that breaks a delivery off (a method where its header or body should be) is the broker
+    breaking the protocol: `InvalidFrameError`, which ends the connection, as aiormq's reader
+    ends the channel on the same frame."""
+
+    def __init__(self, channel: DeliveringChannel, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self._channel = channel
+        self._deliver: Basic.Deliver | None = None
+        self._take: Callable[[DeliveredMessage], None] | None = None
+        self._header: ContentHeader | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    async def put(self, item: tuple[int, Any]) -> None:
+        if not self._taken(item[1]):
+            await super().put(item)
+
+    def _taken(self, frame: Any) -> bool:
+        if self._deliver is None:
+            if (
+                type(frame) is not Basic.Deliver
+                or frame.consumer_tag is None
+                or self._channel.reading_content
+                or not self.empty()
+            ):
+                return False
+            take = getattr(self._channel.consumers.get(frame.consumer_tag), _TAKE, None)
+            if take is None:
+                return False
+            self._deliver, self._take = frame, take
+            return True
+        if self._header is None:
+            if not isinstance(frame, ContentHeader):
+                self._broken(frame, "ContentHeader")
+            self._header = frame
+        elif isinstance(frame, ContentBody):
+            self._parts.append(frame.value)
+            self._size += len(frame.value)
+        else:
+            self._broken(frame, "ContentBody")
+        if self._size >= self._header.body_size:
+            self._hand_over()
+        return True
+
+    def _hand_over(self) -> None:
+        deliver, take, header = self._deliver, self._take, self._header
+        assert deliver is not None and take is not None and header is not None
+        parts = self._parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._deliver = self._take = self._header = None
+        self._parts = []
+        self._size = 0
+        channel = self._channel
+        message = DeliveredMessage(delivery=deliver, header=header, body=body, channel=channel)
+        try:
+            take(message)
+        except Exception:  # as aiormq logs a consumer's failure, and goes on
+            _log.exception("aiormq.consumer_failed", consumer_tag=deliver.consumer_tag)
+
+    def _broken(self, frame: Any, expected: str) -> None:
+        self._deliver = self._take = self._header = None
+        self._parts = []
+        self._size = 0
+        raise InvalidFrameError(f"unexpected frame {frame!r} instead of {expected}")
+
+
 class DeliveringChannel(aiormq.Channel):
     """aiormq's channel, handing a delivery to a `direct_consumer` where it reads it instead of
     in a task of its own per delivery (a task, a wrapper and two callbacks); any other consumer
-    gets its deliveries as aiormq gives them."""
+    gets its deliveries as aiormq gives them. Where nothing is queued before it, the delivery is
+    taken as the connection reads it, before it reaches the channel's queue (`_Frames`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the channel's reader is inside a message (content frames still to come to it)
+        self.reading_content = False
+        self.frames = _Frames(self, self.frames.maxsize)
+
+    async def _on_return_frame(self, frame: Basic.Return) -> None:
+        self.reading_content = True
+        try:
+            await super()._on_return_frame(frame)
+        finally:
+            self.reading_content = False
+
+    async def _on_get_frame(self, frame: Basic.GetOk | Basic.GetEmpty) -> None:
+        self.reading_content = True
+        try:
+            await super()._on_get_frame(frame)
+        finally:
+            self.reading_content = False
 
     async def _on_deliver_frame(self, frame: Basic.Deliver) -> None:
+        self.reading_content = True
+        try:
+            await self._read_delivery(frame)
+        finally:
+            self.reading_content = False
+
+    async def _read_delivery(self, frame: Basic.Deliver) -> None:
         # as aiormq's own: the header, the body, then the consumer its tag names now
         header = await self._get_frame()
         if not isinstance(header, ContentHeader):
