@@ -23,7 +23,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -70,18 +70,28 @@ class UnitOfWork:
 
     def caused_by(self, cause: Envelope) -> UnitOfWork:
         """The same transaction, now emitting events caused by `cause`."""
-        return replace(
-            self,
-            correlation_id=cause.correlation_id,
-            causation_id=str(cause.event_id),
-            traceparent=cause.traceparent,
+        # built directly: `dataclasses.replace` costs twice as much, once per handled event
+        return UnitOfWork(
+            self.conn,
+            self.service,
+            cause.correlation_id,
+            str(cause.event_id),
+            cause.traceparent,
+            self.pending,
+            self.committed_hooks,
         )
 
     def acting_for(self, correlation_id: str, traceparent: str | None) -> UnitOfWork:
         """The same transaction, now emitting events for another request (a group of commands
         written together, platform/grouping.py: each event carries its own request's ids)."""
-        return replace(
-            self, correlation_id=correlation_id, causation_id=None, traceparent=traceparent
+        return UnitOfWork(
+            self.conn,
+            self.service,
+            correlation_id,
+            None,
+            traceparent,
+            self.pending,
+            self.committed_hooks,
         )
 
     def after_commit(self, hook: Callable[[], None]) -> None:
