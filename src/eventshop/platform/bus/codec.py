@@ -327,10 +327,10 @@ _WRITERS: dict[type, tuple[int, Callable[[Any], bytes]]] = {
 class FrameReader(aiormq.connection.FrameReceiver):
     """aiormq's frame reader, cutting frames out of whatever the stream holds (one read for as
     many frames as have arrived) instead of three reads a frame into a BytesIO: in `bench bus`
-    the consumer's CPU per event 37.2 -> 33.0 µs (0.89, three rounds; docs/PERFORMANCE.md
-    §5.9), where two reads a frame had been 38 µs a delivery against aiormq's 47. What it
-    returns and raises, on a whole stream, a cut one or a changed one, is aiormq's (the
-    property tests in tests/unit/bus/test_codec.py read both)."""
+    the consumer's CPU per event 37.2 -> 33.0 µs (0.89, three rounds; see
+    docs/PERFORMANCE.md §5.9), where two reads a frame had been 38 µs a delivery against
+    aiormq's 47. What it returns and raises, on a whole stream, a cut one or a changed one, is
+    aiormq's (the property tests in tests/unit/bus/test_codec.py read both)."""
 
     _buffer = b""
     _at = 0
