@@ -361,6 +361,38 @@ async def test_a_slow_charge_holds_one_slot_not_the_job(
     assert types(await outbox(pool)) == ["payment.succeeded"]
 
 
+async def test_a_stop_while_a_claim_is_on_its_way_back_sees_its_payments_through(
+    context: AnyContext, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service stopping just as a claim's transaction commits: the claimed payment is
+    charged and recorded within the stop's grace, not left charging until its lease runs out
+    (its order would time out meanwhile; the chaos run of clock-skew found it)."""
+    req = request()
+    await deliver(context, req)
+    claim_work = store.claim_work
+    committed = asyncio.Event()
+
+    async def claim_then_linger(
+        conn: asyncpg.Connection, limit: int, lease_s: float
+    ) -> list[store.ClaimedPayment]:
+        claimed = await claim_work(conn, limit, lease_s)  # committed: the rows are charging
+        if claimed:
+            committed.set()
+            await asyncio.sleep(0.2)  # its answer still on the wire when the stop comes
+        return claimed
+
+    monkeypatch.setattr(store, "claim_work", claim_then_linger)
+    job = asyncio.create_task(jobs.charge_payments(context))
+    await asyncio.wait_for(committed.wait(), 5)
+    job.cancel()  # as the runtime stops a job
+    with pytest.raises(asyncio.CancelledError):
+        await job
+
+    row = await payment_of(pool, req.order_id)
+    assert (row["status"], row["attempts"]) == ("captured", 1)
+    assert types(await outbox(pool, req.order_id)) == ["payment.succeeded"]
+
+
 # -- compensation: cancelled orders ---------------------------------------------------------------
 async def test_cancel_after_capture_refunds(
     context: AnyContext, pool: asyncpg.Pool, provider: SimulatedProvider

@@ -59,32 +59,51 @@ async def charge_payments(ctx: Context) -> None:
 
     When it is cancelled (the service stops), the calls in flight get `charge_stop_grace_s` to
     finish, then are cancelled too: their leases run out and another process takes them over.
+    A claim on its way back when the stop comes is waited for, and its payments are seen
+    through like those in flight: its transaction may have committed, and rows claimed by no
+    one's task would wait out their whole lease (30 s), their orders timing out meanwhile.
     """
     settings = ctx.settings
     in_flight: set[asyncio.Task[None]] = set()
     settler = _settler()
+
+    def see_through(claimed: list[ClaimedPayment]) -> None:
+        for payment in claimed:
+            task = asyncio.create_task(
+                _see_through(ctx, payment, settler),
+                name=f"payments:{payment.kind}:{payment.payment_id}",
+            )
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
     try:
         while True:
             free = settings.charge_concurrency - len(in_flight)
             claimed: list[ClaimedPayment] = []
             if free > 0:
+                claiming = asyncio.ensure_future(_claim(ctx, free))
                 try:
-                    claimed = await _claim(ctx, free)
+                    claimed = await asyncio.shield(claiming)
+                except asyncio.CancelledError:
+                    see_through(await _claimed_anyway(claiming))
+                    raise
                 except Exception as exc:  # the database is away: wait a little longer
                     log.warning("payments.claim_failed", error=repr(exc))
                     await asyncio.sleep(1.0)
-            for payment in claimed:
-                task = asyncio.create_task(
-                    _see_through(ctx, payment, settler),
-                    name=f"payments:{payment.kind}:{payment.payment_id}",
-                )
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            see_through(claimed)
             if not claimed:
                 await asyncio.sleep(settings.charge_poll_s)
     finally:
         await _let_finish(in_flight, settings.charge_stop_grace_s)
         await settler.close()
+
+
+async def _claimed_anyway(claiming: asyncio.Future[list[ClaimedPayment]]) -> list[ClaimedPayment]:
+    """What a claim the stop interrupted took after all (nothing if it failed)."""
+    try:
+        return await claiming
+    except Exception:
+        return []
 
 
 async def charge_due_payments(ctx: Context) -> int:
