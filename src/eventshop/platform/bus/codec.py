@@ -27,9 +27,10 @@ channel's queue holds frames before it, in the channel's reader), never in a tas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiormq.connection
@@ -419,6 +420,10 @@ class _Frames(asyncio.Queue[tuple[int, Any]]):
     def __init__(self, channel: DeliveringChannel, maxsize: int) -> None:
         super().__init__(maxsize)
         self._channel = channel
+        self._reset()
+
+    def _reset(self) -> None:
+        """No delivery being assembled."""
         self._deliver: Basic.Deliver | None = None
         self._take: Callable[[DeliveredMessage], None] | None = None
         self._header: ContentHeader | None = None
@@ -461,9 +466,7 @@ class _Frames(asyncio.Queue[tuple[int, Any]]):
         assert deliver is not None and take is not None and header is not None
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._deliver = self._take = self._header = None
-        self._parts = []
-        self._size = 0
+        self._reset()
         channel = self._channel
         message = DeliveredMessage(delivery=deliver, header=header, body=body, channel=channel)
         try:
@@ -472,9 +475,7 @@ class _Frames(asyncio.Queue[tuple[int, Any]]):
             _log.exception("aiormq.consumer_failed", consumer_tag=deliver.consumer_tag)
 
     def _broken(self, frame: Any, expected: str) -> None:
-        self._deliver = self._take = self._header = None
-        self._parts = []
-        self._size = 0
+        self._reset()
         raise InvalidFrameError(f"unexpected frame {frame!r} instead of {expected}")
 
 
@@ -490,26 +491,25 @@ class DeliveringChannel(aiormq.Channel):
         self.reading_content = False
         self.frames = _Frames(self, self.frames.maxsize)
 
-    async def _on_return_frame(self, frame: Basic.Return) -> None:
+    @contextlib.contextmanager
+    def _inside_message(self) -> Iterator[None]:
         self.reading_content = True
         try:
-            await super()._on_return_frame(frame)
+            yield
         finally:
             self.reading_content = False
+
+    async def _on_return_frame(self, frame: Basic.Return) -> None:
+        with self._inside_message():
+            await super()._on_return_frame(frame)
 
     async def _on_get_frame(self, frame: Basic.GetOk | Basic.GetEmpty) -> None:
-        self.reading_content = True
-        try:
+        with self._inside_message():
             await super()._on_get_frame(frame)
-        finally:
-            self.reading_content = False
 
     async def _on_deliver_frame(self, frame: Basic.Deliver) -> None:
-        self.reading_content = True
-        try:
+        with self._inside_message():
             await self._read_delivery(frame)
-        finally:
-            self.reading_content = False
 
     async def _read_delivery(self, frame: Basic.Deliver) -> None:
         # as aiormq's own: the header, the body, then the consumer its tag names now

@@ -70,25 +70,22 @@ class UnitOfWork:
 
     def caused_by(self, cause: Envelope) -> UnitOfWork:
         """The same transaction, now emitting events caused by `cause`."""
-        # built directly: `dataclasses.replace` costs twice as much, once per handled event
-        return UnitOfWork(
-            self.conn,
-            self.service,
-            cause.correlation_id,
-            str(cause.event_id),
-            cause.traceparent,
-            self.pending,
-            self.committed_hooks,
-        )
+        return self._emitting_as(cause.correlation_id, str(cause.event_id), cause.traceparent)
 
     def acting_for(self, correlation_id: str, traceparent: str | None) -> UnitOfWork:
         """The same transaction, now emitting events for another request (a group of commands
         written together, platform/grouping.py: each event carries its own request's ids)."""
+        return self._emitting_as(correlation_id, None, traceparent)
+
+    def _emitting_as(
+        self, correlation_id: str, causation_id: str | None, traceparent: str | None
+    ) -> UnitOfWork:
+        # built directly: `dataclasses.replace` costs twice as much, once per handled event
         return UnitOfWork(
             self.conn,
             self.service,
             correlation_id,
-            None,
+            causation_id,
             traceparent,
             self.pending,
             self.committed_hooks,
