@@ -439,3 +439,29 @@ async def test_relay_marks_sent_exactly_the_confirmed_rows(bus: Bus) -> None:
     assert row[0]["next_attempt_at"] is not None
     sent = await fetchval(ppool, "SELECT sent_at FROM outbox WHERE event_id = $1", good.event_id)
     assert sent is not None
+
+
+async def test_with_no_window_for_sent_rows_the_relay_deletes_exactly_the_confirmed_rows(
+    bus: Bus,
+) -> None:
+    """EVENTSHOP_RETENTION_OUTBOX_SENT_S=0: a confirmed row is deleted, not marked sent; a row
+    the broker did not confirm stays, unsent, with its error and its backoff, as it would."""
+    _, cpool = await bus.node({PINGED: record_effect})
+    none_kept = bus.settings.model_copy(update={"retention_outbox_sent_s": 0.0})
+    producer, ppool = await bus.node(settings=none_kept, start=False)
+    good = [ping(i) for i in range(3)]
+    stray = new_envelope(f"nobody.listens_{uuid.uuid4().hex[:8]}", 1, "agg-stray", {"x": 1})
+    async with ppool.acquire() as conn, conn.transaction():
+        await write_outbox(conn, [good[0], stray, *good[1:]])
+    await producer.start()
+
+    for env in good:
+        await eventually(partial(effects_of, cpool, env.event_id), 1)
+    [row] = await eventually(
+        lambda: fetch(ppool, "SELECT * FROM outbox"),
+        lambda rows: len(rows) == 1 and rows[0]["attempts"] >= 1,
+        what="only the unconfirmed row left",
+    )
+    assert row["event_id"] == stray.event_id
+    assert row["sent_at"] is None and row["last_error"] and row["next_attempt_at"] is not None
+    assert producer.relay is not None and producer.relay.published == len(good)

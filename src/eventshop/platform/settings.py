@@ -75,8 +75,9 @@ class PlatformSettings(BaseSettings):
     #: with copies waiting in its queue. After it, business keys absorb a copy (ADR 0009)
     retention_inbox_s: float = Field(default=7 * 86_400.0, gt=0)
     #: how long a published (sent) outbox row is kept, for inspection; an unsent row is never
-    #: deleted, however old (the archive keeps every event for good)
-    retention_outbox_sent_s: float = Field(default=3_600.0, gt=0)
+    #: deleted, however old (the archive keeps every event for good). 0: the relay deletes
+    #: each row as its publish is confirmed (cheapest; nothing is left to look at, ADR 0009)
+    retention_outbox_sent_s: float = Field(default=3_600.0, ge=0)
     #: how long an HTTP Idempotency-Key is honoured, at least (orders' `idempotency_keys`): a
     #: retry within it gets the first answer; after it, the key is free again (ADR 0009)
     retention_idempotency_keys_s: float = Field(default=86_400.0, ge=60)

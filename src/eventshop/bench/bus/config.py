@@ -44,6 +44,11 @@ class BenchConfig:
         self.producer = f"bench_{self.tag}_out"
         self.consumer = f"bench_{self.tag}_in"
 
+    @property
+    def keeps_sent(self) -> bool:
+        """Whether the relay keeps sent rows (marks them) or deletes them as confirmed."""
+        return self.settings.retention_outbox_sent_s > 0
+
     def child(self, **extra: Any) -> dict[str, Any]:
         """The configuration of a child process: the broker, the database, and `extra`."""
         s = self.settings
@@ -53,6 +58,8 @@ class BenchConfig:
             "exchange": self.exchange,
             "prefetch": self.prefetch,
             "relay_batch": self.relay_batch,
+            # EVENTSHOP_RETENTION_OUTBOX_SENT_S=0: the relay deletes rows as they are confirmed
+            "retention_outbox_sent_s": s.retention_outbox_sent_s,
             **extra,
         }
 

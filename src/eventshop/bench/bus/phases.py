@@ -114,7 +114,8 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
         await asyncio.gather(*(c.ready() for c in children))
         say(
             f"outbox -> relay -> broker -> consumer + inbox: {n:,} events "
-            f"({cfg.write_batch} a transaction, prefetch {cfg.prefetch:,})"
+            f"({cfg.write_batch} a transaction, prefetch {cfg.prefetch:,}, sent rows"
+            f" {'kept' if cfg.keeps_sent else 'deleted as confirmed'})"
         )
         roles = {"relay": relay.pid, "consumer": consumer.pid, "writer": writer.pid}
         database = await database_pids(cfg.settings.database_url, list(roles.values()))
@@ -134,15 +135,23 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
     conn = await asyncpg.connect(cfg.settings.database_url)
     try:
         p, c = cfg.producer, cfg.consumer
-        committed = await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox')
         unsent = await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox WHERE sent_at IS NULL')
+        left = await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox')
         rows = await conn.fetchval(f'SELECT count(*) FROM "{c}".effects')
-        distinct = await conn.fetchval(
-            f'SELECT count(DISTINCT e.event_id) FROM "{c}".effects e'
-            f' JOIN "{p}".outbox o USING (event_id)'
-        )
         inbox = await conn.fetchval(f'SELECT count(*) FROM "{c}".inbox')
-        body = await conn.fetchval(f'SELECT avg(length(body))::int FROM "{p}".outbox')
+        if cfg.keeps_sent:  # every committed row is still there: each effect is matched to one
+            committed = left
+            distinct = await conn.fetchval(
+                f'SELECT count(DISTINCT e.event_id) FROM "{c}".effects e'
+                f' JOIN "{p}".outbox o USING (event_id)'
+            )
+            body = await conn.fetchval(f'SELECT avg(length(body))::int FROM "{p}".outbox')
+        else:  # the sent rows are gone: the writer's seqs 0..n-1, each in one committed row
+            committed = n
+            distinct = await conn.fetchval(
+                f'SELECT count(DISTINCT seq) FROM "{c}".effects WHERE seq >= 0 AND seq < $1', n
+            )
+            body = None
     finally:
         await conn.close()
     extra = {
@@ -154,6 +163,8 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
         "lost": committed - distinct,
         "duplicate_effects": rows - distinct,
         "body_bytes": body,
+        "sent_rows": "kept" if cfg.keeps_sent else "deleted",
+        "outbox_rows_left": left,
         # when each stage had done all N, from the writer's start: the last to finish paced it
         "writer_done_s": round(rw["end"] - rw["start"], 3),
         "relay_done_s": round(rr["end"] - rw["start"], 3),

@@ -66,6 +66,7 @@ async def _start_node(
         exchange=cfg["exchange"],
         prefetch=cfg["prefetch"],
         relay_batch=cfg["relay_batch"],
+        retention_outbox_sent_s=cfg["retention_outbox_sent_s"],
         broker_identity="shared",  # one user for every role, on the benchmark's own vhost
     )
     node = BusNode(

@@ -79,6 +79,7 @@ class BusNode:
             app_id=self.service,
             batch=s.relay_batch,
             poll_s=s.relay_poll_s,
+            keep_sent=s.retention_outbox_sent_s > 0,
         )
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"relay:{self.service}")
         if self.subscription is not None and consume:

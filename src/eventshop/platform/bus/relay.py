@@ -5,8 +5,11 @@ listening connection); more processes of a service wait as hot standbys, queued 
 It is woken by NOTIFY from the outbox trigger and polls as a fallback. A row is marked sent only
 once its publish is confirmed, so a crash or a lost connection anywhere leaves it unsent and it
 is published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
-Sent rows are deleted after their window by the service's retention job (platform/retention.py),
-in bounded batches, not here.
+Sent rows are kept for their window (`EVENTSHOP_RETENTION_OUTBOX_SENT_S`, an hour) and then
+deleted by the service's retention job (platform/retention.py), in bounded batches. With a
+window of 0 the relay deletes each row as its publish is confirmed instead of marking it sent:
+one cheap DELETE in place of an UPDATE that writes the whole row again with its indexes
+(docs/adr/0009-retention.md, "Sent rows deleted at once").
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ ORDER BY id
 LIMIT $1
 """
 
+MARK_SENT = (
+    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])"
+)
+DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+
 
 def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha1(f"relay:{schema}".encode()).digest()[:8], "big", signed=True)
@@ -57,6 +65,7 @@ class OutboxRelay:
         app_id: str,
         batch: int = 1_000,
         poll_s: float = 1.0,
+        keep_sent: bool = True,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -65,6 +74,8 @@ class OutboxRelay:
         self._app_id = app_id
         self._batch = batch
         self._poll_s = poll_s
+        #: mark a confirmed row sent (kept for the retention window) or delete it at once
+        self._mark_sent = MARK_SENT if keep_sent else DELETE_SENT
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time: the loop's and a shutdown flush
         self._stopping = False
@@ -214,11 +225,7 @@ class OutboxRelay:
             )
             async with both:
                 if sent:
-                    await conn.execute(
-                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1"
-                        " WHERE id = ANY($1::bigint[])",
-                        sent,
-                    )
+                    await conn.execute(self._mark_sent, sent)
                 if failed:
                     # back off per row (capped), so a poison row does not spin the relay
                     await conn.execute(

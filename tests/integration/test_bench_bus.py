@@ -1,0 +1,33 @@
+"""`eventshop bench bus`'s outbox phase, small, on the real broker and database: every event
+reaches its effect once, whether the relay keeps its sent rows or deletes them as confirmed,
+and the run's checks count both ways (nothing lost, nothing twice)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventshop.bench.bus.config import BenchConfig
+from eventshop.bench.bus.phases import run_bench
+from eventshop.platform.settings import PlatformSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("kept_s", [3_600.0, 0.0], ids=["sent-rows-kept", "sent-rows-deleted"])
+async def test_every_event_takes_effect_once_through_outbox_relay_and_inbox(
+    settings: PlatformSettings, kept_s: float
+) -> None:
+    cfg = BenchConfig(
+        settings=settings.model_copy(update={"retention_outbox_sent_s": kept_s}),
+        events=500,
+        raw_messages=500,
+        raw=False,
+        prefetch=100,
+    )
+    report = await run_bench(cfg, say=lambda _: None)
+    details = report["details"]
+    assert (report["lost"], report["duplicate_effects"]) == (0, 0)
+    assert details["committed"] == details["effect_rows"] == details["inbox_rows"] == 500
+    assert details["published"] == 500 and details["unsent"] == 0
+    assert details["sent_rows"] == ("kept" if kept_s else "deleted")
+    assert details["outbox_rows_left"] == (500 if kept_s else 0)
