@@ -31,3 +31,19 @@ async def test_every_event_takes_effect_once_through_outbox_relay_and_inbox(
     assert details["published"] == 500 and details["unsent"] == 0
     assert details["sent_rows"] == ("kept" if kept_s else "deleted")
     assert details["outbox_rows_left"] == (500 if kept_s else 0)
+
+
+async def test_rounds_alternate_raw_and_outbox_and_report_their_medians(
+    settings: PlatformSettings,
+) -> None:
+    cfg = BenchConfig(settings=settings, events=300, raw_messages=300, prefetch=100, rounds=2)
+    said: list[str] = []
+    report = await run_bench(cfg, say=said.append)
+    rounds = report["rounds"]
+    assert len(rounds) == 2 and (report["lost"], report["duplicate_effects"]) == (0, 0)
+    ratios = sorted(r["ratio_to_raw_e2e"] for r in rounds)
+    assert all(r > 0 for r in ratios)
+    assert report["ratio_to_raw_e2e"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
+    # round 1 measures raw aio-pika first, round 2 the outbox first
+    first, second = said.index("round 1 of 2"), said.index("round 2 of 2")
+    assert said[first + 1].startswith("raw aio-pika") and said[second + 1].startswith("outbox")

@@ -19,6 +19,9 @@ def bench_bus(
     write_batch: int = typer.Option(100, help="events per writer transaction"),
     prefetch: int = typer.Option(1_000, help="the consumer's prefetch (its batch size)"),
     batch_handler: bool = typer.Option(True, help="insert a window's effects in one statement"),
+    rounds: int = typer.Option(
+        1, min=1, max=20, help="rounds, alternating raw and outbox first; reports the medians"
+    ),
 ) -> None:
     """Events/s end to end through outbox and inbox, and the raw client's rates in the same run."""
     from eventshop.bench.bus.config import BenchConfig
@@ -35,6 +38,7 @@ def bench_bus(
         prefetch=prefetch,
         batch_handler=batch_handler,
         raw=raw,
+        rounds=rounds,
     )
     report = asyncio.run(run_bench(cfg, say=console.print))
     emit(report, print_report, console)

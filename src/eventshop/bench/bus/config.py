@@ -30,6 +30,9 @@ class BenchConfig:
     relay_batch: int = 1_000
     batch_handler: bool = True
     raw: bool = True
+    #: raw and outbox phases repeated, alternating which goes first; the report's figures are
+    #: the rounds' medians
+    rounds: int = 1
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     #: the run's own names, from its tag: exchange, raw queue, and the schemas (and services)
     #: of the producer and of the consumer

@@ -19,7 +19,7 @@ from eventshop.bench.bus.config import (
 )
 from eventshop.bench.bus.measure import CpuSnapshot, Phase, database_pids
 from eventshop.bench.bus.protocol import Child
-from eventshop.bench.bus.report import summarise
+from eventshop.bench.bus.report import of_rounds, summarise
 from eventshop.bench.bus.resources import cleanup, declare_raw_queue, prepare_schemas
 
 Say = Callable[[str], None]
@@ -180,12 +180,22 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
 
 
 async def run_bench(cfg: BenchConfig, say: Say = print) -> dict[str, Any]:
-    phases: list[Phase] = []
-    try:
-        if cfg.raw:
-            await declare_raw_queue(cfg)
-            phases += await raw_phases(cfg, say)
-        phases.append(await outbox_phase(cfg, say))
-    finally:
-        await cleanup(cfg)
-    return summarise(cfg, phases)
+    """One round, or `cfg.rounds` alternating which side goes first (raw then outbox, outbox
+    then raw, ...), each on schemas and queues of its own: the rounds' medians."""
+    reports = []
+    for i in range(cfg.rounds):
+        if cfg.rounds > 1:
+            say(f"round {i + 1} of {cfg.rounds}")
+        phases: list[Phase] = []
+        try:
+            if cfg.raw and i % 2 == 0:
+                await declare_raw_queue(cfg)
+                phases += await raw_phases(cfg, say)
+            phases.append(await outbox_phase(cfg, say))
+            if cfg.raw and i % 2 == 1:
+                await declare_raw_queue(cfg)
+                phases = [*await raw_phases(cfg, say), *phases]
+        finally:
+            await cleanup(cfg)
+        reports.append(summarise(cfg, phases))
+    return reports[0] if len(reports) == 1 else of_rounds(reports)

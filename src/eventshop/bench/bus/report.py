@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -117,6 +118,46 @@ def summarise(cfg: BenchConfig, phases: list[Phase]) -> dict[str, Any]:
     return report
 
 
+def of_rounds(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several rounds in one report: each round's figures, and their medians at the top level
+    (events/s, raw aio-pika's end-to-end rate, the ratio of each round, CPU per event); lost
+    and duplicate effects summed; the tables and the limit those of the median round (by
+    ratio, or by events/s without raw)."""
+
+    def median(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return round(statistics.median(known), 3) if known else None
+
+    key = "ratio_to_raw_e2e" if reports[0]["ratio_to_raw_e2e"] is not None else "events_per_s"
+    middle = sorted(reports, key=lambda r: r[key])[(len(reports) - 1) // 2]
+    report = dict(middle)
+    report.update(
+        rounds=[
+            {
+                "events_per_s": r["events_per_s"],
+                "raw_e2e_per_s": r["raw_e2e_per_s"],
+                "ratio_to_raw_e2e": r["ratio_to_raw_e2e"],
+                "cpu_us_per_event": r["cpu_us_per_event"],
+                "lost": r["lost"],
+                "duplicate_effects": r["duplicate_effects"],
+            }
+            for r in reports
+        ],
+        events_per_s=median([r["events_per_s"] for r in reports]),
+        raw_e2e_per_s=median([r["raw_e2e_per_s"] for r in reports]),
+        ratio_to_raw_e2e=median([r["ratio_to_raw_e2e"] for r in reports]),
+        cpu_us_per_event={
+            k: median([r["cpu_us_per_event"][k] for r in reports])
+            for k in reports[0]["cpu_us_per_event"]
+        },
+        lost=sum(r["lost"] for r in reports),
+        duplicate_effects=sum(r["duplicate_effects"] for r in reports),
+        median_round=reports.index(middle) + 1,
+    )
+    report["targets_met"] = all(r["targets_met"] for r in reports)
+    return report
+
+
 def print_report(report: Mapping[str, Any], console: Any) -> None:
     """Two tables (rates; CPU per message by process) and the limit, for a human."""
     from rich.table import Table
@@ -170,8 +211,10 @@ def print_report(report: Mapping[str, Any], console: Any) -> None:
     console.print(cpu)
     d = report["details"]
     ratio = report["ratio_to_raw_e2e"]
+    of = f" (medians of {len(report['rounds'])} rounds)" if "rounds" in report else ""
     console.print(
-        f"end to end through outbox and inbox: [bold]{report['events_per_s']:,.0f} events/s[/]"
+        f"end to end through outbox and inbox{of}:"
+        f" [bold]{report['events_per_s']:,.0f} events/s[/]"
         + (f", {ratio:.0%} of the raw client's end-to-end rate" if ratio is not None else "")
         + f"; lost {report['lost']}, duplicate effects {report['duplicate_effects']}"
         f" (committed {d['committed']:,}, effect rows {d['effect_rows']:,},"
@@ -180,3 +223,35 @@ def print_report(report: Mapping[str, Any], console: Any) -> None:
     console.print(f"limit: {report['limit']}")
     if report["raw_limit"]:
         console.print(f"raw client limit: {report['raw_limit']}")
+    if "rounds" in report:
+        _print_rounds(report, console)
+
+
+def _print_rounds(report: Mapping[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    rounds = Table(
+        title=f"{len(report['rounds'])} rounds (the tables above: round {report['median_round']},"
+        " the median)"
+    )
+    for col in ("round", "events/s", "raw end to end/s", "ratio", "CPU µs/event", "lost, dup"):
+        rounds.add_column(col, justify="right")
+    for i, r in enumerate(report["rounds"], 1):
+        rounds.add_row(
+            str(i),
+            f"{r['events_per_s']:,.0f}",
+            f"{r['raw_e2e_per_s']:,.0f}" if r["raw_e2e_per_s"] else "-",
+            f"{r['ratio_to_raw_e2e']:.3f}" if r["ratio_to_raw_e2e"] else "-",
+            f"{sum(r['cpu_us_per_event'].values()):.1f}",
+            f"{r['lost']}, {r['duplicate_effects']}",
+        )
+    ratio = report["ratio_to_raw_e2e"]
+    rounds.add_row(
+        "median",
+        f"{report['events_per_s']:,.0f}",
+        f"{report['raw_e2e_per_s']:,.0f}" if report["raw_e2e_per_s"] else "-",
+        f"{ratio:.3f}" if ratio else "-",
+        f"{sum(report['cpu_us_per_event'].values()):.1f}",
+        f"{report['lost']}, {report['duplicate_effects']}",
+    )
+    console.print(rounds)
