@@ -273,20 +273,15 @@ async def not_archived(
     missing: list[str] = []
     kept = 0
     for schema in schemas:
-        kept += await db.fetchval(
-            f'SELECT count(*) FROM "{schema}".outbox WHERE created_at >= $1'
-            " AND sent_at IS NOT NULL",
+        # the run's sent rows, and those of them the archive lacks, in one pass
+        sent, lacking = await db.fetchrow(
+            f'SELECT count(*), array_agg(e.event_id) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "'
+            f'{archive}".archived_events a WHERE a.event_id = e.event_id)) FROM "{schema}".outbox'
+            " e WHERE e.created_at >= $1 AND e.sent_at IS NOT NULL",
             since,
         )
-        missing += [
-            str(r[0])
-            for r in await db.fetch(
-                f'SELECT e.event_id FROM "{schema}".outbox e WHERE e.created_at >= $1'
-                f' AND e.sent_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "{archive}"'
-                ".archived_events a WHERE a.event_id = e.event_id)",
-                since,
-            )
-        ]
+        kept += sent
+        missing += [str(event_id) for event_id in lacking or ()]
     return missing if kept else [NO_SENT_ROWS]
 
 

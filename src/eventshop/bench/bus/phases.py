@@ -135,8 +135,9 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
     conn = await asyncpg.connect(cfg.settings.database_url)
     try:
         p, c = cfg.producer, cfg.consumer
-        unsent = await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox WHERE sent_at IS NULL')
-        left = await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox')
+        left, unsent = await conn.fetchrow(
+            f'SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL) FROM "{p}".outbox'
+        )
         rows = await conn.fetchval(f'SELECT count(*) FROM "{c}".effects')
         inbox = await conn.fetchval(f'SELECT count(*) FROM "{c}".inbox')
         if cfg.keeps_sent:  # every committed row is still there: each effect is matched to one
@@ -182,20 +183,22 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
 async def run_bench(cfg: BenchConfig, say: Say = print) -> dict[str, Any]:
     """One round, or `cfg.rounds` alternating which side goes first (raw then outbox, outbox
     then raw, ...), each on schemas and queues of its own: the rounds' medians."""
+
+    async def raw() -> list[Phase]:
+        if not cfg.raw:
+            return []
+        await declare_raw_queue(cfg)
+        return await raw_phases(cfg, say)
+
     reports = []
     for i in range(cfg.rounds):
         if cfg.rounds > 1:
             say(f"round {i + 1} of {cfg.rounds}")
-        phases: list[Phase] = []
         try:
-            if cfg.raw and i % 2 == 0:
-                await declare_raw_queue(cfg)
-                phases += await raw_phases(cfg, say)
-            phases.append(await outbox_phase(cfg, say))
-            if cfg.raw and i % 2 == 1:
-                await declare_raw_queue(cfg)
-                phases = [*await raw_phases(cfg, say), *phases]
+            before = await raw() if i % 2 == 0 else []
+            outbox = await outbox_phase(cfg, say)
+            after = await raw() if i % 2 == 1 else []
         finally:
             await cleanup(cfg)
-        reports.append(summarise(cfg, phases))
+        reports.append(summarise(cfg, [*before, *after, outbox]))
     return reports[0] if len(reports) == 1 else of_rounds(reports)
