@@ -11,7 +11,8 @@ import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -63,7 +64,10 @@ def random_name() -> Callable[[str], str]:
     return make
 
 
-SchemaFactory = Callable[[str], Awaitable[tuple[str, asyncpg.Pool]]]
+class SchemaFactory(Protocol):
+    """`make_schema(prefix, **pool_options)`: a migrated schema of a random name and its pool."""
+
+    async def __call__(self, prefix: str, **pool_options: Any) -> tuple[str, asyncpg.Pool]: ...
 
 
 @pytest.fixture
@@ -71,9 +75,9 @@ async def make_schema(settings: PlatformSettings) -> AsyncIterator[SchemaFactory
     """Create a migrated schema with a random name (outbox, inbox); dropped after the test."""
     made: list[tuple[str, asyncpg.Pool]] = []
 
-    async def make(prefix: str) -> tuple[str, asyncpg.Pool]:
+    async def make(prefix: str, **pool_options: Any) -> tuple[str, asyncpg.Pool]:
         schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        pool = await create_pool(settings.database_url, schema, max_size=5)
+        pool = await create_pool(settings.database_url, schema, **{"max_size": 5, **pool_options})
         await migrate(pool, [PLATFORM_MIGRATIONS])
         made.append((schema, pool))
         return schema, pool

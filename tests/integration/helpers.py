@@ -9,7 +9,7 @@ random service names; queues are deleted and nodes stopped when the test ends.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -27,6 +27,7 @@ from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import ServiceQueues, declare_exchange, queue_depth
 from eventshop.platform.db import migrate
 from eventshop.platform.settings import PlatformSettings
+from tests.conftest import SchemaFactory
 
 PINGED = "selfcheck.pinged"
 PONGED = "selfcheck.ponged"
@@ -91,7 +92,7 @@ class Bus:
     def __init__(
         self,
         settings: PlatformSettings,
-        make_schema: Callable[[str], Awaitable[tuple[str, asyncpg.Pool]]],
+        make_schema: SchemaFactory,
     ) -> None:
         self.settings = settings
         self._make_schema = make_schema
@@ -128,11 +129,13 @@ class Bus:
         start: bool = True,
         linger_s: float = 0.0,
         inbox: bool = True,
+        pool_options: Mapping[str, Any] | None = None,
     ) -> tuple[BusNode, asyncpg.Pool]:
-        """A BusNode in a fresh migrated schema (with `effects`); consuming if `handlers`."""
+        """A BusNode in a fresh migrated schema (with `effects`); consuming if `handlers`;
+        `pool_options` go to `create_pool`."""
         s = settings or self.settings
         service = service or self.service_name()
-        schema, pool = await self._make_schema(service)
+        schema, pool = await self._make_schema(service, **(pool_options or {}))
         await migrate(pool, [TEST_MIGRATIONS])
         subscription = None
         if handlers is not None:

@@ -11,6 +11,12 @@ LISTENs does it on a connection of its own (the relay) or undoes it before relea
 projection rebuild), and settings are SET LOCAL. So a connection going back to the pool is not
 reset with asyncpg's reset query (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
 ALL`), a round trip per acquire: the pool only rolls back a transaction left open.
+
+Their class, `Connection`, knows whether its last transaction committed: PostgreSQL answers the
+COMMIT of a transaction an error had aborted with the tag `ROLLBACK` and no error, and asyncpg's
+transaction drops that tag. A caller that must not take a silent rollback for a commit (the bus's
+windows, docs/adr/0003-consumer-batches.md) reads `committed` after its transaction instead of
+checking the transaction with a statement of its own before committing.
 """
 
 from __future__ import annotations
@@ -23,6 +29,40 @@ from typing import Any
 import asyncpg
 
 PLATFORM_MIGRATIONS = "eventshop.platform.migrations"
+
+
+class Connection(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection that keeps what its last COMMIT did (see the docstring)."""
+
+    #: False once a COMMIT was answered `ROLLBACK` (the transaction had been aborted)
+    committed: bool = True
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        status = await super().execute(query, *args, **kwargs)
+        if query == _TRANSACTION_COMMIT:
+            self.committed = status == "COMMIT"
+        return status
+
+
+#: the statement asyncpg's `Transaction` commits a top-level transaction with
+_TRANSACTION_COMMIT = "COMMIT;"
+
+
+def last_commit_held(conn: asyncpg.Connection) -> bool | None:
+    """Whether the transaction `conn` last committed was committed (not rolled back by PostgreSQL
+    because an error had aborted it); None when the connection does not keep it."""
+    return conn.committed if isinstance(getattr(conn, "committed", None), bool) else None
+
+
+class TransactionRolledBackError(Exception):
+    """A COMMIT was answered ROLLBACK: the code went on after a database error had aborted the
+    transaction, and nothing it did was kept."""
+
+    def __init__(self, who: str) -> None:
+        super().__init__(
+            f"{who}: the transaction was rolled back at COMMIT (work went on after a database"
+            " error had aborted it)"
+        )
 
 
 def _quote_ident(name: str) -> str:
@@ -59,7 +99,7 @@ async def create_pool(
             "jit": "off",
         },
         reset=_no_session_reset,
-        **kwargs,
+        **{"connection_class": Connection, **kwargs},
     )
     assert pool is not None
     return pool

@@ -31,6 +31,7 @@ import asyncpg
 from eventshop.contracts import Envelope, EventPayload
 from eventshop.contracts.envelope import new_envelope
 from eventshop.platform.bus.wire import encode_body
+from eventshop.platform.db import TransactionRolledBackError, last_commit_held
 from eventshop.platform.observability.tracing import current_traceparent
 
 
@@ -56,16 +57,21 @@ class UnitOfWork:
         causation_id: str | None = None,
         traceparent: str | None = None,
     ) -> AsyncIterator[UnitOfWork]:
-        async with pool.acquire() as conn, conn.transaction():
-            uow = cls(
-                conn=conn,
-                service=service,
-                correlation_id=correlation_id or str(uuid.uuid4()),
-                causation_id=causation_id,
-                traceparent=traceparent or current_traceparent(),
-            )
-            yield uow
-            await uow.flush()
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                uow = cls(
+                    conn=conn,
+                    service=service,
+                    correlation_id=correlation_id or str(uuid.uuid4()),
+                    causation_id=causation_id,
+                    traceparent=traceparent or current_traceparent(),
+                )
+                yield uow
+                await uow.flush()
+            # with nothing emitted, an error the block swallowed turns the COMMIT into a
+            # ROLLBACK without a word: its caller must not report success (platform/db.py)
+            if last_commit_held(conn) is False:
+                raise TransactionRolledBackError(service)
         uow.run_committed_hooks()
 
     def caused_by(self, cause: Envelope) -> UnitOfWork:

@@ -35,6 +35,7 @@ from eventshop.platform.bus.failures import is_infrastructure
 from eventshop.platform.bus.outbox import UnitOfWork
 from eventshop.platform.bus.received import Received
 from eventshop.platform.bus.types import BatchHandler, ConsumerStats, Delivery, Subscription
+from eventshop.platform.db import TransactionRolledBackError, last_commit_held
 from eventshop.platform.observability import tracing
 from eventshop.platform.observability.metrics import EventMetrics
 
@@ -86,8 +87,17 @@ class WindowRunner:
 
     async def _apply_batch(self, items: list[Item]) -> None:
         """The fast path: the whole window in one transaction, no savepoints."""
+        async with self._pool.acquire() as conn:  # held past the COMMIT, to read what it did
+            await self._apply_in_transaction(conn, items)
+
+    async def _apply_in_transaction(self, conn: asyncpg.Connection, items: list[Item]) -> None:
         consumer = self.name
-        async with self._pool.acquire() as conn, conn.transaction():
+        # A handler that swallowed a database error left the transaction aborted, and its
+        # COMMIT then rolls back without an error. The outbox INSERT finds that out; with
+        # nothing to write, the connection's record of its COMMIT does (platform/db.py), and
+        # a connection that keeps none is asked with a SELECT 1 before the COMMIT.
+        knows_commits = last_commit_held(conn) is not None
+        async with conn.transaction():
             ids = [i.envelope.event_id for i in items]
             new = await inbox.record_new(conn, consumer, ids) if self._inbox else set(ids)
             uow = UnitOfWork(conn=conn, service=consumer, correlation_id="")
@@ -130,16 +140,15 @@ class WindowRunner:
                         raise
                     raise HandlerFailedError(None, exc) from exc
             self._check_emits(uow)
-            # A handler that swallowed a database error left the transaction aborted, and
-            # COMMIT would then roll back without a word. The outbox INSERT finds it out; with
-            # nothing to write, a SELECT 1 does.
             try:
                 if uow.pending:
                     await uow.flush()
-                else:
+                elif not knows_commits:
                     await conn.execute("SELECT 1")
             except asyncpg.InFailedSQLTransactionError as exc:
                 raise HandlerFailedError(None, exc) from exc
+        if knows_commits and not last_commit_held(conn):
+            raise HandlerFailedError(None, TransactionRolledBackError(consumer))
         uow.run_committed_hooks()
         for item in fresh:
             self.stats.by_type[item.envelope.event_type] += 1

@@ -11,10 +11,10 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from eventshop.platform.db import Connection
 from eventshop.platform.observability.tracing import tracer
 
 _OPERATION = re.compile(r"^\s*(\w+)")
@@ -48,8 +48,9 @@ async def _traced(run: Callable[..., Awaitable[Any]], query: str, *args: Any, **
         return await run(query, *args, **kw)
 
 
-class TracedConnection(asyncpg.Connection):  # type: ignore[misc]
-    """An asyncpg connection whose statements are spans when run under a recording span."""
+class TracedConnection(Connection):  # type: ignore[misc]
+    """A platform connection (platform/db.py) whose statements are spans when run under a
+    recording span."""
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
         return await _traced(super().execute, query, *args, **kwargs)
