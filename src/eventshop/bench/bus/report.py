@@ -109,13 +109,23 @@ def summarise(cfg: BenchConfig, phases: list[Phase]) -> dict[str, Any]:
         "write_batch": cfg.write_batch,
         "prefetch": cfg.prefetch,
     }
-    report["targets_met"] = bool(
-        report["events_per_s"] >= 5_000
-        and (report["ratio_to_raw_e2e"] or 0) >= 0.6
-        and report["lost"] == 0
-        and report["duplicate_effects"] == 0
-    )
+    report["target"] = TARGET
+    report["targets_met"] = targets_met(report)
     return report
+
+
+#: what `targets_met` checks (docs/PERFORMANCE.md §3)
+TARGET = "at least 2 times raw aio-pika's end-to-end rate, 0 lost, 0 duplicate effects"
+
+
+def targets_met(report: Mapping[str, Any]) -> bool | None:
+    """The bus's target: through outbox, relay and inbox at least twice the rate of raw
+    aio-pika's end to end on the same broker, nothing lost, nothing applied twice. None when
+    raw aio-pika was not measured (`--no-raw`) and nothing was lost or duplicated."""
+    if report["lost"] or report["duplicate_effects"]:
+        return False
+    ratio = report["ratio_to_raw_e2e"]
+    return None if ratio is None else ratio >= 2.0
 
 
 def of_rounds(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -154,7 +164,7 @@ def of_rounds(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         duplicate_effects=sum(r["duplicate_effects"] for r in reports),
         median_round=reports.index(middle) + 1,
     )
-    report["targets_met"] = all(r["targets_met"] for r in reports)
+    report["targets_met"] = targets_met(report)  # on the medians, lost and duplicates summed
     return report
 
 
@@ -225,6 +235,8 @@ def print_report(report: Mapping[str, Any], console: Any) -> None:
         console.print(f"raw client limit: {report['raw_limit']}")
     if "rounds" in report:
         _print_rounds(report, console)
+    met = {True: "met", False: "not met", None: "not judged (raw aio-pika not measured)"}
+    console.print(f"target ({report['target']}): {met[report['targets_met']]}")
 
 
 def _print_rounds(report: Mapping[str, Any], console: Any) -> None:

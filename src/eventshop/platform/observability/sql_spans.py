@@ -53,7 +53,10 @@ class TracedConnection(Connection):  # type: ignore[misc]
     recording span."""
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        return await _traced(super().execute, query, *args, **kwargs)
+        # asyncpg's execute itself, not Connection's wrapper of it: one wrapper a statement
+        return self.keep_commit(
+            query, await _traced(super(Connection, self).execute, query, *args, **kwargs)
+        )
 
     async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
         return await _traced(super().executemany, command, args, **kwargs)
