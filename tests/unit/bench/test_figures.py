@@ -4,13 +4,16 @@ orders' summary table (no process, broker or database is touched)."""
 from __future__ import annotations
 
 from collections import namedtuple
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from rich.console import Console
 
 from eventshop.bench.bus.config import BenchConfig
 from eventshop.bench.cpu import CpuSample, by_label, spent
-from eventshop.bench.orders.measure import _topic_matches, deliveries_of
+from eventshop.bench.orders.measure import _topic_matches, deliveries_of, saga_step_times
 from eventshop.bench.orders.report import percentiles
-from eventshop.bench.orders.tables import SUMMARY, _cell
+from eventshop.bench.orders.tables import SUMMARY, _cell, saga_steps_table
 from eventshop.platform.settings import PlatformSettings
 
 Times = namedtuple("Times", "user nice system idle iowait irq softirq steal")
@@ -70,6 +73,52 @@ def test_the_orders_summary_formats_each_phase_as_before() -> None:
     assert _cell(rows["client lag ms p99"], figures) == "-"
     assert _cell(rows["orders/s final (steady)"], figures) == "12.5 (None)"
     assert _cell(rows["POST ms p50/95/99/max"], figures) == "1.0/2.0/3.0/4.0"
+
+
+T0 = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+def _saga(order: str, *offsets_ms: float) -> list[tuple[str, str, datetime]]:
+    types = ["order.created", "inventory.reserved", "payment.requested", "payment.succeeded"]
+    types.append("order.confirmed")
+    return [
+        (order, t, T0 + timedelta(milliseconds=ms))
+        for t, ms in zip(types, offsets_ms, strict=False)
+    ]
+
+
+def test_the_saga_steps_are_timed_between_neighbouring_events_of_confirmed_orders_only() -> None:
+    rows = [
+        *_saga("a", 0, 10, 30, 130, 140),
+        *_saga("b", 5, 25, 30, 80, 100),
+        # cancelled for stock: no payment, no confirmation; not counted anywhere
+        *_saga("c", 0, 40),
+        ("c", "order.cancelled", T0 + timedelta(milliseconds=50)),
+    ]
+    times = saga_step_times(reversed(rows))  # in whatever order the database returns them
+    assert {step: sorted(ms) for step, ms in times.items()} == {
+        "order.created -> inventory.reserved": [10.0, 20.0],
+        "inventory.reserved -> payment.requested": [5.0, 20.0],
+        "payment.requested -> payment.succeeded": [50.0, 100.0],
+        "payment.succeeded -> order.confirmed": [10.0, 20.0],
+        "order.created -> order.confirmed": [95.0, 140.0],
+    }
+
+
+def test_the_saga_steps_table_shows_each_phase_and_is_left_out_without_steps() -> None:
+    steps = {"order.created -> inventory.reserved": percentiles([1.0, 2.0, 3.0])}
+    phases: list[dict[str, Any]] = [
+        {"offered_rate": None, "mode": "closed loop, concurrency 32", "saga_steps_ms": steps},
+        {"offered_rate": 44.0, "mode": "open", "saga_steps_ms": {}},
+    ]
+    table = saga_steps_table(phases)
+    assert table is not None
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "order.created -> inventory.reserved" in text and "2.0/3.0/3.0" in text
+    assert "C=32" in text and "open 44.0/s" in text
+    assert saga_steps_table([{"offered_rate": None, "mode": "m"}]) is None
 
 
 def test_a_bus_run_names_its_exchange_queue_and_schemas_after_its_tag() -> None:

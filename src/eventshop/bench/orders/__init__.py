@@ -33,6 +33,10 @@ What is measured, per run:
 - CPU per order of every process (psutil, user + system): each service, the broker, Redis,
   PostgreSQL split by the service whose connection drives each backend, the benchmark client
   itself (reported apart), and the whole machine (what no process explains is "unattributed");
+- where the time to final goes: for each confirmed order, the time between neighbouring
+  events of its saga (order.created, inventory.reserved, payment.requested, payment.succeeded,
+  order.confirmed), each read from the archive with the time its producer made it
+  (`occurred_at`): p50/p95/p99 of each step, and of the first to the last;
 - the invariants of docs/DESIGN.md §3 over the run's orders, once they have settled.
 
 The platform: started if it is not running, with a benchmark profile (BENCH_ENV: a 5 ms payment

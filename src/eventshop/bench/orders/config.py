@@ -9,6 +9,15 @@ from typing import Literal
 from eventshop.platform.settings import PlatformSettings
 
 FINAL_EVENTS = ("order.confirmed", "order.cancelled")
+#: a confirmed order's events in the saga's order: the time between two neighbours is one step
+#: (a relay, the broker, a consumer's window; payments' charge job between its two)
+SAGA_STEPS = (
+    "order.created",
+    "inventory.reserved",
+    "payment.requested",
+    "payment.succeeded",
+    "order.confirmed",
+)
 #: RabbitMQ's end-to-end limit on this machine for persistent messages (docs/PERFORMANCE.md §2)
 BROKER_LIMIT_MSG_S = 37_000
 

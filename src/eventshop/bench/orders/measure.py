@@ -9,16 +9,18 @@ event type on the broker (`rabbitmqctl list_bindings`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 import psutil
 
 from eventshop.bench.cpu import CpuSample, by_label, postgres_backends, spent
-from eventshop.bench.orders.config import BenchError
+from eventshop.bench.orders.config import SAGA_STEPS, BenchError
 from eventshop.bench.orders.platform import service_of_cmdline
 from eventshop.tooling import broker, supervise
 
@@ -150,6 +152,46 @@ async def outbox_backlog(conn: asyncpg.Connection) -> dict[str, int]:
         if n:
             backlog[schema] = int(n)
     return backlog
+
+
+def step_name(before: str, after: str) -> str:
+    return f"{before} -> {after}"
+
+
+def saga_step_times(rows: Iterable[tuple[str, str, datetime]]) -> dict[str, list[float]]:
+    """Milliseconds between each pair of neighbouring events of `SAGA_STEPS`, over the orders
+    (correlation id, event type, occurred at) whose every step is there, i.e. the confirmed
+    ones; and from the first to the last (the saga as a whole, the POST and the client's
+    observation left out). Each time is the difference of two `occurred_at` of one machine's
+    clock (on several hosts, their clocks' skew is in it)."""
+    by_order: dict[str, dict[str, datetime]] = {}
+    for correlation_id, event_type, occurred_at in rows:
+        by_order.setdefault(correlation_id, {})[event_type] = occurred_at
+    names = [step_name(a, b) for a, b in itertools.pairwise(SAGA_STEPS)]
+    whole = step_name(SAGA_STEPS[0], SAGA_STEPS[-1])
+    times: dict[str, list[float]] = {name: [] for name in [*names, whole]}
+    for seen in by_order.values():
+        if not all(t in seen for t in SAGA_STEPS):
+            continue
+        at = [seen[t] for t in SAGA_STEPS]
+        for name, (a, b) in zip(names, itertools.pairwise(at), strict=True):
+            times[name].append((b - a).total_seconds() * 1000)
+        times[whole].append((at[-1] - at[0]).total_seconds() * 1000)
+    return times
+
+
+async def saga_steps(
+    conn: asyncpg.Connection, correlation_ids: list[str]
+) -> dict[str, list[float]]:
+    """`saga_step_times` of the run's orders, from the archive (every event, with the time its
+    producer's transaction made it)."""
+    rows = await conn.fetch(
+        "SELECT correlation_id, event_type, occurred_at FROM archive.archived_events"
+        " WHERE correlation_id = ANY($1::text[]) AND event_type = ANY($2::text[])",
+        correlation_ids,
+        list(SAGA_STEPS),
+    )
+    return saga_step_times((r["correlation_id"], r["event_type"], r["occurred_at"]) for r in rows)
 
 
 @dataclass

@@ -16,7 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from eventshop.bench.orders.config import BenchError, OrdersBenchConfig
 from eventshop.bench.orders.load import OrderRecord, place, plans, start_placing
-from eventshop.bench.orders.measure import PgStats, Snapshot, outbox_backlog, pg_stats, snapshot
+from eventshop.bench.orders.measure import (
+    PgStats,
+    Snapshot,
+    outbox_backlog,
+    pg_stats,
+    saga_steps,
+    snapshot,
+)
 from eventshop.bench.orders.shop import Shop
 from eventshop.bench.orders.watcher import Final, FinalWatcher
 from eventshop.tooling.invariants import InvariantReport, check_invariants
@@ -38,6 +45,8 @@ class PhaseResult:
     invariants: InvariantReport
     offered_rate: float | None
     outbox_unsent: dict[str, int] = field(default_factory=dict)
+    #: milliseconds between the saga's steps, per step (measure.saga_step_times)
+    saga_steps: dict[str, list[float]] = field(default_factory=dict)
 
 
 async def run_phase(
@@ -117,6 +126,7 @@ async def run_phase(
         await asyncio.sleep(wait)
     pg_after = await pg_stats(conn)
     unsent = await outbox_backlog(conn)
+    steps = await saga_steps(conn, [r.correlation_id for r in records if r.order_id])
     if unsent:
         console.print(f"[red]events left unsent in outboxes: {unsent} (a relay not publishing?)[/]")
     return PhaseResult(
@@ -134,6 +144,7 @@ async def run_phase(
         invariants=invariants,
         offered_rate=rate,
         outbox_unsent=unsent,
+        saga_steps=steps,
     )
 
 

@@ -125,6 +125,8 @@ def phase_report(
         "p95_final_ms": percentiles(final_ms)["p95"],
         "p99_final_ms": percentiles(final_ms)["p99"],
         "client_lag_ms": percentiles(lag_ms) if lag_ms else None,
+        # where the time to final goes: each step of a confirmed order's saga
+        "saga_steps_ms": {step: percentiles(ms) for step, ms in p.saga_steps.items()},
         "events": dict(sorted(p.events.items())),
         "events_per_order": round(published / per_order, 2),
         "amqp_published_per_order": round(published / per_order, 2),

@@ -53,6 +53,26 @@ def _short_mode(p: Figures) -> str:
     return f"open {rate}/s" if rate else str(p["mode"]).replace("closed loop, concurrency ", "C=")
 
 
+def saga_steps_table(phases: list[Figures]) -> Table | None:
+    """Where a confirmed order's time to final goes: each step of its saga, p50/p95/p99 ms."""
+    names = list(dict.fromkeys(k for p in phases for k in p.get("saga_steps_ms", {})))
+    if not names:
+        return None
+    table = Table(title="ms between a confirmed order's events, p50/p95/p99 (their occurred_at)")
+    table.add_column("")
+    for p in phases:
+        table.add_column(_short_mode(p), justify="right")
+    for name in names:
+        cells = []
+        for p in phases:
+            ms = p.get("saga_steps_ms", {}).get(name)
+            cells.append(
+                "-" if not ms or ms["p50"] is None else f"{ms['p50']}/{ms['p95']}/{ms['p99']}"
+            )
+        table.add_row(name, *cells)
+    return table
+
+
 def print_report(report: Figures, console: Console) -> None:
     phases: list[Figures] = [report]
     if "half_rate" in report:
@@ -74,6 +94,9 @@ def print_report(report: Figures, console: Console) -> None:
         cpu.add_row(label, *(str(p["cpu_ms_per_order"].get(label, "-")) for p in phases))
     console.print(summary)
     console.print(cpu)
+    steps = saga_steps_table(phases)
+    if steps is not None:
+        console.print(steps)
     for p in phases:
         for v in p["violations"]:
             console.print(f"[red]{v}[/]")
