@@ -3,9 +3,9 @@ as an operator runs it, under the chaos load and its independent checker (events
 
 Every replica consumes its service's queue (the broker counts three consumers on each), a few
 hundred orders (200; EVENTSHOP_REPLICAS_ORDERS sets more) all end, the invariants hold,
-PostgreSQL logged no deadlock in the platform's database and nothing was parked. Then the process whose outbox relay leads inventory's schema is
-killed -9 while orders flow: another replica's relay takes over within seconds, and the checker
-finds nothing lost and nothing twice.
+PostgreSQL logged no deadlock in the platform's database and nothing was parked. Then the
+process whose outbox relay leads inventory's schema is killed -9 while orders flow: another
+replica's relay takes over within seconds, and the checker finds nothing lost and nothing twice.
 
 Real: everything. The platform is this checkout's, started here with the replicas and put back
 to one process per service at the end (or stopped, if it was not running before).

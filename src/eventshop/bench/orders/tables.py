@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -53,7 +53,7 @@ def _short_mode(p: Figures) -> str:
     return f"open {rate}/s" if rate else str(p["mode"]).replace("closed loop, concurrency ", "C=")
 
 
-def saga_steps_table(phases: list[Figures]) -> Table | None:
+def saga_steps_table(phases: Sequence[Figures]) -> Table | None:
     """Where a confirmed order's time to final goes: each step of its saga, p50/p95/p99 ms."""
     names = list(dict.fromkeys(k for p in phases for k in p.get("saga_steps_ms", {})))
     if not names:
