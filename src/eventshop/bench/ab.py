@@ -45,6 +45,7 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("cpu_ms_per_order_platform", "platform CPU ms per order", "lower"),
     ("p99_final_ms_at_half_rate", "p99 to final at half rate, ms", "lower"),
     ("p99_final_ms_at_rate", "p99 to final at the same offered rate, ms", "lower"),
+    ("cpu_ms_per_order_platform_at_rate", "platform CPU ms per order at that rate", "lower"),
 )
 
 Say = Callable[[str], object]
@@ -167,10 +168,13 @@ def order_of_rounds(rounds: int) -> list[tuple[int, int]]:
 
 def with_rate_run(figures: dict[str, Any], at_rate: dict[str, Any], rate: float) -> dict[str, Any]:
     """A run's figures with those of its open-loop run at `rate` (`--rate`): the p99 to final
-    at that offered rate; the run is sound only if both were."""
+    and the CPU per order (the platform's, and by process) at that offered rate; the run is
+    sound only if both were."""
     return {
         **figures,
         "p99_final_ms_at_rate": at_rate.get("p99_final_ms"),
+        "cpu_ms_per_order_platform_at_rate": at_rate.get("cpu_ms_per_order_platform"),
+        "at_rate": {"cpu_ms_per_order": at_rate.get("cpu_ms_per_order")},
         "offered_rate": rate,
         "invariants_ok": bool(figures.get("invariants_ok") and at_rate.get("invariants_ok")),
         "exit_code": figures.get("exit_code") or at_rate.get("exit_code"),
@@ -215,15 +219,25 @@ def summary(a: Version, b: Version) -> dict[str, Any]:
         "rounds": len(a.runs),
         "figures": figures,
         "processes": processes(a, b),
+        "open_loop": _open_loop([*a.runs, *b.runs]),
         "every_run_ok": ok,
     }
 
 
+def _open_loop(runs: Sequence[dict[str, Any]]) -> str | None:
+    """What the open-loop column of the runs is: at half rate, at `--rate`, or none."""
+    if any(run.get("half_rate") for run in runs):
+        return "at half rate"
+    rates = {run.get("offered_rate") for run in runs if run.get("at_rate")}
+    return f"at {rates.pop()}/s" if len(rates) == 1 else None
+
+
 def _per_process(runs: Sequence[dict[str, Any]], half: bool) -> dict[str, list[float]]:
-    """Each process's CPU ms per order in each run (closed loop, or the half-rate run)."""
+    """Each process's CPU ms per order in each run (closed loop, or its open-loop run: at half
+    rate, or at `--rate`)."""
     values: dict[str, list[float]] = {}
     for run in runs:
-        source = run.get("half_rate") if half else run
+        source = (run.get("half_rate") or run.get("at_rate")) if half else run
         by_process = (source or {}).get("cpu_ms_per_order")
         if not isinstance(by_process, dict):
             continue
@@ -235,8 +249,9 @@ def _per_process(runs: Sequence[dict[str, Any]], half: bool) -> dict[str, list[f
 
 def processes(a: Version, b: Version) -> dict[str, dict[str, float | None]]:
     """Where an order's CPU went in each version: per process (postgres by the client it
-    serves), the median over the runs of its ms per order, closed loop and at half rate; the
-    dearest in A first. What `bench orders` reports of each run, gathered for the window."""
+    serves), the median over the runs of its ms per order, closed loop and in the open loop (at
+    half rate, or at `--rate`; the `*_half_rate` columns); the dearest in A first. What `bench
+    orders` reports of each run, gathered for the window."""
 
     def median(values: dict[str, list[float]], name: str) -> float | None:
         return round(statistics.median(values[name]), 3) if values.get(name) else None

@@ -71,7 +71,8 @@ def _print(report: Mapping[str, Any], console: Console) -> None:
     if by_process:
         half = any(row["a_half_rate"] is not None for row in by_process.values())
         p = Table(title="CPU ms per order by process, medians of the runs")
-        columns = ["process", "A", "B", "B/A"] + (["A at half rate", "B at half rate"] * half)
+        open_loop = report.get("open_loop") or "open loop"
+        columns = ["process", "A", "B", "B/A"] + ([f"A {open_loop}", f"B {open_loop}"] * half)
         for col in columns:
             p.add_column(col, justify="left" if col == "process" else "right")
         for name, row in by_process.items():

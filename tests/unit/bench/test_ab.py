@@ -68,6 +68,25 @@ def test_the_same_offered_rate_compares_p99_like_for_like() -> None:
     assert not summary(a, spoiled)["every_run_ok"]
 
 
+def test_the_offered_rates_cpu_is_compared_too_as_a_figure_and_by_process() -> None:
+    def at(cpu: float, orders_ms: float) -> dict[str, object]:
+        return {
+            "p99_final_ms": 400,
+            "invariants_ok": True,
+            "exit_code": 0,
+            "cpu_ms_per_order_platform": cpu,
+            "cpu_ms_per_order": {"orders": orders_ms},
+        }
+
+    closed = with_processes(run(80, 21, 360), {"orders": 3.0})
+    a = Version("a", "a" * 40, Path("/a"), [with_rate_run(closed, at(20.0, 4.0), 88.0)])
+    b = Version("b", "b" * 40, Path("/b"), [with_rate_run(closed, at(19.0, 3.5), 88.0)])
+    s = summary(a, b)
+    assert s["figures"]["cpu_ms_per_order_platform_at_rate"]["ratio_b_to_a"] == 0.95
+    assert s["processes"]["orders"] == {"a": 3.0, "b": 3.0, "a_half_rate": 4.0, "b_half_rate": 3.5}
+    assert s["open_loop"] == "at 88.0/s"
+
+
 def test_a_figure_no_run_measured_is_left_out() -> None:
     a = Version("a", "a" * 40, Path("/a"), [run(80, 21, 360)])
     b = Version("b", "b" * 40, Path("/b"), [run(160, 11, 300)])
