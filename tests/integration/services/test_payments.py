@@ -361,6 +361,26 @@ async def test_a_slow_charge_holds_one_slot_not_the_job(
     assert types(await outbox(pool)) == ["payment.succeeded"]
 
 
+async def test_queued_work_wakes_the_charge_job_instead_of_waiting_for_its_poll(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    """A payment request, then a refund, committed by this process while its charge job waits
+    between polls: each is claimed at once, not a poll later (the poll here is a minute)."""
+    waking = replace(context, settings=quick(charge_poll_s=60))
+    async with running_jobs(definition, waking):
+        await asyncio.sleep(0.3)  # the job's first claim found nothing: it waits out its poll
+        req = request()
+        await deliver(waking, req)
+        # (status_after gives up after 5 s, far below the poll)
+        status = await status_after(pool, req.order_id, "pending")
+        if status == "charging":
+            status = await status_after(pool, req.order_id, "charging")
+        assert status == "captured"
+        await deliver(waking, cancel(req.order_id))
+        assert await status_after(pool, req.order_id, "captured") in ("refunding", "refunded")
+    assert types(await outbox(pool, req.order_id)) == ["payment.succeeded", "payment.refunded"]
+
+
 async def test_a_stop_while_a_claim_is_on_its_way_back_sees_its_payments_through(
     context: AnyContext, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

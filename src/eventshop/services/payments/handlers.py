@@ -90,7 +90,9 @@ async def screen_payments(ctx: Context, deliveries: Sequence[Delivery]) -> None:
         if payment.order_id not in recorded:  # a tombstone committed meanwhile (no window lock)
             log.info("payments.request_ignored", order_id=payment.order_id)
             continue
-        if fraud is not None:
+        if fraud is None:  # queued for the charge job: wake it once this commits
+            uow.after_commit(ctx.resources.work_queued.set)
+        else:
             log.info("payments.fraud", order_id=payment.order_id, detail=fraud)
             uow.emit(
                 PaymentFailed(
@@ -120,7 +122,9 @@ async def cancel_payment(
     action = domain.on_cancel(state.status, charge_attempted=state.attempts > 0)
     if action is domain.OnCancel.VOID:
         await store.void(uow.conn, event.order_id)
-    # REFUND and REFUND_AFTER_CAPTURE: the row is marked; the charge job refunds it
+    elif action in (domain.OnCancel.REFUND, domain.OnCancel.REFUND_AFTER_CAPTURE):
+        # the row is marked; the charge job refunds it: wake it once this commits
+        uow.after_commit(ctx.resources.work_queued.set)
     log.info("payments.cancel_noted", order_id=event.order_id, action=action.value)
 
 

@@ -3,7 +3,10 @@ refunds of cancelled orders) outside of any consumer, so a slow provider never h
 events behind it.
 
 A payment goes through three short steps, no row lock ever held across the provider call:
-1. claim: mark a batch of rows charging/refunding with a claim id and a lease; commit;
+1. claim: mark a batch of rows charging/refunding with a claim id and a lease; commit. The loop
+   claims every `charge_poll_s`, and at once when a commit of its own process has queued work
+   (`Resources.work_queued`, set by the handlers after their commit): a payment request on the
+   saga's path does not wait for the poll;
 2. call the provider (up to `charge_concurrency` calls in flight, each bounded by a timeout);
 3. record the outcome where the claim still holds, with its events, in one unit of work
    (handlers.py: `settle_charges`, `retry_or_fail_charge`, `settle_refund`, `retry_refund_later`).
@@ -18,6 +21,7 @@ Several payments processes share the work (the claim is FOR UPDATE SKIP LOCKED).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -66,6 +70,7 @@ async def charge_payments(ctx: Context) -> None:
     settings = ctx.settings
     in_flight: set[asyncio.Task[None]] = set()
     settler = _settler()
+    queued = ctx.resources.work_queued
 
     def see_through(claimed: list[ClaimedPayment]) -> None:
         for payment in claimed:
@@ -81,6 +86,7 @@ async def charge_payments(ctx: Context) -> None:
             free = settings.charge_concurrency - len(in_flight)
             claimed: list[ClaimedPayment] = []
             if free > 0:
+                queued.clear()  # what is queued from now on wakes the wait below
                 claiming = asyncio.ensure_future(_claim(ctx, free))
                 try:
                     claimed = await asyncio.shield(claiming)
@@ -91,7 +97,12 @@ async def charge_payments(ctx: Context) -> None:
                     log.warning("payments.claim_failed", error=repr(exc))
                     await asyncio.sleep(1.0)
             see_through(claimed)
-            if not claimed:
+            if not claimed and free > 0:
+                # until the next poll, or at once when a commit of this process queues work
+                # (a payment request, a refund): a request is not left waiting for the poll
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queued.wait(), settings.charge_poll_s)
+            elif not claimed:  # every slot busy: a call in flight has to end first
                 await asyncio.sleep(settings.charge_poll_s)
     finally:
         await _let_finish(in_flight, settings.charge_stop_grace_s)

@@ -8,9 +8,10 @@ refunds (jobs.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventshop.contracts.orders import OrderCancelled, PaymentRequested
 from eventshop.contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
@@ -25,6 +26,11 @@ from eventshop.services.payments.settings import PaymentsSettings
 @dataclass
 class Resources:
     provider: PaymentProvider
+    #: set once a commit has queued work for the charge job (a payment to charge, a refund):
+    #: the job's loop, waiting between polls, claims it at once instead of at the next poll.
+    #: In-process: with replicas, work queued by a process that does not run the job waits
+    #: for the job's poll (`charge_poll_s`) as before.
+    work_queued: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @asynccontextmanager
