@@ -32,7 +32,8 @@ class PaymentsSettings(BaseSettings):
     # -- the charge job (jobs.py) -------------------------------------------------------------
     #: provider calls in flight at once, per process
     charge_concurrency: int = Field(default=32, ge=1, le=1_000)
-    #: how often the job looks for work when it found none
+    #: how often the job looks for work when it found none (work its own process queues wakes
+    #: it at once)
     charge_poll_s: float = Field(default=0.1, gt=0)
     #: a provider call taking longer counts as failed (and is tried again)
     provider_timeout_s: float = Field(default=20.0, gt=0)
