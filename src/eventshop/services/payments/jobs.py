@@ -4,9 +4,10 @@ events behind it.
 
 A payment goes through three short steps, no row lock ever held across the provider call:
 1. claim: mark a batch of rows charging/refunding with a claim id and a lease; commit. The loop
-   claims every `charge_poll_s`, and at once when a commit of its own process has queued work
-   (`Resources.work_queued`, set by the handlers after their commit): a payment request on the
-   saga's path does not wait for the poll;
+   claims every `charge_poll_s`, and `charge_gather_s` after a commit of its own process has
+   queued work (`Resources.work_queued`, set by the handlers after their commit): a payment
+   request on the saga's path does not wait for the poll, and the requests committed in the
+   same few milliseconds go in one claim, so their answers are settled and published together;
 2. call the provider (up to `charge_concurrency` calls in flight, each bounded by a timeout);
 3. record the outcome where the claim still holds, with its events, in one unit of work
    (handlers.py: `settle_charges`, `retry_or_fail_charge`, `settle_refund`, `retry_refund_later`).
@@ -97,12 +98,18 @@ async def charge_payments(ctx: Context) -> None:
                     log.warning("payments.claim_failed", error=repr(exc))
                     await asyncio.sleep(1.0)
             see_through(claimed)
-            if not claimed and free > 0:
-                # until the next poll, or at once when a commit of this process queues work
-                # (a payment request, a refund): a request is not left waiting for the poll
+            if free > 0 and len(claimed) >= free:
+                continue  # the claim was cut at the free slots: more may be due now
+            if free > 0:
+                # until the next poll, or a commit of this process that queues work (a payment
+                # request, a refund); then a moment more (`charge_gather_s`), so that one claim
+                # takes the requests of the windows committing meanwhile with it
+                woken = False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queued.wait(), settings.charge_poll_s)
-            elif not claimed:  # every slot busy: a call in flight has to end first
+                    woken = await asyncio.wait_for(queued.wait(), settings.charge_poll_s)
+                if woken and settings.charge_gather_s:
+                    await asyncio.sleep(settings.charge_gather_s)
+            else:  # every slot busy: a call in flight has to end first
                 await asyncio.sleep(settings.charge_poll_s)
     finally:
         await _let_finish(in_flight, settings.charge_stop_grace_s)

@@ -35,6 +35,9 @@ class PaymentsSettings(BaseSettings):
     #: how often the job looks for work when it found none (work its own process queues wakes
     #: it at once)
     charge_poll_s: float = Field(default=0.1, gt=0)
+    #: woken by work its own process queued, how long the job waits for more before it claims
+    #: (the requests of the windows committing meanwhile go in the same claim)
+    charge_gather_s: float = Field(default=0.02, ge=0)
     #: a provider call taking longer counts as failed (and is tried again)
     provider_timeout_s: float = Field(default=20.0, gt=0)
     #: a charging row claimed longer ago than this is taken over (its process died)
