@@ -40,6 +40,7 @@ from eventshop.platform.observability.http import install_observability
 from eventshop.platform.observability.logging import configure_logging, get_logger
 from eventshop.platform.observability.sql_spans import TracedConnection
 from eventshop.platform.observability.tracing import setup_tracing, shutdown_tracing
+from eventshop.platform.reach import once_reachable
 from eventshop.platform.service import (
     AnyContext,
     ServiceDefinition,
@@ -136,11 +137,15 @@ async def serve(
     definition: ServiceDefinition[Any, Any], platform: PlatformSettings, *, port: int | None = None
 ) -> None:
     schema = definition.schema or definition.name
-    pool = await create_pool(
-        platform.database_url,
-        schema,
-        max_size=platform.db_pool_max,
-        connection_class=TracedConnection,
+    pool = await once_reachable(
+        "database",
+        lambda: create_pool(
+            platform.database_url,
+            schema,
+            max_size=platform.db_pool_max,
+            connection_class=TracedConnection,
+        ),
+        within_s=platform.startup_wait_s,
     )
     applied = await migrate(pool, [PLATFORM_MIGRATIONS, *definition.migrations])
     if applied:
@@ -159,7 +164,7 @@ async def serve(
                     lock_first=definition.lock_first,
                     inbox=definition.inbox,
                 )
-            await node.start()
+            await node.start(wait_for_broker_s=platform.startup_wait_s)
             try:
                 async with running_jobs(definition, ctx):
                     await _serve_http(

@@ -42,6 +42,9 @@ class PlatformSettings(BaseSettings):
     handler_timeout_s: float = 30.0
     #: how long a publish may wait for its confirm before it counts as failed
     confirm_timeout_s: float = 10.0
+    #: how long a starting service waits for its database and its broker to be reachable
+    #: before it gives up and exits (platform/reach.py); 0: it does not wait
+    startup_wait_s: float = Field(default=120.0, ge=0)
     #: the relay's polling fallback when no NOTIFY arrives, and how long a standby waits for
     #: the relay lock at a time before it checks whether it is stopping
     relay_poll_s: float = 1.0

@@ -33,6 +33,7 @@ from eventshop.platform.bus.relay import OutboxRelay
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.bus.types import Subscription
 from eventshop.platform.observability.logging import get_logger
+from eventshop.platform.reach import once_reachable
 from eventshop.platform.settings import PlatformSettings, broker_urls
 
 log = get_logger(__name__)
@@ -61,9 +62,16 @@ class BusNode:
         self.consumer: Consumer | None = None
         self._relay_task: asyncio.Task[None] | None = None
 
-    async def start(self, *, consume: bool = True) -> None:
+    async def start(self, *, consume: bool = True, wait_for_broker_s: float = 0.0) -> None:
+        """Connect, declare, start the relay (and the consumer). A broker not reachable yet is
+        waited for up to `wait_for_broker_s` (a service starting with the whole deployment,
+        platform/reach.py); 0, the tools' and the tests' default: it fails at once."""
         s = self.settings
-        self.connection = await connect_robust(s.amqp_url, name=f"eventshop-{self.service}")
+        self.connection = await once_reachable(
+            "broker",
+            lambda: connect_robust(s.amqp_url, name=f"eventshop-{self.service}"),
+            within_s=wait_for_broker_s,
+        )
         self.publisher = Publisher(
             self.connection,
             s.exchange,

@@ -1,0 +1,102 @@
+"""A starting service waits for a broker or a database that is not listening yet
+(platform/reach.py): the real RabbitMQ and PostgreSQL, reached through a TCP proxy
+(chaos/proxy.py) that starts listening only a second after the first attempt. A refused login
+fails at once, and so does everything with no wait allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import aiormq.exceptions
+import pytest
+
+from eventshop.chaos.proxy import FaultProxy
+from eventshop.platform.db import create_pool
+from eventshop.platform.reach import once_reachable
+from eventshop.platform.settings import PlatformSettings
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def via(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
+
+
+def upstream(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", int(parts.port or 0)
+
+
+async def listening_after(delay_s: float, target: tuple[str, int], port: int) -> FaultProxy:
+    await asyncio.sleep(delay_s)
+    return await FaultProxy(target).start(port)
+
+
+async def test_a_broker_that_listens_a_second_late_is_waited_for(
+    settings: PlatformSettings,
+) -> None:
+    port = free_port()
+    url = via(settings.amqp_url, port)
+    opening = asyncio.create_task(listening_after(1.0, upstream(settings.amqp_url), port))
+    started = time.monotonic()
+    connection = await once_reachable(
+        "broker", lambda: aio_pika.connect_robust(url), within_s=30, max_delay_s=0.2
+    )
+    proxy = await opening
+    try:
+        assert time.monotonic() - started >= 1.0  # refused before the proxy listened
+        channel = await connection.channel()
+        await channel.declare_queue("", exclusive=True)  # a working connection
+        assert proxy.accepted >= 1
+    finally:
+        await connection.close()
+        await proxy.close()
+
+
+async def test_a_database_that_listens_a_second_late_is_waited_for(
+    settings: PlatformSettings,
+) -> None:
+    port = free_port()
+    url = via(settings.database_url, port)
+    opening = asyncio.create_task(listening_after(1.0, upstream(settings.database_url), port))
+    pool = await once_reachable(
+        "database", lambda: create_pool(url, "public"), within_s=30, max_delay_s=0.2
+    )
+    proxy = await opening
+    try:
+        assert await pool.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await pool.close()
+        await proxy.close()
+
+
+async def test_without_a_wait_or_past_it_the_last_error_is_raised() -> None:
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    started = time.monotonic()
+    with pytest.raises(aiormq.exceptions.AMQPConnectionError):
+        await once_reachable("broker", lambda: aio_pika.connect_robust(url), within_s=0)
+    with pytest.raises(aiormq.exceptions.AMQPConnectionError):
+        await once_reachable("broker", lambda: aio_pika.connect_robust(url), within_s=0.5)
+    assert time.monotonic() - started < 10
+
+
+async def test_a_refused_login_is_not_waited_for(settings: PlatformSettings) -> None:
+    wrong = settings.amqp_url.replace("guest:guest@", "guest:not-the-password@")
+    assert wrong != settings.amqp_url
+    started = time.monotonic()
+    with pytest.raises(aiormq.exceptions.AMQPConnectionError):
+        await once_reachable("broker", lambda: aio_pika.connect_robust(wrong), within_s=60)
+    assert time.monotonic() - started < 10  # not the minute it would have waited
