@@ -61,7 +61,8 @@ async def once_reachable(
         except NOT_YET as exc:
             left = deadline - time.monotonic()
             if left <= 0:
-                log.error("startup.unreachable", what=what, attempts=attempts, error=repr(exc))
+                if within_s > 0:  # waited for it, in vain (with no wait: the caller's error)
+                    log.error("startup.unreachable", what=what, attempts=attempts, error=repr(exc))
                 raise
             log.warning(
                 "startup.waiting", what=what, attempts=attempts, error=repr(exc), retry_in_s=delay
