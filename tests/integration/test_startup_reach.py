@@ -40,17 +40,22 @@ def upstream(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", int(parts.port or 0)
 
 
-async def listening_after(delay_s: float, target: tuple[str, int], port: int) -> FaultProxy:
-    await asyncio.sleep(delay_s)
-    return await FaultProxy(target).start(port)
+def reached_late(url: str, delay_s: float = 1.0) -> tuple[str, asyncio.Task[FaultProxy]]:
+    """`url` through a proxy that starts listening only `delay_s` from now: the proxied URL,
+    and the task that opens the proxy (await it to close the proxy at the end)."""
+    port = free_port()
+
+    async def listening() -> FaultProxy:
+        await asyncio.sleep(delay_s)
+        return await FaultProxy(upstream(url)).start(port)
+
+    return via(url, port), asyncio.create_task(listening())
 
 
 async def test_a_broker_that_listens_a_second_late_is_waited_for(
     settings: PlatformSettings,
 ) -> None:
-    port = free_port()
-    url = via(settings.amqp_url, port)
-    opening = asyncio.create_task(listening_after(1.0, upstream(settings.amqp_url), port))
+    url, opening = reached_late(settings.amqp_url)
     started = time.monotonic()
     connection = await once_reachable(
         "broker", lambda: aio_pika.connect_robust(url), within_s=30, max_delay_s=0.2
@@ -69,9 +74,7 @@ async def test_a_broker_that_listens_a_second_late_is_waited_for(
 async def test_a_database_that_listens_a_second_late_is_waited_for(
     settings: PlatformSettings,
 ) -> None:
-    port = free_port()
-    url = via(settings.database_url, port)
-    opening = asyncio.create_task(listening_after(1.0, upstream(settings.database_url), port))
+    url, opening = reached_late(settings.database_url)
     pool = await once_reachable(
         "database", lambda: create_pool(url, "public"), within_s=30, max_delay_s=0.2
     )
