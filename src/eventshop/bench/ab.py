@@ -250,7 +250,7 @@ def _per_process(runs: Sequence[dict[str, Any]], half: bool) -> dict[str, list[f
 def processes(a: Version, b: Version) -> dict[str, dict[str, float | None]]:
     """Where an order's CPU went in each version: per process (postgres by the client it
     serves), the median over the runs of its ms per order, closed loop and in the open loop (at
-    half rate, or at `--rate`; the `*_half_rate` columns); the dearest in A first. What `bench
+    half rate, or at `--rate`; the `*_open_loop` columns); the dearest in A first. What `bench
     orders` reports of each run, gathered for the window."""
 
     def median(values: dict[str, list[float]], name: str) -> float | None:
@@ -259,8 +259,8 @@ def processes(a: Version, b: Version) -> dict[str, dict[str, float | None]]:
     columns = {
         "a": _per_process(a.runs, half=False),
         "b": _per_process(b.runs, half=False),
-        "a_half_rate": _per_process(a.runs, half=True),
-        "b_half_rate": _per_process(b.runs, half=True),
+        "a_open_loop": _per_process(a.runs, half=True),
+        "b_open_loop": _per_process(b.runs, half=True),
     }
     names = {name for values in columns.values() for name in values}
     table = {

@@ -69,7 +69,7 @@ def _print(report: Mapping[str, Any], console: Console) -> None:
     console.print(t)
     by_process = report.get("processes") or {}
     if by_process:
-        half = any(row["a_half_rate"] is not None for row in by_process.values())
+        half = any(row["a_open_loop"] is not None for row in by_process.values())
         p = Table(title="CPU ms per order by process, medians of the runs")
         open_loop = report.get("open_loop") or "open loop"
         columns = ["process", "A", "B", "B/A"] + ([f"A {open_loop}", f"B {open_loop}"] * half)
@@ -79,7 +79,7 @@ def _print(report: Mapping[str, Any], console: Console) -> None:
             ratio = round(row["b"] / row["a"], 2) if row["a"] and row["b"] is not None else None
             values: list[Any] = [row["a"], row["b"], ratio]
             if half:
-                values += [row["a_half_rate"], row["b_half_rate"]]
+                values += [row["a_open_loop"], row["b_open_loop"]]
             p.add_row(name, *("-" if v is None else str(v) for v in values))
         console.print(p)
     if not report["every_run_ok"]:

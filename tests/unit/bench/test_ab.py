@@ -83,7 +83,7 @@ def test_the_offered_rates_cpu_is_compared_too_as_a_figure_and_by_process() -> N
     b = Version("b", "b" * 40, Path("/b"), [with_rate_run(closed, at(19.0, 3.5), 88.0)])
     s = summary(a, b)
     assert s["figures"]["cpu_ms_per_order_platform_at_rate"]["ratio_b_to_a"] == 0.95
-    assert s["processes"]["orders"] == {"a": 3.0, "b": 3.0, "a_half_rate": 4.0, "b_half_rate": 3.5}
+    assert s["processes"]["orders"] == {"a": 3.0, "b": 3.0, "a_open_loop": 4.0, "b_open_loop": 3.5}
     assert s["open_loop"] == "at 88.0/s"
 
 
@@ -128,9 +128,9 @@ def test_each_process_gets_its_median_in_both_versions_the_dearest_in_a_first() 
     table = summary(a, b)["processes"]
 
     assert list(table) == ["orders", "gateway", "sink"]  # by A's median, then by name
-    assert table["orders"] == {"a": 2.6, "b": 1.4, "a_half_rate": 4.4, "b_half_rate": None}
+    assert table["orders"] == {"a": 2.6, "b": 1.4, "a_open_loop": 4.4, "b_open_loop": None}
     assert table["gateway"]["a"] == 1.2 and table["gateway"]["b"] == 0.95
-    assert table["sink"] == {"a": None, "b": 0.45, "a_half_rate": None, "b_half_rate": None}
+    assert table["sink"] == {"a": None, "b": 0.45, "a_open_loop": None, "b_open_loop": None}
 
 
 def test_medians_of_an_even_number_of_runs_are_printed_to_three_places() -> None:
