@@ -19,8 +19,7 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import pytest
 
-from eventshop.chaos.faults import _via
-from eventshop.chaos.proxy import FaultProxy
+from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
 from eventshop.platform.bus import UnitOfWork
@@ -279,10 +278,11 @@ async def test_a_consumer_whose_connection_is_cut_consumes_again_once_and_at_its
     """Every connection to the broker cut (the chaos proxy's reset): aio-pika reconnects and
     re-opens the channel, and the consumer consumes again on it: once, with its prefetch set
     on that channel first (a consumer made before it would be sent the whole queue)."""
-    parts = urlsplit(bus.settings.amqp_url)
-    proxy = await FaultProxy((parts.hostname or "127.0.0.1", parts.port or 5672)).start()
+    proxy = await FaultProxy(upstream_of(bus.settings.amqp_url, 5672)).start()
     try:
-        cut = bus.settings.model_copy(update={"amqp_url": _via(bus.settings.amqp_url, proxy.port)})
+        cut = bus.settings.model_copy(
+            update={"amqp_url": via_proxy(bus.settings.amqp_url, proxy.port)}
+        )
         node, pool = await bus.node({PINGED: record_effect}, settings=cut)
         consumer = consumer_of(node)
         producer, ppool = await bus.node()

@@ -9,14 +9,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
 import pytest
 
-from eventshop.chaos.faults import _via
-from eventshop.chaos.proxy import FaultProxy
+from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.platform.settings import PlatformSettings
 
 pytestmark = pytest.mark.integration
@@ -29,8 +27,7 @@ def database(settings: PlatformSettings) -> str:
 
 @pytest.fixture
 async def pg_proxy(database: str) -> AsyncIterator[FaultProxy]:
-    parts = urlsplit(database)
-    proxy = await FaultProxy((parts.hostname or "127.0.0.1", parts.port or 5432)).start()
+    proxy = await FaultProxy(upstream_of(database, 5432)).start()
     _urls[proxy] = database
     yield proxy
     await proxy.close()
@@ -41,7 +38,7 @@ _urls: dict[FaultProxy, str] = {}
 
 
 async def connect(proxy: FaultProxy) -> asyncpg.Connection:
-    return await asyncpg.connect(_via(_urls[proxy], proxy.port), timeout=10)
+    return await asyncpg.connect(via_proxy(_urls[proxy], proxy.port), timeout=10)
 
 
 async def test_it_carries_postgresql_unchanged(pg_proxy: FaultProxy) -> None:
@@ -119,10 +116,9 @@ async def test_a_slow_link_takes_its_time_for_a_large_answer(pg_proxy: FaultProx
 
 async def test_it_carries_amqp_unchanged(settings: PlatformSettings) -> None:
     amqp_url = settings.amqp_url
-    parts = urlsplit(amqp_url)
-    proxy = await FaultProxy((parts.hostname or "127.0.0.1", parts.port or 5672)).start()
+    proxy = await FaultProxy(upstream_of(amqp_url, 5672)).start()
     try:
-        conn = await aio_pika.connect(_via(amqp_url, proxy.port))
+        conn = await aio_pika.connect(via_proxy(amqp_url, proxy.port))
         try:
             channel = await conn.channel()
             queue = await channel.declare_queue(f"proxy-{uuid.uuid4().hex}", auto_delete=True)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq.exceptions
 import pytest
 
-from eventshop.chaos.proxy import FaultProxy
+from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.platform.db import create_pool
 from eventshop.platform.reach import once_reachable
 from eventshop.platform.settings import PlatformSettings
@@ -29,33 +28,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def via(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
-
-
-def upstream(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", int(parts.port or 0)
-
-
-def reached_late(url: str, delay_s: float = 1.0) -> tuple[str, asyncio.Task[FaultProxy]]:
+def reached_late(
+    url: str, default_port: int, delay_s: float = 1.0
+) -> tuple[str, asyncio.Task[FaultProxy]]:
     """`url` through a proxy that starts listening only `delay_s` from now: the proxied URL,
     and the task that opens the proxy (await it to close the proxy at the end)."""
     port = free_port()
 
     async def listening() -> FaultProxy:
         await asyncio.sleep(delay_s)
-        return await FaultProxy(upstream(url)).start(port)
+        return await FaultProxy(upstream_of(url, default_port)).start(port)
 
-    return via(url, port), asyncio.create_task(listening())
+    return via_proxy(url, port), asyncio.create_task(listening())
 
 
 async def test_a_broker_that_listens_a_second_late_is_waited_for(
     settings: PlatformSettings,
 ) -> None:
-    url, opening = reached_late(settings.amqp_url)
+    url, opening = reached_late(settings.amqp_url, 5672)
     started = time.monotonic()
     connection = await once_reachable(
         "broker", lambda: aio_pika.connect_robust(url), within_s=30, max_delay_s=0.2
@@ -74,7 +64,7 @@ async def test_a_broker_that_listens_a_second_late_is_waited_for(
 async def test_a_database_that_listens_a_second_late_is_waited_for(
     settings: PlatformSettings,
 ) -> None:
-    url, opening = reached_late(settings.database_url)
+    url, opening = reached_late(settings.database_url, 5432)
     pool = await once_reachable(
         "database", lambda: create_pool(url, "public"), within_s=30, max_delay_s=0.2
     )

@@ -26,14 +26,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from supervisor.datatypes import dict_of_key_value_pairs
 
-from eventshop.chaos.proxy import FaultProxy
+from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.ops.parked import CONSUMING
 from eventshop.platform.bus.node import connect
 from eventshop.platform.bus.publisher import Publisher
@@ -398,33 +397,20 @@ async def detached(
         await asyncio.to_thread(supervise.start_service, layout, service)
 
 
-def _via(url: str, port: int) -> str:
-    """`url` with its host and port replaced by the proxy's on loopback."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _upstream(url: str, default_port: int) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or default_port
-
-
 async def network(stage: Stage) -> list[Fault]:
     """A service's links to the broker and the database through a fault proxy (chaos/proxy.py):
     latency with jitter, a black hole for 30 s, every connection reset, then a slow link."""
     service = stage.rng.choice(("orders", "inventory", "payments"))
     env = program_environment(supervise.Layout(stage.root), service)
-    amqp = await FaultProxy(_upstream(env["EVENTSHOP_AMQP_URL"], 5672), rng=stage.rng).start()
-    db = await FaultProxy(_upstream(env["EVENTSHOP_DATABASE_URL"], 5432), rng=stage.rng).start()
+    amqp = await FaultProxy(upstream_of(env["EVENTSHOP_AMQP_URL"], 5672), rng=stage.rng).start()
+    db = await FaultProxy(upstream_of(env["EVENTSHOP_DATABASE_URL"], 5432), rng=stage.rng).start()
     links = (amqp, db)
 
     def via_proxies(env: dict[str, str]) -> dict[str, str]:
         return {
             **env,
-            "EVENTSHOP_AMQP_URL": _via(env["EVENTSHOP_AMQP_URL"], amqp.port),
-            "EVENTSHOP_DATABASE_URL": _via(env["EVENTSHOP_DATABASE_URL"], db.port),
+            "EVENTSHOP_AMQP_URL": via_proxy(env["EVENTSHOP_AMQP_URL"], amqp.port),
+            "EVENTSHOP_DATABASE_URL": via_proxy(env["EVENTSHOP_DATABASE_URL"], db.port),
         }
 
     faults: list[Fault] = []

@@ -15,6 +15,8 @@ every byte both ways to the real server until told otherwise:
 - `reset()`: every open connection is cut with a TCP reset both ways (SO_LINGER 0), at once.
 
 Everything runs in the caller's event loop; `close()` cuts every connection and stops listening.
+`upstream_of(url)` is the server a URL names, `via_proxy(url, port)` the same URL through a
+proxy listening on loopback.
 """
 
 from __future__ import annotations
@@ -26,8 +28,23 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 CHUNK = 64 * 1024
+
+
+def upstream_of(url: str, default_port: int) -> tuple[str, int]:
+    """The (host, port) a broker or database URL names: what a proxy forwards to."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def via_proxy(url: str, port: int) -> str:
+    """`url` with its host and port replaced by a proxy's on loopback (its user kept)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass
