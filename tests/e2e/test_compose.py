@@ -3,8 +3,19 @@ project name and ports of its own), a demo of a hundred orders through the gatew
 127.0.0.1 while a service container and the RabbitMQ container are restarted, every order
 final and every invariant held (the demo checks them in PostgreSQL, inside the compose
 network); then inventory scaled to three containers that all consume, the demo again; the
-mail and the traces seen from the host; the whole project restarted, nothing lost; then
-everything taken down with its volumes. What is real: Docker, every image, every container.
+mail and the traces seen from the host; the whole project restarted, nothing lost.
+
+Last, on the same containers, `eventshop chaos --platform compose` as an operator runs it: a
+service container's process killed -9 again and again (its restart policy starts it again),
+the RabbitMQ container killed and started again, the PostgreSQL container killed and started
+again, at CI's size. Each must end as on the process platform (tests/e2e/test_chaos.py):
+nothing lost, duplicated, unexpected or stuck, every invariant true, nothing unsent, nothing
+parked but what the scenario parked. The chaos command reaches PostgreSQL and AMQP through its
+tunnel container, for the run only (ADR 0015): none is left after it. The scenarios come after
+every other test here because they park messages on purpose (the demos assert none parked).
+Then everything is taken down with its volumes: one project brought up for the module.
+
+What is real: Docker, every image, every container.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: a project of its own per run: nothing of another run (or of `make compose-up`) is touched
 PROJECT = f"eventshop-test-{uuid.uuid4().hex[:6]}"
 ORDERS = int(os.environ.get("EVENTSHOP_COMPOSE_ORDERS", "100"))
+CHAOS_ORDERS = int(os.environ.get("EVENTSHOP_CHAOS_ORDERS", "50"))
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -238,3 +251,68 @@ def test_a_restart_of_the_whole_project_loses_nothing(compose: dict[str, str]) -
     # the demo's invariants are checked over every order in the database: the orders, stock,
     # payments and points of the runs before the restart included
     assert_whole(demo(compose, orders=20), orders=20)
+
+
+# -- chaos on the containers: last, as the module's docstring says --------------------------------
+def eventshop(
+    *args: str, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("eventshop")), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def tunnels() -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}",
+         "--filter", "label=com.docker.compose.service=chaos-tunnel"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", ["kill-services", "kill-broker", "restart-postgres"])
+def test_a_scenario_on_the_containers_loses_nothing(
+    compose: dict[str, str], scenario: str, tmp_path: Path
+) -> None:
+    results = tmp_path / "results.jsonl"
+    done = eventshop(
+        "chaos", scenario, "--platform", "compose", "--orders", str(CHAOS_ORDERS), "--rate", "8",
+        "--seed", "7", "--settle", "120", "--results", str(results), env=compose,
+    )  # fmt: skip
+    try:
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        pytest.fail(f"no result: {done.stdout[-2000:]} {done.stderr[-3000:]}")
+    assert [json.loads(line) for line in results.read_text().splitlines()] == [result]
+    assert result["platform"] == "compose"
+    assert result["accepted"] + result["refused"] == CHAOS_ORDERS and result["unanswered"] == 0
+    assert (result["lost"], result["duplicated"], result["unexpected"], result["stuck"]) == (
+        0, 0, 0, 0,
+    ), result["examples"]  # fmt: skip
+    assert result["violations"] == {} and result["unsent"] == {}
+    assert result["parked"]["expected"] == result["parked"]["actual"]
+    assert result["faults"], "the scenario injected no fault"
+    assert all(f["recovered_s"] is not None for f in result["faults"]), result["faults"]
+    assert result["outcomes"].get("CONFIRMED", 0) > 0
+    assert done.returncode == 0 and result["ok"]
+    assert tunnels() == [], "the chaos tunnel outlived its run"
+    if scenario == "kill-services":
+        killed = {f["target"] for f in result["faults"]}
+        assert killed <= restarted_by_docker(), "a killed container was not restarted by Docker"
+
+
+def restarted_by_docker() -> set[str]:
+    """The services whose containers Docker restarted (their restart policy: RestartCount), the
+    same containers, not new ones."""
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}",
+         "--filter", "label=com.docker.compose.oneoff=False"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    counts = subprocess.run(
+        ["docker", "inspect", "-f",
+         '{{index .Config.Labels "com.docker.compose.service"}} {{.RestartCount}}', *ids],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    return {line.split()[0] for line in counts if line.strip() and line.split()[1] != "0"}
