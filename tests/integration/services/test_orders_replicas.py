@@ -110,3 +110,26 @@ async def test_without_it_windows_over_the_same_prices_deadlock(
     other: list[EventPayload] = [price(b, 2_200), price(a, 1_400)]
     results = await race(pool, one, other, first=False)
     assert any(isinstance(r, asyncpg.DeadlockDetectedError) for r in results), results
+
+
+async def statements_of_lock_window(pool: asyncpg.Pool, payloads: list[EventPayload]) -> list[str]:
+    """What the hook sent PostgreSQL for a window of `payloads`, in order."""
+    ran: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        with conn.query_logger(lambda logged: ran.append(logged.query)):
+            await handlers.lock_window(conn, payloads)
+    return ran
+
+
+async def test_a_window_of_one_kind_sends_only_its_own_lock(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """Saga steps only (the common window below saturation): the orders' rows, and no price
+    lock over an empty list, a round trip for nothing; prices only: no orders' statement."""
+    x, y = await two_orders(client)
+    saga = await statements_of_lock_window(pool, [reserved(x), rejected(y)])
+    assert len(saga) == 1 and "FOR UPDATE" in saga[0] and "advisory" not in saga[0], saga
+    prices = await statements_of_lock_window(pool, [price("MUG", 1_300)])
+    assert len(prices) == 1 and "pg_advisory_xact_lock" in prices[0], prices
+    both = await statements_of_lock_window(pool, [price("MUG", 1_300), reserved(x)])
+    assert len(both) == 2 and "pg_advisory_xact_lock" in both[0], both

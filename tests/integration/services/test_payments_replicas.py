@@ -77,3 +77,28 @@ async def test_a_cancellation_and_a_request_of_one_order_lock_its_row_first(
                 await other.execute(
                     "SELECT 1 FROM payments WHERE order_id = $1 FOR UPDATE NOWAIT", paid.order_id
                 )
+
+
+async def test_a_window_of_cancellations_takes_no_velocity_lock(
+    context: AnyContext, pool: asyncpg.Pool
+) -> None:
+    """No payment request in the window: no user to screen, and no statement over an empty
+    list of users (a round trip for nothing)."""
+    from eventshop.contracts.orders import OrderCancelled
+
+    cancel = OrderCancelled(
+        order_id="o-none",
+        user_id="dee",
+        email="dee@example.com",
+        reason="timeout",
+        stock_reserved=False,
+        lines=(),
+    )
+    ran: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        with conn.query_logger(lambda logged: ran.append(logged.query)):
+            await handlers.lock_window(conn, [cancel])
+            await handlers.lock_window(conn, [request(user_id="dee")])
+    assert len(ran) == 3, ran  # the cancellation's row lock; then the request's two
+    assert "FOR UPDATE" in ran[0] and "advisory" not in ran[0]
+    assert "pg_advisory_xact_lock" in ran[1] and "FOR UPDATE" in ran[2]

@@ -168,17 +168,20 @@ async def lock_window(conn: asyncpg.Connection, skus: list[str], order_ids: list
     no window holds the counter while it waits for an order another window holds. A price is
     locked by name (a transaction's advisory lock on the sku), not by its row: a sku's first
     price has no row yet, and two windows inserting the same new skus in opposite orders would
-    wait for each other's inserts."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
-        " (SELECT DISTINCT 'orders:price:' || s AS k FROM unnest($1::text[]) AS s"
-        " ORDER BY 1 OFFSET 0) AS sorted",
-        skus,
-    )
-    await conn.execute(
-        "SELECT 1 FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
-        order_ids,
-    )
+    wait for each other's inserts. A kind the window has none of costs no round trip (a window
+    of saga steps has no price)."""
+    if skus:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+            " (SELECT DISTINCT 'orders:price:' || s AS k FROM unnest($1::text[]) AS s"
+            " ORDER BY 1 OFFSET 0) AS sorted",
+            skus,
+        )
+    if order_ids:
+        await conn.execute(
+            "SELECT 1 FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+            order_ids,
+        )
 
 
 async def lock_orders(conn: asyncpg.Connection, order_ids: Sequence[str]) -> set[str]:

@@ -40,18 +40,21 @@ async def lock_window(conn: asyncpg.Connection, user_ids: list[str], order_ids: 
     """Every lock a window's handlers will take, first and in one order (ADR 0012): the users'
     velocity locks in user order, then the orders' payment rows in order id order. Without it,
     two replicas' windows asking payments of the same two users in opposite orders each hold
-    one user's lock and wait for the other's."""
+    one user's lock and wait for the other's. A kind the window has none of costs no round
+    trip (a window of cancellations has no user to screen)."""
     # the locks are taken by the outer query, over rows the subquery has sorted
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
-        " (SELECT DISTINCT 'payments:velocity:' || u AS k FROM unnest($1::text[]) AS u"
-        " ORDER BY 1 OFFSET 0) AS sorted",
-        user_ids,
-    )
-    await conn.execute(
-        "SELECT 1 FROM payments WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
-        order_ids,
-    )
+    if user_ids:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+            " (SELECT DISTINCT 'payments:velocity:' || u AS k FROM unnest($1::text[]) AS u"
+            " ORDER BY 1 OFFSET 0) AS sorted",
+            user_ids,
+        )
+    if order_ids:
+        await conn.execute(
+            "SELECT 1 FROM payments WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
+            order_ids,
+        )
 
 
 async def screen_inputs(
