@@ -7,6 +7,7 @@ fails at once, and so does everything with no wait allowed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 
@@ -16,7 +17,7 @@ import pytest
 
 from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.platform.db import create_pool
-from eventshop.platform.reach import once_reachable
+from eventshop.platform.reach import AMQP_CLIENT_LOGGERS, once_reachable
 from eventshop.platform.settings import PlatformSettings
 
 pytestmark = pytest.mark.integration
@@ -59,6 +60,40 @@ async def test_a_broker_that_listens_a_second_late_is_waited_for(
     finally:
         await connection.close()
         await proxy.close()
+
+
+async def test_while_it_waits_the_clients_error_lines_are_not_written(
+    settings: PlatformSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiormq writes an ERROR for every refused attempt (and aio-pika that it reconnects, which
+    it does not): while a wait is allowed they are dropped, `startup.waiting` says it; with no
+    wait they are written as before (which shows the capture sees them)."""
+    caplog.set_level(logging.DEBUG)
+    url, opening = reached_late(settings.amqp_url, 5672, delay_s=1.5)
+    connection = await once_reachable(
+        "broker",
+        lambda: aio_pika.connect_robust(url),
+        within_s=30,
+        max_delay_s=0.2,
+        quiet=AMQP_CLIENT_LOGGERS,
+    )
+    proxy = await opening
+    await connection.close()
+    await proxy.close()
+    await asyncio.sleep(0.1)  # anything the failed attempts left to run, run
+    assert proxy.accepted >= 1
+    said = [
+        r for r in caplog.records if r.name in AMQP_CLIENT_LOGGERS and r.levelno >= logging.INFO
+    ]
+    assert said == [], [r.getMessage() for r in said]
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    with pytest.raises(aiormq.exceptions.AMQPConnectionError):
+        await once_reachable(
+            "broker", lambda: aio_pika.connect_robust(closed), within_s=0, quiet=AMQP_CLIENT_LOGGERS
+        )
+    assert any(
+        r.name == "aiormq.connection" and r.levelno == logging.ERROR for r in caplog.records
+    ), [(r.name, r.getMessage()) for r in caplog.records]
 
 
 async def test_a_database_that_listens_a_second_late_is_waited_for(

@@ -33,7 +33,7 @@ from eventshop.platform.bus.relay import OutboxRelay
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.bus.types import Subscription
 from eventshop.platform.observability.logging import get_logger
-from eventshop.platform.reach import once_reachable
+from eventshop.platform.reach import AMQP_CLIENT_LOGGERS, once_reachable
 from eventshop.platform.settings import PlatformSettings, broker_urls
 
 log = get_logger(__name__)
@@ -71,6 +71,7 @@ class BusNode:
             "broker",
             lambda: connect_robust(s.amqp_url, name=f"eventshop-{self.service}"),
             within_s=wait_for_broker_s,
+            quiet=AMQP_CLIENT_LOGGERS,
         )
         self.publisher = Publisher(
             self.connection,
