@@ -11,8 +11,8 @@ Give `service_settings` or `resources` to replace the service's own (a fake mail
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -99,6 +99,20 @@ async def handle_window(
 _INTROSPECTION = ("current_setting('jit')", "typeinfo_tree", "FROM pg_catalog.pg_type")
 
 
+@contextmanager
+def statements_run(conn: asyncpg.Connection) -> Iterator[list[str]]:
+    """The statements `conn` sends while the block runs, in order (asyncpg's own look-up of a
+    type's codec, once per connection, left out: not the code's)."""
+    ran: list[str] = []
+
+    def note(logged: asyncpg.connection.LoggedQuery) -> None:
+        if not any(mark in logged.query for mark in _INTROSPECTION):
+            ran.append(logged.query)
+
+    with conn.query_logger(note):
+        yield ran
+
+
 async def deliver_window(ctx: AnyContext, events: Sequence[EventPayload]) -> list[str]:
     """Handle `events` as one window whose events all go to one batch handler (the service's
     handler of the first event's type, which must take them all: platform/bus/window.py hands
@@ -106,13 +120,6 @@ async def deliver_window(ctx: AnyContext, events: Sequence[EventPayload]) -> lis
     event its own unit of work caused by it. The statements the call ran, in order."""
     handler = load_definition(ctx.name).bind(ctx)[events[0].event_type]
     assert isinstance(handler, BatchHandler), f"{events[0].event_type}: not a batch handler"
-    ran: list[str] = []
-
-    def note(logged: asyncpg.connection.LoggedQuery) -> None:
-        # asyncpg's own look-up of a type's codec, once per connection: not the handler's
-        if not any(mark in logged.query for mark in _INTROSPECTION):
-            ran.append(logged.query)
-
     async with ctx.unit_of_work() as window:
         deliveries = []
         for event in events:
@@ -121,11 +128,8 @@ async def deliver_window(ctx: AnyContext, events: Sequence[EventPayload]) -> lis
                 event.event_type, event.schema_version, aggregate, event.model_dump(mode="json")
             )
             deliveries.append((window.caused_by(env), env, event))
-        window.conn.add_query_logger(note)
-        try:
+        with statements_run(window.conn) as ran:
             await handler.many(deliveries)
-        finally:
-            window.conn.remove_query_logger(note)
     return ran
 
 

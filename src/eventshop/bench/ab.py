@@ -232,12 +232,12 @@ def _open_loop(runs: Sequence[dict[str, Any]]) -> str | None:
     return f"at {rates.pop()}/s" if len(rates) == 1 else None
 
 
-def _per_process(runs: Sequence[dict[str, Any]], half: bool) -> dict[str, list[float]]:
+def _per_process(runs: Sequence[dict[str, Any]], open_loop: bool) -> dict[str, list[float]]:
     """Each process's CPU ms per order in each run (closed loop, or its open-loop run: at half
     rate, or at `--rate`)."""
     values: dict[str, list[float]] = {}
     for run in runs:
-        source = (run.get("half_rate") or run.get("at_rate")) if half else run
+        source = (run.get("half_rate") or run.get("at_rate")) if open_loop else run
         by_process = (source or {}).get("cpu_ms_per_order")
         if not isinstance(by_process, dict):
             continue
@@ -257,10 +257,10 @@ def processes(a: Version, b: Version) -> dict[str, dict[str, float | None]]:
         return round(statistics.median(values[name]), 3) if values.get(name) else None
 
     columns = {
-        "a": _per_process(a.runs, half=False),
-        "b": _per_process(b.runs, half=False),
-        "a_open_loop": _per_process(a.runs, half=True),
-        "b_open_loop": _per_process(b.runs, half=True),
+        "a": _per_process(a.runs, open_loop=False),
+        "b": _per_process(b.runs, open_loop=False),
+        "a_open_loop": _per_process(a.runs, open_loop=True),
+        "b_open_loop": _per_process(b.runs, open_loop=True),
     }
     names = {name for values in columns.values() for name in values}
     table = {

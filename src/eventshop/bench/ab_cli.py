@@ -69,16 +69,16 @@ def _print(report: Mapping[str, Any], console: Console) -> None:
     console.print(t)
     by_process = report.get("processes") or {}
     if by_process:
-        half = any(row["a_open_loop"] is not None for row in by_process.values())
+        shown = any(row["a_open_loop"] is not None for row in by_process.values())
         p = Table(title="CPU ms per order by process, medians of the runs")
         open_loop = report.get("open_loop") or "open loop"
-        columns = ["process", "A", "B", "B/A"] + ([f"A {open_loop}", f"B {open_loop}"] * half)
+        columns = ["process", "A", "B", "B/A"] + ([f"A {open_loop}", f"B {open_loop}"] * shown)
         for col in columns:
             p.add_column(col, justify="left" if col == "process" else "right")
         for name, row in by_process.items():
             ratio = round(row["b"] / row["a"], 2) if row["a"] and row["b"] is not None else None
             values: list[Any] = [row["a"], row["b"], ratio]
-            if half:
+            if shown:
                 values += [row["a_open_loop"], row["b_open_loop"]]
             p.add_row(name, *("-" if v is None else str(v) for v in values))
         console.print(p)

@@ -28,7 +28,7 @@ from tests.integration.services.test_orders import (
     reserved,
     stream_types,
 )
-from tests.support.services import handle_window
+from tests.support.services import handle_window, statements_run
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +114,8 @@ async def test_without_it_windows_over_the_same_prices_deadlock(
 
 async def statements_of_lock_window(pool: asyncpg.Pool, payloads: list[EventPayload]) -> list[str]:
     """What the hook sent PostgreSQL for a window of `payloads`, in order."""
-    ran: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
-        with conn.query_logger(lambda logged: ran.append(logged.query)):
+        with statements_run(conn) as ran:
             await handlers.lock_window(conn, payloads)
     return ran
 

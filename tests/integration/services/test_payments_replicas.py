@@ -12,16 +12,29 @@ import asyncpg
 import pytest
 
 from eventshop.contracts import EventPayload
+from eventshop.contracts.orders import OrderCancelled
 from eventshop.platform.service import AnyContext
 from eventshop.services.payments import handlers
 from eventshop.services.payments.service import definition
 from tests.integration.services.test_payments import request
-from tests.support.services import handle_window
+from tests.support.services import deliver, handle_window, statements_run
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "payments"
 MIGRATIONS = "eventshop.services.payments.migrations"
+
+
+def cancellation(order_id: str, user_id: str, *, stock_reserved: bool) -> OrderCancelled:
+    """orders' cancellation of `order_id` (timed out), as payments receives it."""
+    return OrderCancelled(
+        order_id=order_id,
+        user_id=user_id,
+        email=f"{user_id}@example.com",
+        reason="timeout",
+        stock_reserved=stock_reserved,
+        lines=(),
+    )
 
 
 def windows() -> tuple[list[EventPayload], list[EventPayload]]:
@@ -57,19 +70,9 @@ async def test_a_cancellation_and_a_request_of_one_order_lock_its_row_first(
     context: AnyContext, pool: asyncpg.Pool
 ) -> None:
     """The payment rows a window touches are locked by the hook too (a cancellation's)."""
-    from eventshop.contracts.orders import OrderCancelled
-    from tests.support.services import deliver
-
     paid = request(user_id="cy")
     await deliver(context, paid)
-    cancel = OrderCancelled(
-        order_id=paid.order_id,
-        user_id="cy",
-        email="cy@example.com",
-        reason="timeout",
-        stock_reserved=True,
-        lines=(),
-    )
+    cancel = cancellation(paid.order_id, "cy", stock_reserved=True)
     async with pool.acquire() as holder, holder.transaction():
         await handlers.lock_window(holder, [cancel])
         async with pool.acquire() as other:
@@ -84,19 +87,9 @@ async def test_a_window_of_cancellations_takes_no_velocity_lock(
 ) -> None:
     """No payment request in the window: no user to screen, and no statement over an empty
     list of users (a round trip for nothing)."""
-    from eventshop.contracts.orders import OrderCancelled
-
-    cancel = OrderCancelled(
-        order_id="o-none",
-        user_id="dee",
-        email="dee@example.com",
-        reason="timeout",
-        stock_reserved=False,
-        lines=(),
-    )
-    ran: list[str] = []
+    cancel = cancellation("o-none", "dee", stock_reserved=False)
     async with pool.acquire() as conn, conn.transaction():
-        with conn.query_logger(lambda logged: ran.append(logged.query)):
+        with statements_run(conn) as ran:
             await handlers.lock_window(conn, [cancel])
             await handlers.lock_window(conn, [request(user_id="dee")])
     assert len(ran) == 3, ran  # the cancellation's row lock; then the request's two
