@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import asyncpg
 import pytest
 
 from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
@@ -24,9 +25,9 @@ from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
 from eventshop.platform.bus import UnitOfWork
 from eventshop.platform.bus.consumer import Consumer
-from eventshop.platform.bus.outbox import write_outbox
+from eventshop.platform.bus.outbox import COPY_FROM, OUTBOX_COLUMNS, write_outbox
 from eventshop.platform.bus.relay import OutboxRelay
-from eventshop.platform.bus.wire import message_from_envelope
+from eventshop.platform.bus.wire import encode_body, message_from_envelope
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
@@ -43,6 +44,7 @@ from tests.integration.helpers import (
     record_effect,
 )
 from tests.support.polling import eventually
+from tests.support.services import statements_run
 
 pytestmark = pytest.mark.integration
 
@@ -417,6 +419,64 @@ async def test_the_standby_waiting_longest_takes_the_relay_lock_when_its_leader_
         standby.stop()
         latecomer.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("count", [1, COPY_FROM - 1, COPY_FROM, 3 * COPY_FROM])
+async def test_the_outbox_takes_a_few_events_in_one_insert_and_many_in_one_copy(
+    bus: Bus, count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Either way the rows hold each envelope as it was emitted, and the one statement
+    wakes the relay once (ADR 0020)."""
+    producer, ppool = await bus.node(start=False)
+    copies: list[str] = []  # asyncpg's query logger does not see a COPY: the call is watched
+    real_copy = asyncpg.Connection.copy_records_to_table
+
+    async def copy(conn: asyncpg.Connection, table: str, **kwargs: Any) -> str:
+        copies.append(table)
+        return str(await real_copy(conn, table, **kwargs))
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", copy)
+    envelopes = [
+        new_envelope(
+            PINGED,
+            2,
+            f"order-{i}",
+            {"seq": i, "note": "é €"},
+            correlation_id=f"req-{i}",
+            causation_id=None if i % 2 else f"cmd-{i}",
+            traceparent=None if i % 3 else f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+        )
+        for i in range(count)
+    ]
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_notify(*args: Any) -> None:
+        heard.put_nowait(args[2])
+
+    channel = f"outbox_{producer.schema}"
+    async with ppool.acquire() as conn:
+        await conn.add_listener(channel, on_notify)
+        try:
+            async with ppool.acquire() as writer, writer.transaction():
+                with statements_run(writer) as ran:
+                    await write_outbox(writer, envelopes)
+            await asyncio.wait_for(heard.get(), 5)
+            await asyncio.sleep(0.2)
+            assert heard.empty()  # one statement, one NOTIFY
+        finally:
+            await conn.remove_listener(channel, on_notify)
+    if count >= COPY_FROM:
+        assert (copies, ran) == (["outbox"], [])
+    else:
+        assert copies == [] and len(ran) == 1 and ran[0].lstrip().startswith("INSERT INTO outbox")
+    rows = await fetch(ppool, "SELECT * FROM outbox ORDER BY id")
+    assert [r["event_id"] for r in rows] == [e.event_id for e in envelopes]  # in emit order
+    for row, env in zip(rows, envelopes, strict=True):
+        for column in OUTBOX_COLUMNS[1:-1]:
+            assert row[column] == getattr(env, column), column
+        assert row["body"] == encode_body(env)
+        assert Envelope.model_validate_json(row["body"]) == env
+        assert row["sent_at"] is None and row["attempts"] == 0
 
 
 async def test_relay_marks_sent_exactly_the_confirmed_rows(bus: Bus) -> None:

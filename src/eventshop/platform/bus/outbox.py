@@ -131,22 +131,54 @@ class UnitOfWork:
             self.pending.clear()
 
 
+#: the columns `write_outbox` fills, in the order of its records
+OUTBOX_COLUMNS = (
+    "event_id",
+    "event_type",
+    "aggregate_id",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    "schema_version",
+    "occurred_at",
+    "body",
+)
+#: from this many events on, a binary COPY; fewer go in one INSERT (ADR 0020)
+COPY_FROM = 10
+
+INSERT_OUTBOX = """
+INSERT INTO outbox (event_id, event_type, aggregate_id, correlation_id, causation_id,
+                    traceparent, schema_version, occurred_at, body)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::int[], $8::timestamptz[], $9::bytea[])
+"""
+
+
 async def write_outbox(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
-    """Append events to the outbox: one multi-row INSERT (and so one NOTIFY) for them all."""
-    await conn.execute(
-        """
-        INSERT INTO outbox (event_id, event_type, aggregate_id, correlation_id, causation_id,
-                            traceparent, schema_version, occurred_at, body)
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::int[], $8::timestamptz[], $9::bytea[])
-        """,
-        [e.event_id for e in envelopes],
-        [e.event_type for e in envelopes],
-        [e.aggregate_id for e in envelopes],
-        [e.correlation_id for e in envelopes],
-        [e.causation_id for e in envelopes],
-        [e.traceparent for e in envelopes],
-        [e.schema_version for e in envelopes],
-        [e.occurred_at for e in envelopes],
-        [encode_body(e) for e in envelopes],
-    )
+    """Append events to the outbox in one statement (and so one NOTIFY) for them all.
+
+    Many events go in a binary COPY: at a hundred a transaction it cost the client 17% and
+    PostgreSQL 22% less CPU than the multi-row INSERT; a few go in that INSERT, as a COPY takes
+    a second round trip (ADR 0020). The statement-level trigger that wakes the relay fires for
+    both.
+    """
+    if not envelopes:
+        return
+    records = [
+        (
+            e.event_id,
+            e.event_type,
+            e.aggregate_id,
+            e.correlation_id,
+            e.causation_id,
+            e.traceparent,
+            e.schema_version,
+            e.occurred_at,
+            encode_body(e),
+        )
+        for e in envelopes
+    ]
+    if len(records) >= COPY_FROM:
+        await conn.copy_records_to_table("outbox", records=records, columns=OUTBOX_COLUMNS)
+    else:
+        await conn.execute(INSERT_OUTBOX, *(list(c) for c in zip(*records, strict=True)))
