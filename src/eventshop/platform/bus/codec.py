@@ -35,7 +35,7 @@ from typing import Any
 
 import aiormq.connection
 import pamqp.frame
-from aiormq.abc import ConsumerCallback, DeliveredMessage
+from aiormq.abc import ConfirmationFrameType, ConsumerCallback, DeliveredMessage
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
 from pamqp import encode
 from pamqp.base import Frame
@@ -510,6 +510,32 @@ class DeliveringChannel(aiormq.Channel):
     async def _on_deliver_frame(self, frame: Basic.Deliver) -> None:
         with self._inside_message():
             await self._read_delivery(frame)
+
+    async def _on_confirm_frame(self, frame: ConfirmationFrameType) -> None:
+        """aiormq's, with a multiple confirm's tags settled in one pass.
+
+        For each multiple confirm aiormq walks every tag still awaiting one and schedules a
+        callback for each tag the frame covers: a batch of a thousand publishes confirmed in a
+        few dozen frames cost the relay tens of thousands of steps and a thousand callbacks.
+        The tags are in `confirmations` in the order they were given (aiormq's `basic_publish`
+        and the bus's batches both add them under the channel's lock, each above the last), so
+        the covered ones are its first entries: they are taken up to the first tag above the
+        frame's and settled at once by aiormq's own `_confirm_delivery`."""
+        confirmations = self.confirmations
+        tag = frame.delivery_tag
+        if not self.publisher_confirms or tag not in confirmations:
+            await super()._on_confirm_frame(frame)  # nothing, or aiormq's error line
+            return
+        if not getattr(frame, "multiple", False):
+            self._confirm_delivery(tag, frame)
+            return
+        covered = []
+        for waiting in confirmations:
+            if waiting > tag:
+                break
+            covered.append(waiting)
+        for waiting in covered:
+            self._confirm_delivery(waiting, frame)
 
     async def _read_delivery(self, frame: Basic.Deliver) -> None:
         # as aiormq's own: the header, the body, then the consumer its tag names now
