@@ -27,9 +27,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from eventshop.bench.instrumentation import Group, Run, Variant
 from eventshop.bench.instrumentation.sql import instrumented, official
-from eventshop.platform.bus.publisher import Prepared, Publisher
-from eventshop.platform.bus.relay import _publish_spans
-from eventshop.platform.bus.wire import properties_from_row
+from eventshop.platform.bus.publisher import Publisher
+from eventshop.platform.bus.relay import _messages, _publish_spans
 from eventshop.platform.observability import tracing
 
 SERVICE = "bench-instrumentation"
@@ -52,26 +51,11 @@ def rows(n: int, traced: bool) -> list[dict[str, Any]]:
             "causation_id": None,
             "traceparent": TRACEPARENT if traced else None,
             "occurred_at": now,
+            "schema_version": 1,
+            "body": BODY,
         }
         for _ in range(n)
     ]
-
-
-def prepared(row: dict[str, Any]) -> Prepared:
-    return (
-        row["event_type"],
-        BODY,
-        properties_from_row(
-            event_id=row["event_id"],
-            event_type=row["event_type"],
-            schema_version=1,
-            occurred_at=row["occurred_at"],
-            correlation_id=row["correlation_id"],
-            causation_id=row["causation_id"],
-            traceparent=row["traceparent"],
-            app_id=SERVICE,
-        ),
-    )
 
 
 def message(row: dict[str, Any]) -> aio_pika.Message:
@@ -117,8 +101,8 @@ class Amqp:
     async def publish_batches(self, batch_rows: Sequence[dict[str, Any]], spans: bool) -> None:
         for i in range(0, len(batch_rows), BATCH):
             chunk = batch_rows[i : i + BATCH]
-            messages = [prepared(r) for r in chunk]
-            made = _publish_spans(SERVICE, cast(Any, chunk), messages) if spans else []
+            made = _publish_spans(SERVICE, cast(Any, chunk)) if spans else []
+            messages = _messages(cast(Any, chunk), made, SERVICE, self.publisher.user_id)
             results = await self.publisher.publish_prepared(messages)
             for _, span in made:
                 span.end()

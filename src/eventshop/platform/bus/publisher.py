@@ -29,13 +29,14 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
-from pamqp.constants import FRAME_BODY, FRAME_END
+from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER
 from pamqp.header import ContentHeader
 
 from eventshop.platform.bus.topology import declare_direct_exchange, declare_exchange
+from eventshop.platform.bus.wire import Encoded
 
-#: a message in wire form: routing key, body, AMQP properties
-Prepared = tuple[str, bytes, Basic.Properties]
+#: a message in wire form: routing key, body, AMQP properties (or their header already written)
+Prepared = tuple[str, bytes, Basic.Properties | Encoded]
 
 
 class PublishError(RuntimeError):
@@ -119,7 +120,14 @@ class Publisher:
             return []
         if self.user_id is not None:
             for _, _, properties in messages:
-                properties.user_id = self.user_id
+                if isinstance(properties, Encoded):
+                    if properties.user_id != self.user_id:
+                        raise ValueError(
+                            f"a header written for user {properties.user_id!r} cannot go out"
+                            f" as {self.user_id!r}"
+                        )
+                else:
+                    properties.user_id = self.user_id
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -160,7 +168,7 @@ def user_of(connection: AbstractConnection) -> str:
 
 # -- one write per batch ---------------------------------------------------------------------
 
-_FRAME_HEADER = Struct(">BHI")
+_FRAME_HEAD = Struct(">BHI")  # frame type, channel, payload size
 _publish_frames: dict[tuple[int, str, str], bytes] = {}
 
 
@@ -189,14 +197,22 @@ def _marshal(
     parts: list[bytes] = []
     ids: list[str] = []
     for routing_key, body, properties in messages:
-        if not properties.message_id:  # aiormq matches a returned message by its id
-            properties.message_id = uuid.uuid4().hex
-        ids.append(properties.message_id)
         parts.append(_publish_frame(number, exchange, routing_key))
-        parts.append(pamqp.frame.marshal(ContentHeader(0, len(body), properties), number))
+        if isinstance(properties, Encoded):
+            if not properties.message_id:
+                raise ValueError("a header written without a message id")
+            ids.append(properties.message_id)
+            parts.append(_FRAME_HEAD.pack(FRAME_HEADER, number, len(properties.header)))
+            parts.append(properties.header)
+            parts.append(_FRAME_END)
+        else:
+            if not properties.message_id:  # aiormq matches a returned message by its id
+                properties.message_id = uuid.uuid4().hex
+            ids.append(properties.message_id)
+            parts.append(pamqp.frame.marshal(ContentHeader(0, len(body), properties), number))
         for start in range(0, len(body), max_body):
             chunk = body[start : start + max_body]
-            parts.append(_FRAME_HEADER.pack(FRAME_BODY, number, len(chunk)))
+            parts.append(_FRAME_HEAD.pack(FRAME_BODY, number, len(chunk)))
             parts.append(chunk)
             parts.append(_FRAME_END)
     return b"".join(parts), ids

@@ -28,7 +28,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from eventshop.platform import faults
 from eventshop.platform.bus.publisher import Prepared, Publisher
-from eventshop.platform.bus.wire import properties_from_row
+from eventshop.platform.bus.wire import encoded_from_row, properties_from_row
 from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.observability.metrics import OUTBOX_PUBLISH_FAILED, OUTBOX_PUBLISHED
@@ -189,24 +189,8 @@ class OutboxRelay:
         if not rows:
             return 0
         faults.point("relay.before_publish")
-        messages = [
-            (
-                r["event_type"],
-                r["body"],
-                properties_from_row(
-                    event_id=str(r["event_id"]),
-                    event_type=r["event_type"],
-                    schema_version=r["schema_version"],
-                    occurred_at=r["occurred_at"],
-                    correlation_id=r["correlation_id"],
-                    causation_id=r["causation_id"],
-                    traceparent=r["traceparent"],
-                    app_id=self._app_id,
-                ),
-            )
-            for r in rows
-        ]
-        spans = _publish_spans(self._app_id, rows, messages)  # none unless a row is traced
+        spans = _publish_spans(self._app_id, rows)  # none unless a row is traced
+        messages = _messages(rows, spans, self._app_id, self._publisher.user_id)
         try:
             results = await self._publisher.publish_prepared(messages)
         except Exception as exc:  # the channel is gone: every row stays unsent
@@ -248,9 +232,42 @@ class OutboxRelay:
         return len(sent)
 
 
-def _publish_spans(
-    service: str, rows: Sequence[asyncpg.Record], messages: list[Prepared]
-) -> list[tuple[int, Span]]:
+def _messages(
+    rows: Sequence[asyncpg.Record],
+    spans: list[tuple[int, Span]],
+    app_id: str,
+    user_id: str | None,
+) -> list[Prepared]:
+    """The rows as the publisher takes them; a traced row's message carries its publish span's
+    context (`spans`, by the row's index), so the consumer's span is that span's child."""
+    traced = {i: tracing.traceparent_of(span) for i, span in spans}
+    return [
+        _prepared(r, traced.get(i) or r["traceparent"], app_id, user_id) for i, r in enumerate(rows)
+    ]
+
+
+def _prepared(
+    row: asyncpg.Record, traceparent: str | None, app_id: str, user_id: str | None
+) -> Prepared:
+    """A row as the publisher takes it: its content header written straight from the row, or,
+    where a value does not allow that, its `Basic.Properties` (the same header once written)."""
+    body = row["body"]
+    event_id = str(row["event_id"])
+    values = {
+        "event_id": event_id,
+        "event_type": row["event_type"],
+        "schema_version": row["schema_version"],
+        "occurred_at": row["occurred_at"],
+        "correlation_id": row["correlation_id"],
+        "causation_id": row["causation_id"],
+        "traceparent": traceparent,
+        "app_id": app_id,
+    }
+    encoded = encoded_from_row(body_size=len(body), user_id=user_id, **values)
+    return row["event_type"], body, encoded or properties_from_row(**values)
+
+
+def _publish_spans(service: str, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Span]]:
     """A PRODUCER span per traced row, from the publish to its confirm; the message's
     traceparent header then names it, so the consumer's span is its child. The span starts
     when the row leaves the outbox: the gap before it is the outbox lag."""
@@ -276,10 +293,6 @@ def _publish_spans(
             kind=SpanKind.PRODUCER,
             attributes=attributes,
         )
-        if span is None:
-            continue
-        headers = messages[i][2].headers
-        if headers is not None and (traceparent := tracing.traceparent_of(span)):
-            headers["traceparent"] = traceparent
-        spans.append((i, span))
+        if span is not None:
+            spans.append((i, span))
     return spans
