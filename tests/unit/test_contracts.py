@@ -89,6 +89,16 @@ def test_new_envelope_defaults() -> None:
     assert env.occurred_at.utcoffset() == timedelta(0)
 
 
+def test_event_ids_are_uuid7_in_the_order_they_were_made() -> None:
+    """Time-ordered ids: each index on them grows at one end (ADR 0020's addendum)."""
+    before = datetime.now(UTC)
+    ids = [new_envelope(PINGED, 2, "agg-1", {"seq": i}).event_id for i in range(2_000)]
+    assert {i.version for i in ids} == {7}
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    made_ms = ids[0].int >> 80  # the first 48 bits: milliseconds since the epoch
+    assert before.timestamp() * 1000 - 1 <= made_ms <= datetime.now(UTC).timestamp() * 1000
+
+
 def test_payload_models_are_frozen_and_strict() -> None:
     p = Pinged(seq=1)
     with pytest.raises(ValidationError):

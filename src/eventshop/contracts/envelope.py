@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import uuid_utils.compat
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -42,8 +43,11 @@ def new_envelope(
     event_id: uuid.UUID | None = None,
     occurred_at: datetime | None = None,
 ) -> Envelope:
-    """A fresh envelope; a chain's first event starts its own correlation id."""
-    eid = event_id or uuid.uuid4()
+    """A fresh envelope; a chain's first event starts its own correlation id.
+
+    Its id is a UUIDv7 (RFC 9562): time-ordered, so the outbox's, the inboxes' and the event
+    store's indexes on it grow at one end instead of anywhere (ADR 0020's addendum)."""
+    eid = event_id or uuid_utils.compat.uuid7()
     return Envelope(
         event_id=eid,
         event_type=event_type,
