@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 import pytest
 from aiormq.connection import TCPTransportFactory
 from yarl import URL
 
+from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.contracts.selfcheck import Pinged
 from eventshop.platform.bus import publisher as publisher_module
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.relay import OutboxRelay
+from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
@@ -32,6 +35,7 @@ from tests.integration.helpers import (
     commit_pings,
     effects_of,
     fetchval,
+    ping,
     record_effect,
 )
 from tests.support.polling import eventually
@@ -106,3 +110,33 @@ async def test_a_batch_unconfirmed_when_the_connection_dies_stays_unsent_and_is_
     finally:
         await fresh.close()
         await doomed.close()
+
+
+async def test_confirms_that_never_come_time_out_each_message_and_leave_nothing_behind(
+    bus: Bus, settings: PlatformSettings
+) -> None:
+    """The link goes silent as the batch is written: every message of it times out (not "the
+    channel closed": it did not), and the channel keeps none of their ids afterwards."""
+    await bus.node({PINGED: record_effect})  # the exchange, and a queue bound to the pings
+    proxy = await FaultProxy(upstream_of(settings.amqp_url, 5672)).start()
+    connection = await aio_pika.connect(via_proxy(settings.amqp_url, proxy.port))
+    try:
+        publisher = Publisher(connection, settings.exchange, confirm_timeout_s=1.0)
+        await publisher.start()
+        envelopes = [ping(i) for i in range(30)]
+        messages = [(PINGED, message_from_envelope(e)) for e in envelopes]
+
+        proxy.black_hole()  # what is written now stays in the proxy
+        started = asyncio.get_running_loop().time()
+        results = await publisher.publish_many(messages)
+        assert asyncio.get_running_loop().time() - started < 5.0
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert publisher._channel is not None
+        channel = cast(aiormq.Channel, await publisher._channel.get_underlay_channel())
+        ids = {str(e.event_id) for e in envelopes}
+        assert not ids & set(channel.message_id_delivery_tag)
+        assert all(f.done() for f in channel.confirmations.values())
+    finally:
+        proxy.heal()
+        await connection.close()
+        await proxy.close()

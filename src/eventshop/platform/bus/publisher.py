@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from functools import partial
 from struct import Struct
 from typing import Any, cast
 
@@ -222,72 +221,80 @@ _FRAME_END = bytes((FRAME_END,))
 
 
 class _Batch:
-    """The confirms of one batch: a future per message, and one watch over all of them.
+    """The confirms of one batch: a future per message, watched in tag order.
 
     The futures are plain loop futures, not aiormq's (which it tracks in two sets with three
-    callbacks each, to reject them when the channel or connection closes): `settle` watches
-    the channel's closing once for the whole batch and fails what is left when it closes.
-    """
+    callbacks each, to reject them when the channel or connection closes), and carry no
+    callback of their own: `settle` waits for the first one not yet settled, with the
+    channel's closing, and once woken walks past every one settled since (a multiple confirm
+    settles hundreds at once). A callback per future, scheduled by the loop as each one
+    settled, was a sixth of the relay's CPU. What aiormq keeps of each message's id (to match
+    a return to it) is forgotten once the batch is settled or abandoned."""
 
-    __slots__ = ("_all", "_by_id", "_left", "futures")
+    __slots__ = ("_by_id", "_first", "_ids", "futures")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, by_id: dict[str, int]) -> None:
+    def __init__(self, by_id: dict[str, int], first: int) -> None:
         self.futures: list[asyncio.Future[Any]] = []
-        self._left = 0
-        self._all: asyncio.Future[None] = loop.create_future()
+        self._ids: list[str] = []
         self._by_id = by_id
+        self._first = first  # the delivery tag of the first message
 
-    def add(
-        self, loop: asyncio.AbstractEventLoop, message_id: str, tag: int
-    ) -> asyncio.Future[Any]:
+    def add(self, loop: asyncio.AbstractEventLoop, message_id: str) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = loop.create_future()
-        future.add_done_callback(partial(self._done, message_id, tag))
         self.futures.append(future)
-        self._left += 1
+        self._ids.append(message_id)
         return future
 
-    def _done(self, message_id: str, tag: int, _: Any) -> None:
-        if self._by_id.get(message_id) == tag:  # as aiormq forgets a confirmed message's id
-            del self._by_id[message_id]
-        self._left -= 1
-        if self._left == 0 and not self._all.done():
-            self._all.set_result(None)
+    def _forget(self) -> None:
+        by_id = self._by_id
+        for tag, message_id in enumerate(self._ids, start=self._first):
+            if by_id.get(message_id) == tag:  # as aiormq forgets a confirmed message's id
+                del by_id[message_id]
 
     def abandon(self) -> None:
         for future in self.futures:
             future.cancel()
+        self._forget()
 
     async def settle(self, channel: aiormq.Channel, deadline: float) -> None:
         """Wait for every confirm, the channel closing, or the deadline; settle what is left."""
-        if self._left == 0:
-            return
         loop = asyncio.get_running_loop()
+        futures = self.futures
+        at = 0  # every future before it is settled
         closing = channel.closing
+        closed = False
         try:
-            await asyncio.wait(
-                (self._all, closing),
-                timeout=max(0.0, deadline - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            while True:
+                while at < len(futures) and futures[at].done():
+                    at += 1
+                closed = closing.done()
+                left = deadline - loop.time()
+                if at == len(futures) or closed or left <= 0:
+                    break
+                await asyncio.wait(
+                    (futures[at], closing), timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             if not closing.done():
-                closing.cancel()  # only stops this observer
-        if self._left == 0:
+                closing.cancel()  # only stops this observer (and is then no sign of a close)
+            self._forget()
+        if at == len(futures):
             return
-        if closing.done():
+        if closed:
             reason = None if closing.cancelled() else closing.exception()
             error = (
                 reason
                 if isinstance(reason, Exception)
                 else ChannelInvalidStateError(f"the channel closed before the confirm: {reason!r}")
             )
-            for future in self.futures:
+            for future in futures:
                 if not future.done():
                     future.set_exception(error)
                     future.exception()  # read here: no "exception never retrieved" warning
         else:
-            for future in self.futures:
-                future.cancel()  # timed out; a late confirm is then ignored (logged at debug)
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # timed out; a late confirm is then ignored (logged at debug)
 
 
 async def _send_batch(
@@ -308,11 +315,11 @@ async def _send_batch(
         first = channel.delivery_tag + 1
         confirmations = channel.confirmations
         by_id = channel.message_id_delivery_tag
-        batch = _Batch(loop, by_id)
+        batch = _Batch(by_id, first)
         drain: asyncio.Future[Any] | None = None
         try:
             for tag, message_id in enumerate(message_ids, start=first):
-                confirmations[tag] = batch.add(loop, message_id, tag)
+                confirmations[tag] = batch.add(loop, message_id)
                 by_id[message_id] = tag
             channel.delivery_tag = first + len(message_ids) - 1
             drain = channel.create_future()  # aiormq's: failed if the connection goes
