@@ -23,7 +23,6 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -35,16 +34,51 @@ from eventshop.platform.db import TransactionRolledBackError, last_commit_held
 from eventshop.platform.observability.tracing import current_traceparent
 
 
-@dataclass
 class UnitOfWork:
-    conn: asyncpg.Connection
-    service: str
-    correlation_id: str
-    causation_id: str | None = None
-    traceparent: str | None = None
-    pending: list[Envelope] = field(default_factory=list)
-    #: run after the commit (shared by the units of work of one transaction)
-    committed_hooks: list[Callable[[], None]] = field(default_factory=list)
+    """One transaction's connection and the events it emits, with the ids they carry."""
+
+    # slots and a cause kept as it is: a consumer makes one of these for every event it
+    # handles, and most never emit, so the cause's id is rendered only when an event needs it
+    __slots__ = (
+        "_causation_id",
+        "_cause",
+        "committed_hooks",
+        "conn",
+        "correlation_id",
+        "pending",
+        "service",
+        "traceparent",
+    )
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        service: str,
+        correlation_id: str,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        pending: list[Envelope] | None = None,
+        committed_hooks: list[Callable[[], None]] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.service = service
+        self.correlation_id = correlation_id
+        self._causation_id = causation_id
+        self._cause: Envelope | None = None
+        self.traceparent = traceparent
+        #: emitted, written to the outbox by `flush` (shared by the units of work of one
+        #: transaction, as are the hooks run after its commit)
+        self.pending: list[Envelope] = [] if pending is None else pending
+        self.committed_hooks: list[Callable[[], None]] = (
+            [] if committed_hooks is None else committed_hooks
+        )
+
+    @property
+    def causation_id(self) -> str | None:
+        """The id of what caused the events emitted now (the event handled), if anything."""
+        if self._causation_id is None and self._cause is not None:
+            self._causation_id = str(self._cause.event_id)
+        return self._causation_id
 
     @classmethod
     @asynccontextmanager
@@ -76,7 +110,9 @@ class UnitOfWork:
 
     def caused_by(self, cause: Envelope) -> UnitOfWork:
         """The same transaction, now emitting events caused by `cause`."""
-        return self._emitting_as(cause.correlation_id, str(cause.event_id), cause.traceparent)
+        uow = self._emitting_as(cause.correlation_id, None, cause.traceparent)
+        uow._cause = cause
+        return uow
 
     def acting_for(self, correlation_id: str, traceparent: str | None) -> UnitOfWork:
         """The same transaction, now emitting events for another request (a group of commands
@@ -86,7 +122,6 @@ class UnitOfWork:
     def _emitting_as(
         self, correlation_id: str, causation_id: str | None, traceparent: str | None
     ) -> UnitOfWork:
-        # built directly: `dataclasses.replace` costs twice as much, once per handled event
         return UnitOfWork(
             self.conn,
             self.service,
