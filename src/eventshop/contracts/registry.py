@@ -135,7 +135,9 @@ class Registry:
         if not isinstance(raw, dict):
             raise MalformedEventError("body is not a JSON object")
         try:
-            envelope = Envelope.model_validate(raw)
+            # the model's own validator: `model_validate` wraps it in a Python call that passes
+            # its keyword defaults on (0.3 us of the envelope's 2.3, as much of a payload's 1.1)
+            envelope = _check_envelope(raw)
         except ValidationError as exc:
             raise MalformedEventError(f"envelope fails its contract: {_errors(exc)}") from None
         return self.validate(envelope)
@@ -148,7 +150,7 @@ class Registry:
         )
         model = self._models[(envelope.event_type, version)]
         try:
-            typed = model.model_validate(payload)
+            typed = model.__pydantic_validator__.validate_python(payload)
         except ValidationError as exc:
             raise MalformedEventError(
                 f"{envelope.event_type} v{version} payload fails its contract: {_errors(exc)}"
@@ -156,6 +158,9 @@ class Registry:
         if version != envelope.schema_version:
             envelope = envelope.model_copy(update={"schema_version": version, "payload": payload})
         return envelope, typed
+
+
+_check_envelope = Envelope.__pydantic_validator__.validate_python
 
 
 def _errors(exc: ValidationError) -> str:

@@ -136,30 +136,38 @@ def _content_header(data: bytes, end: int) -> ContentHeader:
     class_id, weight, body_size, flags = _CONTENT_HEADER.unpack_from(data, 7)
     if class_id != _BASIC or flags & 1:  # another class, or a second flag word
         raise _NotOurs
+    layout = _LAYOUTS.get(flags)
+    if layout is None:
+        layout = _LAYOUTS[flags] = tuple((n, k) for bit, n, k in _PROPERTIES if flags & bit)
     properties = Basic.Properties()
     at = 21
-    for bit, name, kind in _PROPERTIES:
-        if flags & bit:
-            value: Any
-            if kind == _SHORTSTR:
-                value, at = _short_string(data, at)
-            elif kind == _OCTET:
-                value = data[at]
-                at += 1
-            elif kind == _TABLE:
-                value, at = _table(data, at, end)
-            else:
-                (stamp,) = _U64.unpack_from(data, at)
-                if stamp > 0xFFFFFFFF:  # pamqp's reading: milliseconds
-                    raise _NotOurs
-                value = _from_timestamp(stamp, tz=_UTC)
-                at += 8
-            setattr(properties, name, value)
+    for name, kind in layout:
+        value: Any
+        if kind == _SHORTSTR:  # the short string read here: a call for each cost a tenth
+            stop = at + 1 + data[at]
+            value = data[at + 1 : stop].decode()
+            at = stop
+        elif kind == _OCTET:
+            value = data[at]
+            at += 1
+        elif kind == _TABLE:
+            value, at = _table(data, at, end)
+        else:
+            (stamp,) = _U64.unpack_from(data, at)
+            if stamp > 0xFFFFFFFF:  # pamqp's reading: milliseconds
+                raise _NotOurs
+            value = _from_timestamp(stamp, tz=_UTC)
+            at += 8
+        setattr(properties, name, value)
     if at > end:
         raise _NotOurs
     header = ContentHeader(weight, body_size, properties)
     header.class_id = class_id
     return header
+
+
+#: the properties a flag word says are there, in their order: (attribute, kind), by flag word
+_LAYOUTS: dict[int, tuple[tuple[str, int], ...]] = {}
 
 
 _S, _b, _l, _t = b"S"[0], b"b"[0], b"l"[0], b"t"[0]
