@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -23,11 +23,15 @@ import pytest
 from eventshop.chaos.proxy import FaultProxy, upstream_of, via_proxy
 from eventshop.contracts import Envelope, new_envelope
 from eventshop.contracts.selfcheck import Pinged, Ponged
-from eventshop.platform.bus import UnitOfWork
+from eventshop.platform.bus import Subscription, UnitOfWork, inbox
 from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.outbox import COPY_FROM, OUTBOX_COLUMNS, write_outbox
+from eventshop.platform.bus.received import Received
 from eventshop.platform.bus.relay import OutboxRelay
+from eventshop.platform.bus.types import ConsumerStats
+from eventshop.platform.bus.window import Item, WindowRunner
 from eventshop.platform.bus.wire import encode_body, message_from_envelope
+from eventshop.platform.observability.metrics import EventMetrics
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
@@ -525,3 +529,52 @@ async def test_with_no_window_for_sent_rows_the_relay_deletes_exactly_the_confir
     assert row["event_id"] == stray.event_id
     assert row["sent_at"] is None and row["last_error"] and row["next_attempt_at"] is not None
     assert producer.relay is not None and producer.relay.published == len(good)
+
+
+async def test_a_window_runs_each_new_event_once_however_often_it_holds_it(bus: Bus) -> None:
+    """The inbox's answer decides: an event already handled is a duplicate, an event twice
+    in the window runs once; a window of only new events runs every one of them."""
+    node, pool = await bus.node(start=False)
+    ran: list[uuid.UUID] = []
+
+    async def on_ping(uow: UnitOfWork, env: Envelope, payload: Pinged) -> None:
+        ran.append(env.event_id)
+        await record_effect(uow, env, payload)
+
+    subscription = Subscription(node.service, {PINGED: on_ping})
+    stats = ConsumerStats()
+    runner = WindowRunner(
+        subscription,
+        pool=pool,
+        handler_timeout_s=5.0,
+        stats=stats,
+        metrics=EventMetrics(node.service),
+    )
+
+    def item(env: Envelope) -> Item:
+        return Item(cast(Received, _NoHeaders()), env, Pinged.model_validate(env.payload))
+
+    seen, a, b = ping(1), ping(2), ping(3)
+    async with pool.acquire() as conn:
+        assert await inbox.record_new(conn, node.service, [seen.event_id]) == {seen.event_id}
+
+    assert await runner.run([item(a), item(seen), item(a), item(b)]) == []
+    assert ran == [a.event_id, b.event_id]
+    assert (stats.handled, stats.duplicates) == (2, 2)
+
+    c, d = ping(4), ping(5)  # both new, one of them twice
+    assert await runner.run([item(c), item(c), item(d)]) == []
+    assert ran[2:] == [c.event_id, d.event_id]
+    assert (stats.handled, stats.duplicates) == (4, 3)
+
+    fresh = [ping(i) for i in range(6, 10)]
+    assert await runner.run([item(e) for e in fresh]) == []
+    assert ran[4:] == [e.event_id for e in fresh]
+    assert (stats.handled, stats.duplicates) == (8, 3)
+    assert await fetchval(pool, "SELECT count(*) FROM effects") == 8
+
+
+class _NoHeaders:
+    """What the window reads of a delivery here: its headers (for a traceparent)."""
+
+    headers: dict[str, Any] = {}

@@ -103,12 +103,15 @@ class WindowRunner:
             new = await inbox.record_new(conn, consumer, ids) if self._inbox else set(ids)
             uow = UnitOfWork(conn=conn, service=consumer, correlation_id="")
             fresh: list[Item] = []
-            for item in items:
-                eid = item.envelope.event_id
-                if eid not in new:
-                    continue
-                new.discard(eid)  # the same event twice in one window runs once
-                fresh.append(item)
+            if len(new) == len(items):  # as many new ids as events: each is new, and once
+                fresh = items
+            else:
+                for item in items:
+                    eid = item.envelope.event_id
+                    if eid not in new:
+                        continue
+                    new.discard(eid)  # the same event twice in one window runs once
+                    fresh.append(item)
             if self.subscription.lock_first is not None and fresh:
                 await self.subscription.lock_first(conn, [i.payload for i in fresh])
             handler_for = self.subscription.handler_for
