@@ -1,5 +1,5 @@
-"""The relay's content header written straight from a row (`wire.encoded_from_row`) against the
-bus's codec writing `properties_from_row`'s properties: the same bytes, or none where the codec
+"""The relay's content header written straight from a row (`wire.RowHeader.encoded`) against the
+bus's codec writing `RowHeader.properties`: the same bytes, or none where the codec
 would not write them itself (ADR 0020's addendum)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pamqp.header import ContentHeader
 
 from eventshop.platform.bus import codec
-from eventshop.platform.bus.wire import encoded_from_row, properties_from_row
+from eventshop.platform.bus.wire import RowHeader
 
 #: text as rows hold it: mostly short, sometimes past a shortstr's 255 bytes once encoded
 text = st.one_of(
@@ -52,7 +52,7 @@ rows = st.fixed_dictionaries(
 
 def _generic(row: dict[str, Any], body_size: int, user_id: str | None) -> bytes | None:
     """The codec's own header for the row's properties; None where it leaves it to pamqp."""
-    properties = properties_from_row(**row)
+    properties = RowHeader(**row).properties()
     properties.user_id = user_id
     try:
         return codec._write_header(ContentHeader(0, body_size, properties))
@@ -64,7 +64,7 @@ def _generic(row: dict[str, Any], body_size: int, user_id: str | None) -> bytes 
 def test_writes_the_header_the_codec_writes_or_leaves_the_row_to_it(
     row: dict[str, Any], body_size: int, user_id: str | None
 ) -> None:
-    encoded = encoded_from_row(body_size=body_size, user_id=user_id, **row)
+    encoded = RowHeader(**row).encoded(body_size, user_id)
     try:
         generic = _generic(row, body_size, user_id)
     except Exception:  # the codec fails on it (a time before 1970): so must the general path
@@ -88,7 +88,7 @@ def test_a_row_as_the_bus_writes_it_is_written_straight() -> None:
         "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
         "app_id": "orders",
     }
-    encoded = encoded_from_row(body_size=321, user_id="eventshop-orders", **row)
+    encoded = RowHeader(**row).encoded(321, "eventshop-orders")
     assert encoded is not None
     assert encoded.header == _generic(row, 321, "eventshop-orders")
 
@@ -116,4 +116,4 @@ def test_a_value_the_header_cannot_hold_leaves_the_row_to_the_general_path(
         "app_id": "orders",
         **change,
     }
-    assert encoded_from_row(body_size=10, user_id="eventshop-orders", **row) is None
+    assert RowHeader(**row).encoded(10, "eventshop-orders") is None

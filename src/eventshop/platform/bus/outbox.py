@@ -166,27 +166,26 @@ class UnitOfWork:
             self.pending.clear()
 
 
-#: the columns `write_outbox` fills, in the order of its records
-OUTBOX_COLUMNS = (
-    "event_id",
-    "event_type",
-    "aggregate_id",
-    "correlation_id",
-    "causation_id",
-    "traceparent",
-    "schema_version",
-    "occurred_at",
-    "body",
-)
+#: the columns `write_outbox` fills, in the order of its records, each with its type
+_OUTBOX_TYPES = {
+    "event_id": "uuid",
+    "event_type": "text",
+    "aggregate_id": "text",
+    "correlation_id": "text",
+    "causation_id": "text",
+    "traceparent": "text",
+    "schema_version": "int",
+    "occurred_at": "timestamptz",
+    "body": "bytea",
+}
+OUTBOX_COLUMNS = tuple(_OUTBOX_TYPES)
 #: from this many events on, a binary COPY; fewer go in one INSERT (ADR 0020)
 COPY_FROM = 10
 
-INSERT_OUTBOX = """
-INSERT INTO outbox (event_id, event_type, aggregate_id, correlation_id, causation_id,
-                    traceparent, schema_version, occurred_at, body)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::int[], $8::timestamptz[], $9::bytea[])
-"""
+INSERT_OUTBOX = "INSERT INTO outbox ({}) SELECT * FROM unnest({})".format(
+    ", ".join(OUTBOX_COLUMNS),
+    ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_OUTBOX_TYPES.values(), start=1)),
+)
 
 
 async def write_outbox(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:

@@ -107,7 +107,7 @@ class Publisher:
         """`publish_many` for messages already in wire form: (routing_key, body, properties).
 
         What the relay sends: it builds the AMQP properties of a row directly
-        (`wire.properties_from_row`) rather than an `aio_pika.Message` per row.
+        (`wire.RowHeader`) rather than an `aio_pika.Message` per row.
         """
         if self._exchange is None or self._channel is None:
             raise RuntimeError("Publisher.start() was not awaited")
@@ -197,9 +197,7 @@ def _marshal(
     ids: list[str] = []
     for routing_key, body, properties in messages:
         parts.append(_publish_frame(number, exchange, routing_key))
-        if isinstance(properties, Encoded):
-            if not properties.message_id:
-                raise ValueError("a header written without a message id")
+        if isinstance(properties, Encoded):  # its message id is the row's event id
             ids.append(properties.message_id)
             parts.append(_FRAME_HEAD.pack(FRAME_HEADER, number, len(properties.header)))
             parts.append(properties.header)

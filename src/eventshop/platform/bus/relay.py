@@ -28,7 +28,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from eventshop.platform import faults
 from eventshop.platform.bus.publisher import Prepared, Publisher
-from eventshop.platform.bus.wire import encoded_from_row, properties_from_row
+from eventshop.platform.bus.wire import RowHeader
 from eventshop.platform.observability import tracing
 from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.observability.metrics import OUTBOX_PUBLISH_FAILED, OUTBOX_PUBLISHED
@@ -252,19 +252,17 @@ def _prepared(
     """A row as the publisher takes it: its content header written straight from the row, or,
     where a value does not allow that, its `Basic.Properties` (the same header once written)."""
     body = row["body"]
-    event_id = str(row["event_id"])
-    values = {
-        "event_id": event_id,
-        "event_type": row["event_type"],
-        "schema_version": row["schema_version"],
-        "occurred_at": row["occurred_at"],
-        "correlation_id": row["correlation_id"],
-        "causation_id": row["causation_id"],
-        "traceparent": traceparent,
-        "app_id": app_id,
-    }
-    encoded = encoded_from_row(body_size=len(body), user_id=user_id, **values)
-    return row["event_type"], body, encoded or properties_from_row(**values)
+    header = RowHeader(
+        str(row["event_id"]),
+        row["event_type"],
+        row["schema_version"],
+        row["occurred_at"],
+        row["correlation_id"],
+        row["causation_id"],
+        traceparent,
+        app_id,
+    )
+    return row["event_type"], body, header.encoded(len(body), user_id) or header.properties()
 
 
 def _publish_spans(service: str, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Span]]:
