@@ -7,7 +7,7 @@ unique key, so a duplicate effect would be a second row. The producer also has a
 own (the test service consumes pings); only the consumer's effects are looked at.
 
 Then something is killed at the worst moment, and the test checks docs/DESIGN.md §5.6 from outside:
-every committed event is published (its outbox row has `sent_at`) and has exactly one effect
+every committed event is published (its row has left the outbox) and has exactly one effect
 (`count(*) == count(DISTINCT event_id) == N`) once things are running again.
 """
 
@@ -74,8 +74,7 @@ async def effect_ids(db: asyncpg.Connection, svc: ServiceProcess) -> set[uuid.UU
 async def unsent_pings(db: asyncpg.Connection, svc: ServiceProcess) -> int:
     return int(
         await db.fetchval(
-            f'SELECT count(*) FROM "{svc.schema}".outbox'
-            " WHERE event_type = 'selfcheck.pinged' AND sent_at IS NULL"
+            f"SELECT count(*) FROM \"{svc.schema}\".outbox WHERE event_type = 'selfcheck.pinged'"
         )
     )
 

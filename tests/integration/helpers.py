@@ -32,6 +32,16 @@ from tests.conftest import SchemaFactory
 PINGED = "selfcheck.pinged"
 PONGED = "selfcheck.ponged"
 TEST_MIGRATIONS = "tests.support.migrations"  # the `effects` table: one row per handled event
+_EVENT_COLUMNS = (
+    "id, event_id, event_type, aggregate_id, correlation_id, causation_id, traceparent,"
+    " schema_version, occurred_at, body"
+)
+#: every event a schema emitted, whether its relay has sent it yet or not: the rows still in
+#: the outbox and those it moved to outbox_sent (ADR 0021); `SELECT .. FROM {EMITTED}`
+EMITTED = (
+    f"(SELECT {_EVENT_COLUMNS} FROM outbox UNION ALL SELECT {_EVENT_COLUMNS} FROM outbox_sent)"
+    " AS emitted"
+)
 
 
 async def fetchval(pool: asyncpg.Pool, sql: str, *args: Any) -> Any:

@@ -128,13 +128,14 @@ async def test_round_trip_keeps_every_envelope_field_and_amqp_property(
     assert headers == expected_headers
     assert Envelope.model_validate_json(msg.body) == sent
 
-    # the outbox row is marked sent, once
-    # (the relay marks it after the confirm, which may come after the delivery)
-    async def outbox_row() -> Any:
-        return (await fetch(ppool, "SELECT sent_at, attempts FROM outbox"))[0]
-
-    row = await eventually(outbox_row, lambda r: r["sent_at"] is not None)
-    assert row["attempts"] == 1
+    # the outbox row moves to outbox_sent, once
+    # (the relay moves it after the confirm, which may come after the delivery)
+    [row] = await eventually(
+        lambda: fetch(ppool, "SELECT * FROM outbox_sent"), lambda rows: len(rows) == 1
+    )
+    assert row["event_id"] == sent.event_id and row["attempts"] == 1
+    assert row["sent_at"] is not None and row["body"] == encode_body(sent)
+    assert await fetchval(ppool, "SELECT count(*) FROM outbox") == 0
 
     # the next hop keeps the correlation, is caused by the ping and carries its trace context
     pongs = await eventually(
@@ -191,7 +192,8 @@ async def test_rolled_back_unit_of_work_publishes_nothing(bus: Bus, flushed: boo
     assert await effects_of(cpool, doomed.event_id) == 0
     assert await fetchval(cpool, "SELECT count(*) FROM effects") == 1
     assert [m.message_id for m in tap.messages] == [str(after.event_id)]
-    assert await fetchval(ppool, "SELECT count(*) FROM outbox") == 1
+    await eventually(lambda: fetchval(ppool, "SELECT count(*) FROM outbox_sent"), 1)
+    assert await fetchval(ppool, "SELECT count(*) FROM outbox") == 0
 
 
 # -- 3. duplicates --------------------------------------------------------------------------------
@@ -346,14 +348,14 @@ async def test_events_committed_while_the_relay_is_down_are_published_in_outbox_
             [Pinged(seq=s) for s in range(start, start + 50)],
             aggregate_id="cart-1",
         )
-    assert await fetchval(ppool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == n
+    assert await fetchval(ppool, "SELECT count(*) FROM outbox") == n
     assert await fetchval(cpool, "SELECT count(*) FROM effects") == 0
-
-    await producer.start()
-    await eventually(lambda: fetchval(cpool, "SELECT count(*) FROM effects"), n)
     outbox_order = [
         r["event_id"] for r in await fetch(ppool, "SELECT event_id FROM outbox ORDER BY id")
     ]
+
+    await producer.start()
+    await eventually(lambda: fetchval(cpool, "SELECT count(*) FROM effects"), n)
     seen_order = [
         r["event_id"] for r in await fetch(cpool, "SELECT event_id FROM effects ORDER BY id")
     ]
@@ -361,9 +363,8 @@ async def test_events_committed_while_the_relay_is_down_are_published_in_outbox_
     assert [r["seq"] for r in await fetch(cpool, "SELECT seq FROM effects ORDER BY id")] == list(
         range(n)
     )
-    await eventually(
-        lambda: fetchval(ppool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"), 0
-    )
+    await eventually(lambda: fetchval(ppool, "SELECT count(*) FROM outbox"), 0)
+    assert await fetchval(ppool, "SELECT count(*) FROM outbox_sent") == n
     assert producer.relay is not None and producer.relay.published == n
 
 
@@ -480,10 +481,12 @@ async def test_the_outbox_takes_a_few_events_in_one_insert_and_many_in_one_copy(
             assert row[column] == getattr(env, column), column
         assert row["body"] == encode_body(env)
         assert Envelope.model_validate_json(row["body"]) == env
-        assert row["sent_at"] is None and row["attempts"] == 0
+        assert row["attempts"] == 0 and row["last_error"] is None
 
 
-async def test_relay_marks_sent_exactly_the_confirmed_rows(bus: Bus) -> None:
+async def test_relay_moves_out_exactly_the_confirmed_rows_whole(bus: Bus) -> None:
+    """A confirmed row leaves the outbox for outbox_sent with every value it had; a row the
+    broker did not confirm stays in the outbox with its error and its backoff (ADR 0021)."""
     _, cpool = await bus.node({PINGED: record_effect})
     producer, ppool = await bus.node(start=False)
     good = ping(1)
@@ -498,11 +501,16 @@ async def test_relay_marks_sent_exactly_the_confirmed_rows(bus: Bus) -> None:
         lambda: fetch(ppool, "SELECT * FROM outbox WHERE event_id = $1", stray.event_id),
         lambda rows: rows[0]["attempts"] >= 1,
     )
-    assert row[0]["sent_at"] is None  # unroutable: not confirmed, so not marked sent
+    # unroutable: not confirmed, so still in the outbox, backed off
     assert row[0]["last_error"]
     assert row[0]["next_attempt_at"] is not None
-    sent = await fetchval(ppool, "SELECT sent_at FROM outbox WHERE event_id = $1", good.event_id)
-    assert sent is not None
+    [sent] = await fetch(ppool, "SELECT * FROM outbox_sent")
+    assert sent["event_id"] == good.event_id and sent["id"] > row[0]["id"]
+    for column in OUTBOX_COLUMNS[1:-1]:
+        assert sent[column] == getattr(good, column), column
+    assert sent["body"] == encode_body(good)
+    assert sent["attempts"] == 1 and sent["last_error"] is None
+    assert sent["sent_at"] >= sent["created_at"]
 
 
 async def test_with_no_window_for_sent_rows_the_relay_deletes_exactly_the_confirmed_rows(
@@ -527,7 +535,8 @@ async def test_with_no_window_for_sent_rows_the_relay_deletes_exactly_the_confir
         what="only the unconfirmed row left",
     )
     assert row["event_id"] == stray.event_id
-    assert row["sent_at"] is None and row["last_error"] and row["next_attempt_at"] is not None
+    assert row["last_error"] and row["next_attempt_at"] is not None
+    assert await fetchval(ppool, "SELECT count(*) FROM outbox_sent") == 0
     assert producer.relay is not None and producer.relay.published == len(good)
 
 

@@ -27,6 +27,7 @@ from eventshop.platform.bus.wire import encode_body, message_from_envelope
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
+    EMITTED,
     PINGED,
     PONGED,
     Bus,
@@ -345,8 +346,8 @@ async def test_one_failing_event_in_a_batch_leaves_the_others_handled_once(bus: 
         await eventually(partial(effects_of, pool, env.event_id), 1)
     stats = consumer_of(node).stats
     await eventually(lambda: stats.retried, lambda n: n >= 1)
-    # the events the handlers emitted are in the outbox, caused by what they handled
-    rows = await fetch(pool, "SELECT causation_id, correlation_id, event_type FROM outbox")
+    # the events the handlers emitted, caused by what they handled
+    rows = await fetch(pool, f"SELECT causation_id, correlation_id, event_type FROM {EMITTED}")
     by_cause = {r["causation_id"]: r for r in rows}
     for env in ok:
         assert by_cause[str(env.event_id)]["event_type"] == PONGED

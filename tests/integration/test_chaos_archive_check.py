@@ -13,6 +13,7 @@ import pytest
 
 from eventshop.chaos.check import NO_SENT_ROWS, not_archived
 from eventshop.contracts.selfcheck import Pinged
+from eventshop.platform.bus.relay import MOVE_SENT
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
 from tests.integration.helpers import commit_pings
@@ -47,11 +48,12 @@ async def test_sent_events_missing_from_the_archive_are_named_and_deleted_rows_u
     # nothing sent yet: nothing to compare
     assert await not_archived(conn, [a, b], since, archive) == [NO_SENT_ROWS]
 
-    for schema in (a, b):
-        await conn.execute(
-            f'UPDATE "{schema}".outbox SET sent_at = now() WHERE event_id = ANY($1::uuid[])',
+    for pool in (apool, bpool):  # as the relay does once the broker confirms them
+        rows = await pool.fetch(
+            "SELECT id FROM outbox WHERE event_id = ANY($1::uuid[])",
             [e.event_id for e in (*sent_a, *sent_b)],
         )
+        await pool.execute(MOVE_SENT, [r["id"] for r in rows])
     every = sorted(str(e.event_id) for e in (*sent_a, *sent_b))
     assert sorted(await not_archived(conn, [a, b], since, archive)) == every
 
@@ -67,5 +69,5 @@ async def test_sent_events_missing_from_the_archive_are_named_and_deleted_rows_u
 
     # the relay deleting what it sent (a window of 0): nothing left to check against
     for schema in (a, b):
-        await conn.execute(f'DELETE FROM "{schema}".outbox WHERE sent_at IS NOT NULL')
+        await conn.execute(f'DELETE FROM "{schema}".outbox_sent')
     assert await not_archived(conn, [a, b], since, archive) == [NO_SENT_ROWS]

@@ -71,16 +71,27 @@ async def add_inbox(pool: asyncpg.Pool, n: int, age_s: float, consumer: str = "c
 
 
 async def add_outbox(pool: asyncpg.Pool, *, sent_age_s: float | None, created_age_s: float) -> str:
-    """One outbox row, sent `sent_age_s` ago (None: never sent); returns its event id."""
+    """One event, sent `sent_age_s` ago (in outbox_sent, as the relay leaves it) or never (None:
+    in the outbox); returns its id."""
     event_id = ping(0).event_id
-    await pool.execute(
-        "INSERT INTO outbox (event_id, event_type, aggregate_id, correlation_id, schema_version,"
-        " occurred_at, body, created_at, sent_at) VALUES ($1, 'selfcheck.pinged', 'a', 'c', 2,"
-        " $2, '\\x00', $2, $3)",
-        event_id,
-        ago(created_age_s),
-        None if sent_age_s is None else ago(sent_age_s),
-    )
+    if sent_age_s is None:
+        await pool.execute(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, correlation_id,"
+            " schema_version, occurred_at, body, created_at)"
+            " VALUES ($1, 'selfcheck.pinged', 'a', 'c', 2, $2, '\\x00', $2)",
+            event_id,
+            ago(created_age_s),
+        )
+    else:
+        await pool.execute(
+            "INSERT INTO outbox_sent (id, event_id, event_type, aggregate_id, correlation_id,"
+            " schema_version, occurred_at, body, created_at, sent_at, attempts)"
+            " VALUES (nextval('outbox_id_seq'), $1, 'selfcheck.pinged', 'a', 'c', 2, $2,"
+            " '\\x00', $2, $3, 1)",
+            event_id,
+            ago(created_age_s),
+            ago(sent_age_s),
+        )
     return str(event_id)
 
 
@@ -125,19 +136,21 @@ async def test_rows_past_their_window_are_deleted_and_newer_ones_kept(
 
     report = await retention_pass(pool, s, service=service)
 
-    assert report.deleted == {"inbox": 5, "outbox": 2, "idempotency_keys": 4}
+    assert report.deleted == {"inbox": 5, "outbox_sent": 2, "idempotency_keys": 4}
     assert not report.yielded
     assert await count(pool, "SELECT count(*) FROM inbox") == 3
     assert (
-        await count(pool, "SELECT count(*) FROM outbox WHERE event_id::text = ANY($1)", old_sent)
+        await count(
+            pool, "SELECT count(*) FROM outbox_sent WHERE event_id::text = ANY($1)", old_sent
+        )
         == 0
     )
-    assert [str(r["event_id"]) for r in await pool.fetch("SELECT event_id FROM outbox")] == [
+    assert [str(r["event_id"]) for r in await pool.fetch("SELECT event_id FROM outbox_sent")] == [
         young_sent
     ]
     assert await count(pool, "SELECT count(*) FROM idempotency_keys") == 2
     assert deleted_metric(service, "inbox") == 5
-    assert deleted_metric(service, "outbox") == 2
+    assert deleted_metric(service, "outbox_sent") == 2
     assert deleted_metric(service, "idempotency_keys") == 4
 
     again = await retention_pass(pool, s, service=service)
@@ -152,9 +165,11 @@ async def test_an_unsent_outbox_row_is_never_deleted_however_old(
 
     report = await retention_pass(pool, settings, service="svc")
 
-    assert report.deleted["outbox"] == 1
-    rows = await pool.fetch("SELECT event_id::text AS id, sent_at FROM outbox")
-    assert [(r["id"], r["sent_at"]) for r in rows] == [(unsent, None)]
+    assert report.deleted["outbox_sent"] == 1
+    assert [r["id"] for r in await pool.fetch("SELECT event_id::text AS id FROM outbox")] == [
+        unsent
+    ]
+    assert await count(pool, "SELECT count(*) FROM outbox_sent") == 0
     assert sent != unsent
 
 
@@ -165,7 +180,7 @@ async def test_a_schema_without_idempotency_keys_is_kept_bounded_too(
     _, plain = await make_schema("plain")  # the platform's tables only, as loyalty's schema
     await add_inbox(plain, 3, 8 * DAY)
     report = await retention_pass(plain, settings, service="plain")
-    assert report.deleted == {"inbox": 3, "outbox": 0}
+    assert report.deleted == {"inbox": 3, "outbox_sent": 0}
 
 
 # -- a late duplicate never gets through within the window ----------------------------------------
@@ -301,7 +316,7 @@ async def test_two_replicas_racing_delete_every_row_once_and_never_deadlock(
         reports.append(await retention_pass(other, s, service="racing"))
     finally:
         await other.close()
-    for table, expected in (("inbox", 6_000), ("idempotency_keys", 1_000), ("outbox", 20)):
+    for table, expected in (("inbox", 6_000), ("idempotency_keys", 1_000), ("outbox_sent", 20)):
         assert sum(r.deleted.get(table, 0) for r in reports) == expected, table
     assert all(n <= 250 for r in reports for n in r.batches)
     assert await count(pool, "SELECT count(*) FROM inbox") == 500
@@ -374,7 +389,7 @@ async def test_the_services_own_role_is_enough(
             await add_inbox(pool, 5, 8 * DAY)
             await add_outbox(pool, sent_age_s=2 * 3_600, created_age_s=DAY)
             report = await retention_pass(pool, settings, service=service)
-            assert report.deleted == {"inbox": 5, "outbox": 1}
+            assert report.deleted == {"inbox": 5, "outbox_sent": 1}
         finally:
             await pool.close()
     finally:

@@ -52,5 +52,5 @@ def test_nonsense_windows_are_refused(
 
 def test_every_service_runs_the_job_and_the_archive_record_is_never_in_it() -> None:
     assert keep_tables_bounded in PLATFORM_JOBS
-    assert [t.table for t in RETAINED] == ["inbox", "outbox", "idempotency_keys"]
+    assert [t.table for t in RETAINED] == ["inbox", "outbox_sent", "idempotency_keys"]
     assert "archived_events" not in {t.table for t in RETAINED}

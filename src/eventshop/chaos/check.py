@@ -193,9 +193,7 @@ async def unsent_by_service(db: asyncpg.Connection) -> dict[str, int]:
     found: dict[str, int] = {}
     for service in PORTS:
         try:
-            found[service] = await db.fetchval(
-                f'SELECT count(*) FROM "{service}".outbox WHERE sent_at IS NULL'
-            )
+            found[service] = await db.fetchval(f'SELECT count(*) FROM "{service}".outbox')
         except asyncpg.UndefinedTableError:
             continue  # a service without an outbox
     return found
@@ -276,8 +274,8 @@ async def not_archived(
         # the run's sent rows, and those of them the archive lacks, in one pass
         sent, lacking = await db.fetchrow(
             f'SELECT count(*), array_agg(e.event_id) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "'
-            f'{archive}".archived_events a WHERE a.event_id = e.event_id)) FROM "{schema}".outbox'
-            " e WHERE e.created_at >= $1 AND e.sent_at IS NOT NULL",
+            f'{archive}".archived_events a WHERE a.event_id = e.event_id))'
+            f' FROM "{schema}".outbox_sent e WHERE e.created_at >= $1',
             since,
         )
         kept += sent

@@ -132,7 +132,7 @@ async def _outbox(db: asyncpg.Connection | asyncpg.Pool | None, service: str) ->
     try:
         row = await db.fetchrow(
             "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
-            f' FROM "{service}".outbox WHERE sent_at IS NULL'
+            f' FROM "{service}".outbox'
         )
     except (asyncpg.PostgresError, OSError):
         return {}

@@ -6,15 +6,16 @@ platform/service.py), with no code of its own: it deletes from whichever of thes
 schema has, each after its window (PlatformSettings, `EVENTSHOP_RETENTION_*`):
 
     inbox             handled_at  older than retention_inbox_s (7 days)
-    outbox            sent_at     older than retention_outbox_sent_s (1 hour); an unsent row
-                                  has no sent_at and is never deleted, however old
+    outbox_sent       sent_at     older than retention_outbox_sent_s (1 hour): the rows the
+                                  relay moved out of the outbox once sent (ADR 0021); an
+                                  unsent row is in `outbox`, never deleted, however old
     idempotency_keys  created_at  older than retention_idempotency_keys_s (24 hours): the table
                                   a service keeps HTTP Idempotency-Keys in, if it has one
 
 The archive's `archived_events` is the permanent record and is in no list here.
 
 Each batch is one short transaction deleting at most `retention_batch` rows, oldest first, by
-their ctid (an index on the age column finds them: platform/migrations/0002_retention_indexes.sql);
+their ctid (an index on the age column finds them: platform/migrations/0002 and 0003);
 a long pass never holds locks or a snapshot for long, and vacuum can follow it. Every batch
 first takes `pg_try_advisory_xact_lock` on the schema's retention key: when another replica of
 the service holds it, this one leaves the pass to it, so one replica deletes at a time and the
@@ -67,8 +68,8 @@ class Retained:
 #: here (never taken from input), so they are safe to format into the SQL
 RETAINED = (
     Retained("inbox", "handled_at", lambda s: s.retention_inbox_s),
-    # `sent_at < cutoff` is never true of NULL: unsent rows are never deleted
-    Retained("outbox", "sent_at", lambda s: s.retention_outbox_sent_s),
+    # only sent rows are here: the unsent ones are in `outbox`, which nothing here deletes from
+    Retained("outbox_sent", "sent_at", lambda s: s.retention_outbox_sent_s),
     Retained("idempotency_keys", "created_at", lambda s: s.retention_idempotency_keys_s),
 )
 

@@ -77,9 +77,10 @@ class PlatformSettings(BaseSettings):
     #: (refused at start otherwise); 7 days also covers a service stopped over a long weekend
     #: with copies waiting in its queue. After it, business keys absorb a copy (ADR 0009)
     retention_inbox_s: float = Field(default=7 * 86_400.0, gt=0)
-    #: how long a published (sent) outbox row is kept, for inspection; an unsent row is never
-    #: deleted, however old (the archive keeps every event for good). 0: the relay deletes
-    #: each row as its publish is confirmed (cheapest; nothing is left to look at, ADR 0009)
+    #: how long a published (sent) outbox row is kept in `outbox_sent`, for inspection; an
+    #: unsent row is never deleted, however old (the archive keeps every event for good). 0:
+    #: the relay deletes each row as its publish is confirmed (nothing is left to look at,
+    #: ADR 0009 and 0021)
     retention_outbox_sent_s: float = Field(default=3_600.0, ge=0)
     #: how long an HTTP Idempotency-Key is honoured, at least (orders' `idempotency_keys`): a
     #: retry within it gets the first answer; after it, the key is free again (ADR 0009)

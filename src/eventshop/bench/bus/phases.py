@@ -135,18 +135,18 @@ async def outbox_phase(cfg: BenchConfig, say: Say) -> Phase:
     conn = await asyncpg.connect(cfg.settings.database_url)
     try:
         p, c = cfg.producer, cfg.consumer
-        left, unsent = await conn.fetchrow(
-            f'SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL) FROM "{p}".outbox'
-        )
+        unsent = await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox')
+        left = unsent + await conn.fetchval(f'SELECT count(*) FROM "{p}".outbox_sent')
         rows = await conn.fetchval(f'SELECT count(*) FROM "{c}".effects')
         inbox = await conn.fetchval(f'SELECT count(*) FROM "{c}".inbox')
         if cfg.keeps_sent:  # every committed row is still there: each effect is matched to one
             committed = left
             distinct = await conn.fetchval(
                 f'SELECT count(DISTINCT e.event_id) FROM "{c}".effects e'
-                f' JOIN "{p}".outbox o USING (event_id)'
+                f' JOIN (SELECT event_id FROM "{p}".outbox UNION ALL'
+                f' SELECT event_id FROM "{p}".outbox_sent) o USING (event_id)'
             )
-            body = await conn.fetchval(f'SELECT avg(length(body))::int FROM "{p}".outbox')
+            body = await conn.fetchval(f'SELECT avg(length(body))::int FROM "{p}".outbox_sent')
         else:  # the sent rows are gone: the writer's seqs 0..n-1, each in one committed row
             committed = n
             distinct = await conn.fetchval(

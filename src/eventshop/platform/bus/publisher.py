@@ -2,8 +2,8 @@
 
 `publish_many` sends a whole batch before waiting for any confirm, then waits for all of them
 (bounded by a timeout): a confirm awaited one at a time caps any client near 2,300 messages/s
-here. Each message gets its own result, so the outbox marks exactly the confirmed rows sent.
-An unroutable message (mandatory, returned by the broker) and a nack are failures.
+here. Each message gets its own result, so the relay takes exactly the confirmed rows out of the
+outbox. An unroutable message (mandatory, returned by the broker) and a nack are failures.
 
 A batch goes to the socket as ONE write: its frames are marshalled together and handed to the
 connection's writer at once, on the underlying aiormq channel, each message registered for its

@@ -1,15 +1,15 @@
-"""The outbox relay: publishes committed outbox rows in order, with confirms, and marks them sent.
+"""The outbox relay: publishes committed outbox rows in order, with confirms, and moves them out.
 
 One relay per service schema is active at a time (a PostgreSQL advisory lock held by its
 listening connection); more processes of a service wait as hot standbys, queued for the lock.
-It is woken by NOTIFY from the outbox trigger and polls as a fallback. A row is marked sent only
-once its publish is confirmed, so a crash or a lost connection anywhere leaves it unsent and it
-is published again: at-least-once, and the consumers' inbox makes the effect exactly-once.
-Sent rows are kept for their window (`EVENTSHOP_RETENTION_OUTBOX_SENT_S`, an hour) and then
-deleted by the service's retention job (platform/retention.py), in bounded batches. With a
-window of 0 the relay deletes each row as its publish is confirmed instead of marking it sent:
-one cheap DELETE in place of an UPDATE that writes the whole row again with its indexes
-(docs/adr/0009-retention.md, "Sent rows deleted at once").
+It is woken by NOTIFY from the outbox trigger and polls as a fallback. A row leaves the outbox
+only once its publish is confirmed, so a crash or a lost connection anywhere leaves it unsent
+and it is published again: at-least-once, and the consumers' inbox makes the effect
+exactly-once. Every row in `outbox` is unsent: a sent one moves to `outbox_sent` in one
+statement (docs/adr/0021-sent-rows-moved-out-of-the-outbox.md), kept there for its window
+(`EVENTSHOP_RETENTION_OUTBOX_SENT_S`, an hour) and then deleted by the service's retention job
+(platform/retention.py), in bounded batches. With a window of 0 the relay deletes each row as
+its publish is confirmed instead (docs/adr/0009-retention.md, "Sent rows deleted at once").
 """
 
 from __future__ import annotations
@@ -39,14 +39,21 @@ SELECT_UNSENT = """
 SELECT id, event_id, event_type, correlation_id, causation_id, traceparent, schema_version,
        occurred_at, body
 FROM outbox
-WHERE sent_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+WHERE next_attempt_at IS NULL OR next_attempt_at <= now()
 ORDER BY id
 LIMIT $1
 """
 
-MARK_SENT = (
-    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])"
-)
+#: confirmed rows out of the outbox and into `outbox_sent`, in one statement (ADR 0021)
+MOVE_SENT = """
+WITH sent AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING *)
+INSERT INTO outbox_sent (id, event_id, event_type, aggregate_id, correlation_id, causation_id,
+                         traceparent, schema_version, occurred_at, body, created_at, sent_at,
+                         attempts, last_error)
+SELECT id, event_id, event_type, aggregate_id, correlation_id, causation_id, traceparent,
+       schema_version, occurred_at, body, created_at, now(), attempts + 1, last_error
+FROM sent
+"""
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 
 
@@ -74,8 +81,8 @@ class OutboxRelay:
         self._app_id = app_id
         self._batch = batch
         self._poll_s = poll_s
-        #: mark a confirmed row sent (kept for the retention window) or delete it at once
-        self._mark_sent = MARK_SENT if keep_sent else DELETE_SENT
+        #: move a confirmed row to `outbox_sent` (kept for the retention window) or delete it
+        self._sent_statement = MOVE_SENT if keep_sent else DELETE_SENT
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time: the loop's and a shutdown flush
         self._stopping = False
@@ -209,7 +216,7 @@ class OutboxRelay:
             )
             async with both:
                 if sent:
-                    await conn.execute(self._mark_sent, sent)
+                    await conn.execute(self._sent_statement, sent)
                 if failed:
                     # back off per row (capped), so a poison row does not spin the relay
                     await conn.execute(

@@ -172,7 +172,7 @@ class EventMetrics:
 OUTBOX_STATE = """
 SELECT count(*) AS backlog,
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
-FROM outbox WHERE sent_at IS NULL
+FROM outbox
 """
 
 
