@@ -23,11 +23,14 @@ from eventshop.contracts.selfcheck import Pinged, Ponged
 from eventshop.platform.bus import Subscription, UnitOfWork
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.parking import list_parked, purge_parked
+from eventshop.platform.bus.topology import ServiceQueues, direct_exchange_of
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
+from eventshop.platform.observability.metrics import queue_names
 from eventshop.platform.settings import PlatformSettings
 
 PRODUCER, CONSUMER = "selfcheck_producer", "selfcheck"
+RETRY_MS = (200, 500)
 
 
 @dataclass
@@ -57,12 +60,22 @@ class SelfCheckReport:
 
 
 async def _reset(settings: PlatformSettings) -> None:
+    """Start from nothing: the two schemas, and the two services' queues with whatever a run
+    that failed left in them (its pings and pongs would count as this run's)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         for schema in (PRODUCER, CONSUMER):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+    broker = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await broker.channel()
+        for service in (PRODUCER, CONSUMER):
+            for name in queue_names(ServiceQueues(service, (), RETRY_MS)):
+                await channel.queue_delete(name)  # a queue that is not there: nothing to do
+    finally:
+        await broker.close()
 
 
 async def run_selfcheck(
@@ -93,14 +106,13 @@ async def run_selfcheck(
         )
         uow.emit(Ponged(seq=ping.seq), aggregate_id=env.aggregate_id)
 
-    retry = (200, 500)
     consumer = BusNode(
         service=CONSUMER,
         schema=CONSUMER,
         pool=cons_pool,
         registry=registry,
         settings=settings,
-        subscription=Subscription(CONSUMER, {"selfcheck.pinged": on_ping}, retry),
+        subscription=Subscription(CONSUMER, {"selfcheck.pinged": on_ping}, RETRY_MS),
     )
     producer = BusNode(
         service=PRODUCER,
@@ -108,7 +120,7 @@ async def run_selfcheck(
         pool=prod_pool,
         registry=registry,
         settings=settings,
-        subscription=Subscription(PRODUCER, {"selfcheck.ponged": on_pong}, retry),
+        subscription=Subscription(PRODUCER, {"selfcheck.ponged": on_pong}, RETRY_MS),
     )
     await consumer.start()
     await producer.start()
@@ -131,34 +143,30 @@ async def run_selfcheck(
         pass
 
     say("sending a duplicate of ping 0, a v1 ping to upcast, and a malformed body")
+    await _wait(lambda: _count(prod_pool, "SELECT count(*) FROM outbox_sent"), pings)
     async with prod_pool.acquire() as c:
-        first = await c.fetchrow("SELECT body FROM outbox ORDER BY id LIMIT 1")
+        first = await c.fetchrow("SELECT body FROM outbox_sent ORDER BY id LIMIT 1")
     dup = registry.decode(first["body"])[0]
     v1 = new_envelope(
         "selfcheck.pinged", 1, "ping-v1", {"number": pings}, correlation_id=correlation
     )
-    await _wait(
-        lambda: _count(prod_pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), pings
-    )
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(dup))
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(v1))
-    # straight to the consumer's queue: on the exchange every "#" subscriber (the archive)
-    # would park it too
+    # straight to the consumer's queue, through the consumer's own direct exchange: on the
+    # events exchange every "#" subscriber (the archive) would park it too
     await producer.publisher.publish(
         CONSUMER,
         aio_pika.Message(b"{not json", message_id=str(uuid.uuid4()), type="selfcheck.pinged"),
-        to_queue=True,
+        via=direct_exchange_of(CONSUMER),
     )
 
     effects = await _wait(lambda: _count(cons_pool, "SELECT count(*) FROM pongs"), pings + 1)
-    await _wait(
-        lambda: _count(cons_pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), effects
-    )
+    await _wait(lambda: _count(cons_pool, "SELECT count(*) FROM outbox_sent"), effects)
     await _wait(lambda: _parked(consumer), 1)
     async with cons_pool.acquire() as c:
         distinct = await c.fetchval("SELECT count(DISTINCT seq) FROM pongs")
         upcast = await c.fetchval("SELECT count(*) FROM pongs WHERE seq = $1", pings)
-        pongs = await c.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+        pongs = await c.fetchval("SELECT count(*) FROM outbox_sent")
     receipts = await _wait(lambda: _count(prod_pool, "SELECT count(*) FROM pong_receipts"), pongs)
     parked = await _parked(consumer)
     report = SelfCheckReport(
