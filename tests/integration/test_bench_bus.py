@@ -4,6 +4,7 @@ and the run's checks count both ways (nothing lost, nothing twice)."""
 
 from __future__ import annotations
 
+import aio_pika
 import pytest
 
 from eventshop.bench.bus.config import BenchConfig
@@ -31,6 +32,15 @@ async def test_every_event_takes_effect_once_through_outbox_relay_and_inbox(
     assert details["published"] == 500 and details["unsent"] == 0
     assert details["sent_rows"] == ("kept" if kept_s else "deleted")
     assert details["outbox_rows_left"] == (500 if kept_s else 0)
+    # nothing of the run is left on the broker: its exchanges are gone (the queues were already)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        for name in (cfg.exchange, f"{cfg.producer}.direct", f"{cfg.consumer}.direct"):
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.get_exchange(name, ensure=True)
+    finally:
+        await connection.close()
 
 
 async def test_rounds_alternate_raw_and_outbox_and_report_their_medians(

@@ -1,24 +1,39 @@
 """`eventshop selfcheck` (cli/selfcheck.py) against the real broker and database, on the test
-run's vhost: it passes, and it passes again after a run that left messages in its queues."""
+run's vhost: it passes, and it passes again after a run that left messages in its queues; none
+of its events reaches the platform's exchange, where the archive would park every one."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aio_pika
+import pytest
 
 from eventshop.cli.selfcheck import CONSUMER, PRODUCER, run_selfcheck
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
-from tests.integration.helpers import ping
+from tests.conftest import SchemaFactory
+from tests.integration.helpers import Bus, ping
 
 
 def quiet(_: str) -> None:
     pass
 
 
+@pytest.fixture
+async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
+    b = Bus(settings, make_schema)
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
 async def test_the_selfcheck_passes_and_again_over_what_a_failed_run_left_behind(
-    settings: PlatformSettings,
+    settings: PlatformSettings, bus: Bus
 ) -> None:
+    platform = await bus.tap("#")  # what a "#" subscriber of the platform (the archive) gets
     first = await run_selfcheck(settings, pings=50, say=quiet)
     assert first.ok, first
     assert (first.effects, first.parked, first.pongs_received) == (51, 1, 51)
@@ -38,3 +53,4 @@ async def test_the_selfcheck_passes_and_again_over_what_a_failed_run_left_behind
     again = await run_selfcheck(settings, pings=50, say=quiet)
     assert again.ok, again
     assert (again.effects, again.distinct_effects, again.parked) == (51, 51, 1)
+    assert platform.messages == []

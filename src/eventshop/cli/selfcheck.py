@@ -30,6 +30,9 @@ from eventshop.platform.observability.metrics import queue_names
 from eventshop.platform.settings import PlatformSettings
 
 PRODUCER, CONSUMER = "selfcheck_producer", "selfcheck"
+#: the check's own topic exchange: on the platform's, every "#" subscriber (the archive) would
+#: get each ping and pong, and park it (no service produces them)
+EXCHANGE = "eventshop.selfcheck"
 RETRY_MS = (200, 500)
 
 
@@ -81,10 +84,14 @@ async def _reset(settings: PlatformSettings) -> None:
 async def run_selfcheck(
     settings: PlatformSettings, pings: int = 200, say: Callable[[str], object] = print
 ) -> SelfCheckReport:
+    # the check counts what its relays sent by their rows: kept, whatever the platform does
+    settings = settings.model_copy(
+        update={
+            "exchange": EXCHANGE,
+            "retention_outbox_sent_s": settings.retention_outbox_sent_s or 3_600.0,
+        }
+    )
     await _reset(settings)
-    if not settings.retention_outbox_sent_s:
-        # the check counts what its relays sent by their rows: kept, whatever the platform does
-        settings = settings.model_copy(update={"retention_outbox_sent_s": 3_600.0})
     started = time.perf_counter()
     prod_pool = await create_pool(settings.database_url, PRODUCER)
     cons_pool = await create_pool(settings.database_url, CONSUMER)
@@ -152,8 +159,7 @@ async def run_selfcheck(
     )
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(dup))
     await producer.publisher.publish("selfcheck.pinged", message_from_envelope(v1))
-    # straight to the consumer's queue, through the consumer's own direct exchange: on the
-    # events exchange every "#" subscriber (the archive) would park it too
+    # straight to the consumer's queue, through the consumer's own direct exchange
     await producer.publisher.publish(
         CONSUMER,
         aio_pika.Message(b"{not json", message_id=str(uuid.uuid4()), type="selfcheck.pinged"),

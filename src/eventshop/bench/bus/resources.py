@@ -45,9 +45,10 @@ async def declare_raw_queue(cfg: BenchConfig) -> None:
 
 
 async def cleanup(cfg: BenchConfig) -> None:
-    """Drop the run's schemas, queues and exchange; waits up to a minute for a broker that
+    """Drop the run's schemas, queues and exchanges; waits up to a minute for a broker that
     is restarting (another session's tests restart it), so a run cut short leaves nothing."""
     from eventshop.platform.bus import Subscription
+    from eventshop.platform.bus.topology import direct_exchange_of
 
     try:
         conn = await asyncpg.connect(cfg.settings.database_url)
@@ -76,7 +77,7 @@ async def cleanup(cfg: BenchConfig) -> None:
         except (OSError, aio_pika.exceptions.AMQPError) as exc:
             if time.monotonic() > deadline:
                 print(
-                    f"bench cleanup: queues {names} and exchange {cfg.exchange} left: {exc!r}",
+                    f"bench cleanup: queues {names} and exchanges of {cfg.exchange} left: {exc!r}",
                     file=sys.stderr,
                 )
                 return
@@ -86,9 +87,11 @@ async def cleanup(cfg: BenchConfig) -> None:
             channel = await amqp.channel()
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await channel.queue_delete(name)
-        channel = await amqp.channel()
-        with contextlib.suppress(aio_pika.exceptions.AMQPError):
-            await channel.exchange_delete(cfg.exchange)
+        # the events exchange, and the direct exchange each service's node declared
+        for exchange in (cfg.exchange, direct_exchange_of(cfg.producer), queues.direct):
+            channel = await amqp.channel()
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await channel.exchange_delete(exchange)
     finally:
         await amqp.close()
 
