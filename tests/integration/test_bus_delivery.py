@@ -28,6 +28,7 @@ from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.outbox import COPY_FROM, OUTBOX_COLUMNS, write_outbox
 from eventshop.platform.bus.received import Received
 from eventshop.platform.bus.relay import OutboxRelay
+from eventshop.platform.bus.topology import declare_service_queues
 from eventshop.platform.bus.types import ConsumerStats
 from eventshop.platform.bus.window import Item, WindowRunner
 from eventshop.platform.bus.wire import encode_body, message_from_envelope
@@ -309,6 +310,32 @@ async def test_a_consumer_whose_connection_is_cut_consumes_again_once_and_at_its
             await eventually(partial(effects_of, pool, env.event_id), 1)
     finally:
         await proxy.close()
+
+
+async def test_a_consumer_started_over_a_backlog_takes_whole_windows(bus: Bus) -> None:
+    """Events waiting in its queue when it starts: the first fresh one ends the careful start
+    and the consumer consumes again at its prefetch. (The channel's reader could hand it the
+    first delivery before `basic_consume` had returned: the consumer, not yet knowing its own
+    tag, left the careful start without consuming again and stayed at one message at a time,
+    each after its linger: the archive took 10 events a second.)"""
+    service = bus.service_name()
+    queues = Subscription(service, {PINGED: record_effect}, tuple(bus.settings.retry_delays_ms))
+    await declare_service_queues(await bus.connection(), bus.settings.exchange, queues.queues)
+    bus.delete_at_end(queues.queues)
+    sent = [ping(i) for i in range(300)]
+    publisher = await bus.publisher()
+    assert await publisher.publish_many([(PINGED, message_from_envelope(e)) for e in sent]) == [
+        None
+    ] * len(sent)
+
+    node, pool = await bus.node({PINGED: record_effect}, service=service, linger_s=0.05)
+    consumer = consumer_of(node)
+    await eventually(lambda: fetchval(pool, "SELECT count(*) FROM effects"), len(sent))
+    assert not consumer.careful
+    assert await asyncio.to_thread(_prefetches, bus.settings, queues.queues.main) == [
+        bus.settings.prefetch
+    ]
+    assert consumer.stats.batches <= 10  # whole windows, not a window a message
 
 
 async def _attached_on_another_channel(consumer: Consumer, before: object) -> bool:

@@ -130,7 +130,11 @@ class Consumer:
         if isinstance(self._channel, AbstractRobustChannel):
             self._channel.reopen_callbacks.add(self._on_reopen)
         self._worker = asyncio.create_task(self._work(), name=f"consumer:{self.name}")
-        await self._consume()
+        # under the lock: the channel's reader can hand over the first delivery before
+        # `basic_consume` returns, and the worker must not leave the careful start (consume again
+        # at the prefetch) before this consumer knows its tag: it would stay at prefetch 1
+        async with self._attaching:
+            await self._consume()
         self._keeper = asyncio.create_task(self._keep_attached(), name=f"attach:{self.name}")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
