@@ -11,7 +11,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -35,7 +34,6 @@ from eventshop.platform.bus.wire import encode_body, message_from_envelope
 from eventshop.platform.observability.metrics import EventMetrics
 from eventshop.platform.observability.tracing import trace_id_of
 from eventshop.platform.settings import PlatformSettings
-from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
     PINGED,
     PONGED,
@@ -52,15 +50,6 @@ from tests.support.polling import eventually
 from tests.support.services import statements_run
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 # -- 1. the round trip ----------------------------------------------------------------------------

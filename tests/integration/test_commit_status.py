@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -24,13 +23,6 @@ from eventshop.platform.db import TransactionRolledBackError, last_commit_held
 from eventshop.platform.settings import PlatformSettings
 from tests.conftest import SchemaFactory
 from tests.integration.helpers import PINGED, Bus, effects_of, ping, record_effect
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    yield b
-    await b.aclose()
 
 
 async def test_a_connection_keeps_whether_its_commit_committed(

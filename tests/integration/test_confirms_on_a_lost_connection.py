@@ -11,7 +11,6 @@ before any confirm can have been read.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, cast
 
@@ -28,7 +27,6 @@ from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.relay import OutboxRelay
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
-from tests.conftest import SchemaFactory
 from tests.integration.helpers import (
     PINGED,
     Bus,
@@ -41,15 +39,6 @@ from tests.integration.helpers import (
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 class SocketKeeper(TCPTransportFactory):

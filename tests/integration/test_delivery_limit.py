@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -49,15 +49,6 @@ from tests.support.polling import eventually
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 @pytest.fixture

@@ -90,15 +90,6 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
-
-
-@pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
     """structlog (and the standard library's logging) as a service configures them, JSON, into
     a buffer; restored afterwards."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -212,15 +212,6 @@ async def test_a_duplicate_within_the_window_is_refused_after_the_job_ran(
         fresh = uuid.uuid4()
         assert await record_new(conn, "c", [*batch, fresh]) == {fresh}  # the 50: refused
         assert await record_one(conn, "c", outside) is True  # past the window: new again
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 async def test_a_redelivered_event_within_the_window_has_no_second_effect(bus: Bus) -> None:

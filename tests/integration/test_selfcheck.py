@@ -4,30 +4,17 @@ of its events reaches the platform's exchange, where the archive would park ever
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aio_pika
-import pytest
 
 from eventshop.cli.selfcheck import CONSUMER, PRODUCER, run_selfcheck
 from eventshop.platform.bus.topology import direct_exchange_of
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.settings import PlatformSettings
-from tests.conftest import SchemaFactory
 from tests.integration.helpers import Bus, ping
 
 
 def quiet(_: str) -> None:
     pass
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 async def test_the_selfcheck_passes_and_again_over_what_a_failed_run_left_behind(

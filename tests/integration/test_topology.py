@@ -4,7 +4,6 @@ with what exists is an error naming the difference, and an unroutable publish is
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
@@ -18,21 +17,10 @@ from eventshop.platform.bus.topology import (
     declare_service_queues,
 )
 from eventshop.platform.bus.wire import message_from_envelope
-from eventshop.platform.settings import PlatformSettings
-from tests.conftest import SchemaFactory
 from tests.integration.helpers import PINGED, Bus, ping
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 def service_queues(bus: Bus, *keys: str) -> ServiceQueues:

@@ -39,7 +39,6 @@ from eventshop.platform.service import EVERY_EVENT, Batch, ServiceContext, open_
 from eventshop.platform.settings import PlatformSettings
 from eventshop.services.archive import handlers, store
 from eventshop.services.archive.service import Context, definition
-from tests.conftest import SchemaFactory
 from tests.integration.helpers import Bus, consumer_of, parked, ping
 from tests.support.polling import eventually
 from tests.support.services import http_client
@@ -331,15 +330,6 @@ class SpyArchive:
             self.entered.set()
             await self.gate.wait()
         await handlers.archive_events(ARCHIVE_CONTEXT, events)
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings, make_schema: SchemaFactory) -> AsyncIterator[Bus]:
-    b = Bus(settings, make_schema)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 async def archive_node(bus: Bus) -> tuple[BusNode, asyncpg.Pool, SpyArchive]:
