@@ -22,6 +22,7 @@ from eventshop.contracts.selfcheck import Pinged
 from eventshop.platform.bus import Handler, Subscription, UnitOfWork
 from eventshop.platform.bus.consumer import Consumer
 from eventshop.platform.bus.node import BusNode
+from eventshop.platform.bus.outbox import OUTBOX_COLUMNS
 from eventshop.platform.bus.parking import ParkedMessage, list_parked
 from eventshop.platform.bus.publisher import Publisher
 from eventshop.platform.bus.topology import ServiceQueues, declare_exchange, queue_depth
@@ -32,10 +33,7 @@ from tests.conftest import SchemaFactory
 PINGED = "selfcheck.pinged"
 PONGED = "selfcheck.ponged"
 TEST_MIGRATIONS = "tests.support.migrations"  # the `effects` table: one row per handled event
-_EVENT_COLUMNS = (
-    "id, event_id, event_type, aggregate_id, correlation_id, causation_id, traceparent,"
-    " schema_version, occurred_at, body"
-)
+_EVENT_COLUMNS = ", ".join(("id", *OUTBOX_COLUMNS))
 #: every event a schema emitted, whether its relay has sent it yet or not: the rows still in
 #: the outbox and those it moved to outbox_sent (ADR 0021); `SELECT .. FROM {EMITTED}`
 EMITTED = (

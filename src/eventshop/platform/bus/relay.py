@@ -27,6 +27,7 @@ import asyncpg
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from eventshop.platform import faults
+from eventshop.platform.bus.outbox import OUTBOX_COLUMNS
 from eventshop.platform.bus.publisher import Prepared, Publisher
 from eventshop.platform.bus.wire import RowHeader
 from eventshop.platform.observability import tracing
@@ -44,15 +45,13 @@ ORDER BY id
 LIMIT $1
 """
 
-#: confirmed rows out of the outbox and into `outbox_sent`, in one statement (ADR 0021)
-MOVE_SENT = """
+#: what a sent row carries into `outbox_sent` as it was in the outbox (ADR 0021)
+_KEPT = ", ".join(("id", *OUTBOX_COLUMNS, "created_at"))
+#: confirmed rows out of the outbox and into `outbox_sent`, in one statement
+MOVE_SENT = f"""
 WITH sent AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING *)
-INSERT INTO outbox_sent (id, event_id, event_type, aggregate_id, correlation_id, causation_id,
-                         traceparent, schema_version, occurred_at, body, created_at, sent_at,
-                         attempts, last_error)
-SELECT id, event_id, event_type, aggregate_id, correlation_id, causation_id, traceparent,
-       schema_version, occurred_at, body, created_at, now(), attempts + 1, last_error
-FROM sent
+INSERT INTO outbox_sent ({_KEPT}, sent_at, attempts, last_error)
+SELECT {_KEPT}, now(), attempts + 1, last_error FROM sent
 """
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 
