@@ -30,6 +30,7 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from eventshop.contracts import registry
+from eventshop.platform import collector
 from eventshop.platform.bus.node import BusNode
 from eventshop.platform.bus.topology import queue_depth
 from eventshop.platform.bus.types import Subscription
@@ -165,6 +166,7 @@ async def serve(
                     inbox=definition.inbox,
                 )
             await node.start(wait_for_broker_s=platform.startup_wait_s)
+            collector.tune(platform)  # started: what it built so far lives as long as it
             try:
                 async with running_jobs(definition, ctx):
                     await _serve_http(

@@ -90,6 +90,15 @@ class PlatformSettings(BaseSettings):
     #: rows one retention transaction deletes at most (each batch commits on its own)
     retention_batch: int = Field(default=1_000, ge=1, le=100_000)
 
+    #: tracked allocations (beyond frees) between two young collections of CPython's cyclic
+    #: garbage collector in a service process: above what a consumer's window keeps alive, so
+    #: a window is not promoted and walked again (platform/collector.py, ADR 0022). 700 is
+    #: Python's own
+    gc_young_threshold: int = Field(default=50_000, ge=100, le=10_000_000)
+    #: once a service process has started, keep every object it built so far out of the
+    #: collector's walks (`gc.freeze`): they live as long as the process anyway (ADR 0022)
+    gc_freeze: bool = True
+
     @model_validator(mode="after")
     def _inbox_outlives_the_retry_ladder(self) -> PlatformSettings:
         ladder_s = retry_ladder_s(self.retry_delays_ms, self.handler_timeout_s)

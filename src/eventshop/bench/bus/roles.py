@@ -17,6 +17,7 @@ from pydantic import Field
 from eventshop.bench.bus.config import EVENT_TYPE
 from eventshop.bench.bus.protocol import say, wait_for
 from eventshop.contracts import Envelope, EventPayload, registry
+from eventshop.platform import collector
 from eventshop.platform.settings import PlatformSettings
 
 if TYPE_CHECKING:  # the platform's modules are imported once logging is configured
@@ -38,6 +39,8 @@ async def writer(cfg: Mapping[str, Any]) -> None:
 
     pool = await create_pool(cfg["database_url"], cfg["schema"], min_size=1, max_size=1)
     count, batch, note = cfg["count"], cfg["batch"], cfg["note"]
+    # as a service process is once started (the collector's settings from the environment)
+    collector.tune(PlatformSettings(amqp_url=cfg["amqp_url"], database_url=cfg["database_url"]))
     say({"ready": True})
     await wait_for("go")
     start = time.monotonic()
@@ -78,6 +81,7 @@ async def _start_node(
         subscription=subscription,
     )
     await node.start()
+    collector.tune(settings)  # as `eventshop run` does once a service has started
     return pool, node
 
 
