@@ -34,7 +34,8 @@ print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": froze
 def probe(**env: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE],
-        env={**os.environ, **env},
+        # the probe's own settings only: none of the caller's EVENTSHOP_GC_* reaches it
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("EVENTSHOP_GC_")}, **env},
         capture_output=True,
         text=True,
         timeout=60,

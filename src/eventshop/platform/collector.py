@@ -6,8 +6,8 @@ generations' collections. A consumer holds a window of up to `prefetch` deliveri
 delivery's frames, properties, envelope and payload: tens of tracked objects each) across many
 thousands of allocations, so at 700 each window was promoted and walked again and again, and
 each full collection also walked every object the process built at start-up (its modules, its
-models' schemas, its pools). In `bench bus` the collector took 8-10 µs of the consumer's CPU an
-event.
+models' schemas, its pools). In `bench bus` the collector took about 7 µs of the consumer's
+CPU an event.
 
 `tune` is called once a process has started: it collects, moves what survives (the start-up's
 objects) out of every collection's reach (`gc.freeze`), and raises the young generation's
