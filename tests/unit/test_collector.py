@@ -41,7 +41,7 @@ def probe(**env: str) -> dict[str, object]:
         timeout=60,
         check=True,
     )
-    result: dict[str, object] = json.loads(out.stdout)
+    result: dict[str, object] = json.loads(out.stdout.splitlines()[-1])  # after tune's log line
     return result
 
 

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import gc
 
+from eventshop.platform.observability.logging import get_logger
 from eventshop.platform.settings import PlatformSettings
+
+log = get_logger(__name__)
 
 
 def tune(settings: PlatformSettings) -> None:
@@ -33,3 +36,8 @@ def tune(settings: PlatformSettings) -> None:
         gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(settings.gc_young_threshold, older, oldest)
+    log.info(
+        "collector.tuned",
+        thresholds=list(gc.get_threshold()),
+        frozen=gc.get_freeze_count(),
+    )

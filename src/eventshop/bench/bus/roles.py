@@ -17,7 +17,6 @@ from pydantic import Field
 from eventshop.bench.bus.config import EVENT_TYPE
 from eventshop.bench.bus.protocol import say, wait_for
 from eventshop.contracts import Envelope, EventPayload, registry
-from eventshop.platform import collector
 from eventshop.platform.settings import PlatformSettings
 
 if TYPE_CHECKING:  # the platform's modules are imported once logging is configured
@@ -34,6 +33,7 @@ class BenchPinged(EventPayload):
 
 
 async def writer(cfg: Mapping[str, Any]) -> None:
+    from eventshop.platform import collector
     from eventshop.platform.bus import UnitOfWork
     from eventshop.platform.db import create_pool
 
@@ -58,6 +58,7 @@ async def _start_node(
     cfg: Mapping[str, Any], subscription: Subscription | None = None
 ) -> tuple[asyncpg.Pool, BusNode]:
     """The pool and the started `BusNode` of `cfg["service"]` (relay; consumer if subscribed)."""
+    from eventshop.platform import collector
     from eventshop.platform.bus.node import BusNode
     from eventshop.platform.db import create_pool
 
