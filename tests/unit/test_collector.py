@@ -11,6 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
+
+from eventshop.platform.settings import PlatformSettings
 
 PROBE = """
 import gc, json
@@ -60,11 +63,7 @@ def test_the_settings_restore_pythons_own_collector() -> None:
     assert r["kept_is_frozen"] is False
 
 
-@pytest.mark.parametrize("value", ["99", "0", "-1"])
-def test_a_young_threshold_that_would_collect_all_the_time_or_never_is_refused(value: str) -> None:
-    from pydantic import ValidationError
-
-    from eventshop.platform.settings import PlatformSettings
-
+@pytest.mark.parametrize("value", [99, 0, -1])
+def test_a_young_threshold_that_would_collect_all_the_time_or_never_is_refused(value: int) -> None:
     with pytest.raises(ValidationError, match="gc_young_threshold"):
-        PlatformSettings(amqp_url="amqp://u:p@127.0.0.1/v", gc_young_threshold=int(value))
+        PlatformSettings(amqp_url="amqp://u:p@127.0.0.1/v", gc_young_threshold=value)
