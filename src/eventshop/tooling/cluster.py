@@ -253,6 +253,17 @@ def up(root: Path, say: Callable[[str], object] = print, timeout_s: float = 180.
     return all_nodes
 
 
+def start(root: Path, name: str, timeout_s: float = 180.0) -> Node:
+    """Start one node of a cluster that was up before (its data on disk) and wait until it
+    serves; the others are left as they are (`up` starts every node that is down)."""
+    all_nodes = nodes(root)
+    node = next(n for n in all_nodes if n.name == name)
+    if pid_of(node) is None:
+        _spawn(node, all_nodes)
+    _await(root, node, timeout_s)
+    return node
+
+
 def _wait_members(root: Path, all_nodes: Sequence[Node], timeout_s: float) -> None:
     want = {n.name for n in all_nodes}
     deadline = time.monotonic() + timeout_s
@@ -298,12 +309,12 @@ class QueueView:
     online: list[str]
 
 
-def queue_views(root: Path, exclude: str | None = None) -> list[QueueView]:
-    """Every queue of the platform's vhost with its leader, members and online members (the
-    quorum queues'; a classic queue has none of them)."""
+def queue_views(root: Path, exclude: str | None = None, vhost: str = VHOST) -> list[QueueView]:
+    """Every queue of the platform's vhost (or `vhost`) with its leader, members and online
+    members (the quorum queues'; a classic queue has none of them)."""
     node = live_node(root, exclude)
     out = ctl(
-        root, node, "list_queues", "-p", VHOST, "name", "type", "leader", "members", "online",
+        root, node, "list_queues", "-p", vhost, "name", "type", "leader", "members", "online",
         "--formatter", "json",
     )  # fmt: skip
     if out.returncode != 0:
@@ -327,10 +338,10 @@ def _names(value: object) -> list[str]:
     return sorted(v for v in value if isinstance(v, str)) if isinstance(value, list) else []
 
 
-def leader_of(root: Path, queue: str, exclude: str | None = None) -> str | None:
+def leader_of(root: Path, queue: str, exclude: str | None = None, vhost: str = VHOST) -> str | None:
     """The node leading a quorum queue now, as a running node (not `exclude`) sees it."""
     try:
-        views = queue_views(root, exclude)
+        views = queue_views(root, exclude, vhost)
     except (RuntimeError, subprocess.TimeoutExpired, ValueError):
         return None
     return next((v.leader for v in views if v.name == queue), None)

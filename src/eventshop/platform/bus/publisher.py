@@ -16,6 +16,7 @@ fifth of that, and the broker reads the batch in a few large reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from struct import Struct
@@ -26,13 +27,16 @@ import aiormq
 import pamqp.frame
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aiormq.abc import ChannelFrame
-from aiormq.exceptions import ChannelInvalidStateError
+from aiormq.exceptions import ChannelInvalidStateError, DeliveryError
 from pamqp.commands import Basic
 from pamqp.constants import FRAME_BODY, FRAME_END, FRAME_HEADER
 from pamqp.header import ContentHeader
 
 from eventshop.platform.bus.topology import declare_direct_exchange, declare_exchange
 from eventshop.platform.bus.wire import Encoded
+from eventshop.platform.observability.logging import get_logger
+
+_log = get_logger(__name__)
 
 #: a message in wire form: routing key, body, AMQP properties (or their header already written)
 Prepared = tuple[str, bytes, Basic.Properties | Encoded]
@@ -72,14 +76,42 @@ class Publisher:
         self.user_id: str | None = None if impersonate else user_of(connection)
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._renewing = asyncio.Lock()
+        #: channels replaced after a nack (`_renew`): what the bus's tests and logs look at
+        self.renewed = 0
 
     async def start(self) -> None:
-        self._channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._exchange = await declare_exchange(self._channel, self._exchange_name)
+        self._channel, self._exchange = await self._open()
+
+    async def _open(self) -> tuple[AbstractChannel, AbstractExchange]:
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await declare_exchange(channel, self._exchange_name)
         if self._direct_name:
-            await declare_direct_exchange(self._channel, self._direct_name)
+            await declare_direct_exchange(channel, self._direct_name)
+        return channel, exchange
+
+    async def _renew(self, nacked: AbstractChannel) -> None:
+        """A new channel in place of one the broker nacked a message on (ADR 0023).
+
+        RabbitMQ 3.10 checks a quorum queue's leader at a channel's first publish to it, and if
+        that node is down at that moment (a connection moved to another node of the cluster
+        before the queue had a new leader) the channel nacks every later publish to the queue
+        for as long as that node stays down; a new channel asks again. A nack is otherwise rare
+        (a classic queue whose node is down), so the cost, a channel opened per nacked batch,
+        falls only where publishing already failed. Batches in flight on the old channel when
+        it closes fail and are sent again (at least once, as any unconfirmed publish)."""
+        async with self._renewing:
+            if self._channel is not nacked:
+                return  # another batch's nack renewed it already
+            try:
+                self._channel, self._exchange = await self._open()
+            except Exception as exc:  # the connection is down: robust reconnection takes over
+                _log.warning("publisher.renew_failed", error=repr(exc))
+                return
+            self.renewed += 1
+            _log.info("publisher.channel_renewed", after="nack", renewed=self.renewed)
+            with contextlib.suppress(Exception):
+                await nacked.close()
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
@@ -128,23 +160,30 @@ class Publisher:
                 else:
                     properties.user_id = self.user_id
         deadline = asyncio.get_running_loop().time() + self._timeout
+        used = self._channel
         try:
             async with asyncio.timeout_at(deadline):
-                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                channel = cast(aiormq.Channel, await used.get_underlay_channel())
                 batch = await _send_batch(channel, exchange_name, messages)
         except Exception as exc:  # not sent, or not known to be: none of it counts as sent
             return [exc] * len(messages)
         await batch.settle(channel, deadline)
         out: list[BaseException | None] = []
+        nacked = False
         for f in batch.futures:
             if f.cancelled():  # no confirm before the deadline (a late one is ignored)
                 out.append(TimeoutError(f"no confirm within {self._timeout} s"))
             elif (error := f.exception()) is not None:
                 out.append(error if isinstance(error, Exception) else PublishError(repr(error)))
+                nacked = nacked or (
+                    isinstance(error, DeliveryError) and isinstance(error.frame, Basic.Nack)
+                )
             elif isinstance(f.result(), Basic.Ack):
                 out.append(None)
             else:  # a returned message (when not raised) or an unexpected frame
                 out.append(PublishError(f"broker did not confirm the message: {f.result()!r:.200}"))
+        if nacked:
+            await self._renew(used)
         return out
 
     async def publish(
