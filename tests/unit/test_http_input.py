@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 
 from eventshop.platform.http import MAX_BODY_BYTES, StrictBody, install_conventions
@@ -42,6 +43,14 @@ def build_app() -> FastAPI:
     @app.get("/database-away")
     async def database_away() -> None:
         raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    @app.get("/slow")
+    async def slow() -> None:
+        raise TimeoutError("the route's own deadline")  # an OSError, but the route's failure
 
     return app
 
@@ -122,6 +131,28 @@ async def test_the_database_away_is_a_503_with_retry_after(client: httpx.AsyncCl
     r = await client.get("/database-away")
     assert_error_shape(r, 503, "unavailable")
     assert r.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("path", ["/database-away", "/refused"])
+async def test_a_backing_service_away_is_answered_by_the_app_with_a_warning_not_a_traceback(
+    path: str,
+) -> None:
+    # with raise_app_exceptions, what reaches Starlette's outermost middleware (which logs a
+    # traceback at error level for it) is raised here: the 503 must come from inside the app
+    transport = httpx.ASGITransport(app=build_app(), raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        with structlog.testing.capture_logs() as logs:
+            r = await c.get(path)
+    assert_error_shape(r, 503, "unavailable")
+    assert r.headers["retry-after"] == "1"
+    assert r.headers["x-correlation-id"] == r.json()["correlation_id"]
+    [line] = [e for e in logs if e["event"] == "http.backing_service_unavailable"]
+    assert line["log_level"] == "warning" and line["path"] == path
+
+
+async def test_a_timeout_in_a_route_is_still_a_500(client: httpx.AsyncClient) -> None:
+    r = await client.get("/slow")
+    assert_error_shape(r, 500, "internal_error")
 
 
 async def test_a_method_the_path_does_not_take_is_405_with_every_method_it_does(

@@ -13,7 +13,9 @@
   `MAX_BODY_BYTES` is 413, a NUL character in the path or query 400; in a body, text PostgreSQL
   cannot store (NUL, unpaired surrogates) is a 422 (`StrictBody`). Whatever else escapes a route
   is a 500 in the same shape, or a 503 with Retry-After when the database is away: never a
-  plain-text answer.
+  plain-text answer. The 503 is answered inside the app with one warning line
+  (`http.backing_service_unavailable`): what escapes to Starlette's outermost middleware is
+  logged there with a traceback at error level, and an outage is not a bug.
 
 The correlation id is handled by a pure ASGI middleware, not a `@app.middleware("http")`
 function: starlette runs those (`BaseHTTPMiddleware`) in a task of their own and streams every
@@ -40,6 +42,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventshop.platform.observability.logging import get_logger
+
 CORRELATION_HEADER = "X-Correlation-ID"
 PROOF_HEADER = "X-Identity-Proof"
 #: how old a proof may be (the gateway signs each request as it forwards it); also how far the
@@ -48,6 +52,8 @@ PROOF_MAX_AGE_S = 30
 #: the error code of a refused proof: the gateway answers its client 503 for it, since the
 #: client's credentials were good and the platform's own clocks or keys disagree
 PROOF_REFUSED = "identity_proof_refused"
+
+_log = get_logger(__name__)
 
 
 #: the largest integers PostgreSQL's integer and bigint hold: bounds for ids and positions
@@ -264,23 +270,42 @@ def install_conventions(app: FastAPI) -> None:
     app.add_middleware(InputGuard)
     app.add_middleware(CorrelationMiddleware)
 
+    from eventshop.platform.bus.failures import INFRASTRUCTURE_ERRORS, is_infrastructure
+
+    def unavailable(request: Request) -> JSONResponse:
+        return JSONResponse(
+            error_body(request, "unavailable", "a backing service is unavailable: retry"),
+            status_code=503,
+            headers={"Retry-After": "1", CORRELATION_HEADER: correlation_id_of(request)},
+        )
+
+    async def backing_service_away(request: Request, exc: Exception) -> JSONResponse:
+        # Answered inside the app, with one warning line: what escapes to Starlette's outermost
+        # middleware is logged there with its traceback at error level, and a database that
+        # restarts is not a bug (a chaos run's restart of PostgreSQL logged 240 tracebacks).
+        if not is_infrastructure(exc):
+            raise exc  # a timeout (an OSError too) is the route's failure: the 500 below
+        _log.warning(
+            "http.backing_service_unavailable",
+            method=request.method,
+            path=request.url.path,
+            error=repr(exc)[:300],
+        )
+        return unavailable(request)
+
+    for kind in (*INFRASTRUCTURE_ERRORS, OSError):
+        app.add_exception_handler(kind, backing_service_away)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette's outermost middleware calls this for what escaped everything else, and
-        # logs the exception itself. The database away is not a bug: 503, and when to retry.
-        from eventshop.platform.bus.failures import is_infrastructure
-
-        cid = {CORRELATION_HEADER: correlation_id_of(request)}
+        # Starlette's outermost middleware calls this for what escaped everything else (and
+        # logs the exception itself): a bug, or the database away past the routes' handlers.
         if is_infrastructure(exc):
-            return JSONResponse(
-                error_body(request, "unavailable", "a backing service is unavailable: retry"),
-                status_code=503,
-                headers={"Retry-After": "1", **cid},
-            )
+            return unavailable(request)
         return JSONResponse(
             error_body(request, "internal_error", "internal error: the operators are told"),
             status_code=500,
-            headers=cid,
+            headers={CORRELATION_HEADER: correlation_id_of(request)},
         )
 
     @app.exception_handler(ApiError)
