@@ -26,7 +26,6 @@ from eventshop.platform.bus.parking import list_parked, purge_parked
 from eventshop.platform.bus.topology import ServiceQueues, direct_exchange_of
 from eventshop.platform.bus.wire import message_from_envelope
 from eventshop.platform.db import PLATFORM_MIGRATIONS, create_pool, migrate
-from eventshop.platform.observability.metrics import queue_names
 from eventshop.platform.settings import PlatformSettings
 
 PRODUCER, CONSUMER = "selfcheck_producer", "selfcheck"
@@ -75,7 +74,7 @@ async def _reset(settings: PlatformSettings) -> None:
     try:
         channel = await broker.channel()
         for service in (PRODUCER, CONSUMER):
-            for name in queue_names(ServiceQueues(service, (), RETRY_MS)):
+            for name in ServiceQueues(service, (), RETRY_MS).all_names:
                 await channel.queue_delete(name)  # a queue that is not there: nothing to do
     finally:
         await broker.close()

@@ -87,7 +87,7 @@ def health_routes(app: FastAPI, ctx: AnyContext) -> None:
 
 def metrics_route(app: FastAPI, ctx: AnyContext) -> None:
     """GET /metrics in Prometheus' text format; outbox and queue gauges are read first."""
-    queues = metrics.queue_names(ctx.bus.consumer.queues) if ctx.bus.consumer else []
+    queues = list(ctx.bus.consumer.queues.all_names) if ctx.bus.consumer else []
 
     @app.get("/metrics", include_in_schema=False)
     async def scrape() -> Response:

@@ -63,12 +63,7 @@ async def cleanup(cfg: BenchConfig) -> None:
         )
 
     queues = Subscription(cfg.consumer, {EVENT_TYPE: _noop}).queues
-    names = [
-        cfg.raw_queue,
-        queues.main,
-        queues.parked,
-        *(queues.delay_queue(d) for d in cfg.settings.retry_delays_ms),
-    ]
+    names = [cfg.raw_queue, *queues.all_names]
     deadline = time.monotonic() + 60
     while True:
         try:

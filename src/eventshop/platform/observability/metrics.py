@@ -43,7 +43,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from eventshop.platform.bus.topology import ServiceQueues, queue_depth
+from eventshop.platform.bus.topology import queue_depth
 
 #: handler and HTTP latencies: 1 ms .. 30 s
 LATENCY_BUCKETS = (
@@ -174,15 +174,6 @@ SELECT count(*) AS backlog,
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
 FROM outbox
 """
-
-
-def queue_names(queues: ServiceQueues) -> list[str]:
-    """The service's queue, each rung of its retry ladder, its parking lot."""
-    return [
-        queues.main,
-        *(queues.retry(i + 1) for i in range(len(queues.retry_delays_ms))),
-        queues.parked,
-    ]
 
 
 async def refresh(
