@@ -16,6 +16,7 @@ import asyncio
 import configparser
 import contextlib
 import glob
+import json
 import os
 import random
 import signal
@@ -572,7 +573,7 @@ async def kill_cluster_node(stage: Stage, kills: int = 3) -> list[Fault]:
                 raise RuntimeError("the orders queue has no leader")
             target, services = leader, ""
             if i == 1:
-                held = await asyncio.to_thread(cluster.connections_by_node, root)
+                held = await asyncio.to_thread(_connections_by_node, root)
                 if held:
                     target = max(held, key=lambda name: held[name])
                     services = " (the services' node)"
@@ -604,6 +605,25 @@ async def kill_cluster_node(stage: Stage, kills: int = 3) -> list[Fault]:
         await db.close()
         await asyncio.to_thread(cluster.up, root, _quiet)  # whatever happened: all three again
     return faults
+
+
+def _connections_by_node(root: Path) -> dict[str, int]:
+    """How many client connections to the platform's vhost each node of the cluster holds
+    (node name -> count): a connection's name ends with the address it reached, and each node
+    listens on a port of its own."""
+    by_port = {n.port: n.name for n in cluster.nodes(root)}
+    node = cluster.live_node(root)
+    out = cluster.ctl(root, node, "list_connections", "vhost", "name", "--formatter", "json")
+    if out.returncode != 0:
+        raise RuntimeError(f"list_connections on {node.name}: {out.stderr.strip()}")
+    counts: dict[str, int] = {}
+    for row in json.loads(out.stdout or "[]"):
+        reached = str(row.get("name", "")).rpartition(" -> ")[2]  # "peer -> 127.0.0.1:5681"
+        port = reached.rpartition(":")[2]
+        name = by_port.get(int(port)) if port.isdigit() else None
+        if row.get("vhost") == cluster.VHOST and name is not None:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _quiet(_: str) -> None:

@@ -347,25 +347,6 @@ def leader_of(root: Path, queue: str, exclude: str | None = None, vhost: str = V
     return next((v.leader for v in views if v.name == queue), None)
 
 
-def connections_by_node(root: Path, vhost: str = VHOST) -> dict[str, int]:
-    """How many client connections to `vhost` each node holds (node name -> count), as a
-    running node sees the cluster's connections: a connection's name ends with the address it
-    reached, and each node listens on a port of its own."""
-    by_port = {n.port: n.name for n in nodes(root)}
-    node = live_node(root)
-    out = ctl(root, node, "list_connections", "vhost", "name", "--formatter", "json")
-    if out.returncode != 0:
-        raise RuntimeError(f"list_connections on {node.name}: {out.stderr.strip()}")
-    counts: dict[str, int] = {}
-    for row in json.loads(out.stdout or "[]"):
-        reached = str(row.get("name", "")).rpartition(" -> ")[2]  # "peer -> 127.0.0.1:5681"
-        port = reached.rpartition(":")[2]
-        name = by_port.get(int(port)) if port.isdigit() else None
-        if row.get("vhost") == vhost and name is not None:
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def node_named(root: Path, name: str) -> Node:
     return next(n for n in nodes(root) if n.name == name)
 
