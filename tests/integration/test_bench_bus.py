@@ -5,10 +5,12 @@ and the run's checks count both ways (nothing lost, nothing twice)."""
 from __future__ import annotations
 
 import aio_pika
+import psutil
 import pytest
 
 from eventshop.bench.bus.config import BenchConfig
 from eventshop.bench.bus.phases import run_bench
+from eventshop.bench.bus.protocol import Child
 from eventshop.platform.settings import PlatformSettings
 
 pytestmark = pytest.mark.integration
@@ -57,3 +59,24 @@ async def test_rounds_alternate_raw_and_outbox_and_report_their_medians(
     # round 1 measures raw aio-pika first, round 2 the outbox first
     first, second = said.index("round 1 of 2"), said.index("round 2 of 2")
     assert said[first + 1].startswith("raw aio-pika") and said[second + 1].startswith("outbox")
+
+
+async def test_a_child_gets_its_passwords_on_stdin_never_on_its_command_line(
+    settings: PlatformSettings,
+) -> None:
+    """The configuration carries the broker's URL with its password: a command line is
+    readable by every user of the machine (`ps`, /proc/<pid>/cmdline), stdin is not."""
+    password = settings.amqp_url.split("@", 1)[0].rsplit(":", 1)[1]
+    assert len(password) >= 5  # a password to look for, not a word found anywhere
+    cfg = BenchConfig(settings=settings, events=10, raw_messages=10)
+    child = await Child.start(
+        "raw-publish", cfg.child(queue=cfg.raw_queue, count=10, size=300, window=10)
+    )
+    try:
+        await child.ready(timeout_s=60)  # it read the configuration and connected with it
+        cmdline = psutil.Process(child.pid).cmdline()
+        assert "raw-publish" in cmdline
+        assert not any(password in arg for arg in cmdline)
+    finally:
+        child.kill()
+        await child.proc.wait()

@@ -28,8 +28,9 @@ processes spent meanwhile is reported too (a run where they took >10% is flagged
 Names are random per run (exchange, queues, schemas) and deleted at the end.
 
 The command prints tables to stderr and one JSON object on the last line of stdout.
-Child processes are `python -m eventshop.bench.bus <role> <json>`; they say `ready`, wait
-for `go` on stdin, and print their result as one JSON line.
+Child processes are `python -m eventshop.bench.bus <role>`; they read their configuration
+from stdin (it holds passwords, so never from the command line), say `ready`, wait for `go` on
+stdin, and print their result as one JSON line.
 
 The modules: `config` (the run's settings and names), `protocol` (the child's side and the
 parent's side of that exchange), `raw` and `roles` (what each child process does), `measure`

@@ -1,13 +1,14 @@
-"""A child process of the bus benchmark: `python -m eventshop.bench.bus <role> <json>`."""
+"""A child process of the bus benchmark: `python -m eventshop.bench.bus <role>`, its
+configuration the first line of its stdin (protocol.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eventshop.bench.bus import raw, roles
+from eventshop.bench.bus.protocol import read_config
 
 ROLES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "raw-publish": raw.raw_publish,
@@ -23,7 +24,7 @@ def child_main(argv: Sequence[str]) -> None:
 
     from eventshop.platform.observability.logging import configure_logging
 
-    role, cfg = argv[0], json.loads(argv[1])
+    role, cfg = argv[0], read_config()
     configure_logging(f"bench-{role}", level="WARNING", json=True)
     uvloop.run(ROLES[role](cfg))
 

@@ -1,8 +1,11 @@
 """How the orchestrator and its child processes talk: one word or one JSON object a line.
 
-A child (`python -m eventshop.bench.bus <role> <json>`) says `{"ready": true}` when it is
-set up, waits for `go` on stdin, prints its result as one JSON line, and exits after `stop`.
-The child's side is `say` and `wait_for`; the parent's side is `Child`.
+A child (`python -m eventshop.bench.bus <role>`) reads its configuration as the first line of
+its stdin, says `{"ready": true}` when it is set up, waits for `go` on stdin, prints its result
+as one JSON line, and exits after `stop`. The configuration holds the broker's and the
+database's URLs with their passwords, so it never goes on the command line, which every user of
+the machine can read (`ps`, /proc/<pid>/cmdline). The child's side is `read_config`, `say` and
+`wait_for`; the parent's side is `Child`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 # -- the child's side --------------------------------------------------------------------------
+
+
+def read_config() -> dict[str, Any]:
+    """The configuration the parent wrote as the first line of stdin."""
+    cfg: dict[str, Any] = json.loads(sys.stdin.readline())
+    return cfg
 
 
 def say(obj: Mapping[str, Any]) -> None:
@@ -53,11 +62,12 @@ class Child:
             "-m",
             "eventshop.bench.bus",
             role,
-            json.dumps(cfg),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        return cls(role, proc)
+        child = cls(role, proc)
+        await child.tell(json.dumps(cfg))
+        return child
 
     @property
     def pid(self) -> int:
