@@ -60,22 +60,24 @@ ops)
     pg=$(grep '^EVENTSHOP_POSTGRES_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
     op=$(grep '^EVENTSHOP_OPERATOR_AMQP_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
     urls=$(.venv/bin/python -c 'import json; from eventshop.services import PORTS; print(json.dumps({n: f"http://{n}:{p}" for n, p in PORTS.items()}))')
-    compose run --rm --no-deps -T \
-        -e "EVENTSHOP_SERVICE_URLS=$urls" \
-        -e "EVENTSHOP_DATABASE_URL=postgresql://postgres:$pg@postgres:5432/eventshop" \
-        -e "EVENTSHOP_AMQP_URL=amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
-        -e "EVENTSHOP_TRACE_DIR=/home/eventshop/traces" \
-        provision eventshop "${@:2}"
+    # the values go through docker-compose's environment (`-e NAME`), never its command line,
+    # which every user of the host can read
+    EVENTSHOP_SERVICE_URLS=$urls \
+        EVENTSHOP_DATABASE_URL="postgresql://postgres:$pg@postgres:5432/eventshop" \
+        EVENTSHOP_AMQP_URL="amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
+        EVENTSHOP_TRACE_DIR=/home/eventshop/traces \
+        compose run --rm --no-deps -T -e EVENTSHOP_SERVICE_URLS -e EVENTSHOP_DATABASE_URL \
+        -e EVENTSHOP_AMQP_URL -e EVENTSHOP_TRACE_DIR provision eventshop "${@:2}"
     ;;
 demo)
     wait_ready 30
     # inside the compose network: the demo checks its invariants in PostgreSQL, not published
     pg=$(grep '^EVENTSHOP_POSTGRES_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
     op=$(grep '^EVENTSHOP_OPERATOR_AMQP_PASSWORD=' "$ENV_FILE" | cut -d= -f2-)
-    compose run --rm --no-deps \
-        -e "EVENTSHOP_API=http://gateway:8000/api/v1" \
-        -e "EVENTSHOP_DATABASE_URL=postgresql://postgres:$pg@postgres:5432/eventshop" \
-        -e "EVENTSHOP_AMQP_URL=amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
+    EVENTSHOP_API=http://gateway:8000/api/v1 \
+        EVENTSHOP_DATABASE_URL="postgresql://postgres:$pg@postgres:5432/eventshop" \
+        EVENTSHOP_AMQP_URL="amqp://eventshop-operator:$op@rabbitmq:5672/eventshop" \
+        compose run --rm --no-deps -e EVENTSHOP_API -e EVENTSHOP_DATABASE_URL -e EVENTSHOP_AMQP_URL \
         provision eventshop demo --no-start "${@:2}"
     ;;
 scale)

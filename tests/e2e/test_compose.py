@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
+from eventshop.chaos.compose import read_env_file
 from eventshop.services import METRICS_PORTS
 from eventshop.tooling.shopclient import ADMIN, ADMIN_PASSWORD
 from tests.e2e.conftest import free_port
@@ -161,10 +163,39 @@ def test_the_compose_file_is_valid_for_docker_compose(compose: dict[str, str]) -
     assert checked.returncode == 0, checked.stderr
 
 
+def command_lines_while(args: list[str], env: dict[str, str]) -> tuple[str, str, set[str]]:
+    """`scripts/compose.sh *args`'s output, and every command line seen on the host while it
+    ran (sampled every 20 ms: docker-compose's own process lives for seconds)."""
+    proc = subprocess.Popen(
+        [str(ROOT / "scripts" / "compose.sh"), *args], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: set[str] = set()
+
+    def sample() -> None:
+        while proc.poll() is None:
+            for found in psutil.process_iter(["cmdline"]):
+                seen.add(" ".join(found.info.get("cmdline") or []))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out, err = proc.communicate(timeout=300)
+    sampler.join()
+    assert proc.returncode == 0, err[-2000:]
+    return out, err, seen
+
+
 def test_the_operators_commands_work_on_the_containers(compose: dict[str, str]) -> None:
-    status = run("ops", "status", "--json", env=compose, timeout=300)
-    assert status.returncode == 0, status.stderr[-2000:]
-    rows = {r["service"]: r for r in json.loads(status.stdout.strip().splitlines()[-1])}
+    out, _, command_lines = command_lines_while(["ops", "status", "--json"], compose)
+    # the operator's broker password and the database's superuser's reach the container through
+    # docker-compose's environment, never a command line every user of the host can read
+    env_file = read_env_file(ROOT / "var" / "compose" / ".env")
+    passwords = [env_file[f"EVENTSHOP_{who}_PASSWORD"] for who in ("POSTGRES", "OPERATOR_AMQP")]
+    assert any("docker-compose" in line and " run " in line for line in command_lines)
+    leaks = sum(any(p in line for p in passwords) for line in command_lines)
+    assert leaks == 0, f"{leaks} command line(s) carried a password"  # which, never printed
+    rows = {r["service"]: r for r in json.loads(out.strip().splitlines()[-1])}
     assert set(rows) == set(METRICS_PORTS)
     assert all(r["ready"] for r in rows.values()), rows
     assert rows["inventory"]["consumers"] >= 1 and rows["inventory"]["handled"] > 0
